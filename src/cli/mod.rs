@@ -1,0 +1,87 @@
+//! The `isotool` command line: argument parsing and rendering only; the work is in the library.
+
+mod disk;
+mod progress;
+
+use crate::error::Error;
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// Build installer ISOs, provisioning media, cloud-init seeds and VHD/VHDX disks.
+#[derive(Debug, Parser)]
+#[command(name = "isotool", version, about, propagate_version = true)]
+pub struct Cli {
+    /// No progress bars or notes on stderr.
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Convert a disk image between raw, VHD and VHDX (input format probed from content).
+    Convert(disk::ConvertArgs),
+    /// Disk images: create.
+    #[command(subcommand)]
+    Disk(disk::DiskCommand),
+    /// Describe a disk image: format, sizes, creator, parent chain, partitions.
+    Info(disk::InfoArgs),
+    /// Check a disk image against a target platform (azure, hyperv-gen1, hyperv-gen2).
+    Validate(disk::ValidateArgs),
+    // ISO commands
+
+    // provisioning and cloud-init commands
+}
+
+/// What a subcommand returns: success, or an exit code with nothing more to print.
+pub(crate) enum Outcome {
+    Ok,
+    Exit(u8),
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let quiet = cli.quiet;
+    let result = match cli.command {
+        Command::Convert(a) => disk::convert(a, quiet),
+        Command::Disk(c) => disk::disk(c, quiet),
+        Command::Info(a) => disk::info(a),
+        Command::Validate(a) => disk::validate(a),
+        // ISO commands
+
+        // provisioning and cloud-init commands
+    };
+    match result {
+        Ok(Outcome::Ok) => ExitCode::SUCCESS,
+        Ok(Outcome::Exit(n)) => ExitCode::from(n),
+        Err(e) => {
+            report_error(&e);
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn report_error(e: &Error) {
+    eprintln!("isotool: error: {e}");
+}
+
+/// Prints JSON to stdout.
+pub(crate) fn print_json(v: &impl serde::Serialize) -> crate::Result<()> {
+    let s = serde_json::to_string_pretty(v).map_err(|e| crate::err!(Io, "rendering JSON: {e}"))?;
+    println!("{s}");
+    Ok(())
+}
+
+/// Human-readable byte counts (binary units).
+pub(crate) fn human_bytes(n: u64) -> String {
+    const U: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < U.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 { format!("{n} B") } else { format!("{v:.2} {}", U[i]) }
+}

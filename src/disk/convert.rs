@@ -1,0 +1,365 @@
+//! Any-to-any conversion: open (format probed from content), write the target format into a
+//! temp file beside the output, optionally hash it, rename into place.
+
+use super::probe::OpenOptions;
+use super::{DiskImage, Extent, ExtentKind, ImageInfo, Progress, for_each_extent, push_extent};
+use crate::context::BuildContext;
+use crate::err;
+use crate::error::{Error, IoContext, Result};
+use crate::output::{AtomicOutput, OutputOptions};
+use serde::Serialize;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+/// Mebibyte.
+pub const MIB: u64 = 1 << 20;
+
+/// Window used when walking extents (bounded memory for any image size).
+pub const EXTENT_WINDOW: u64 = 1 << 32;
+
+/// An output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TargetFormat {
+    /// Raw (sparse where the input is).
+    Raw,
+    /// Fixed VHD.
+    Vhd,
+    /// Dynamic VHD.
+    VhdDynamic,
+    /// Dynamic VHDX.
+    Vhdx,
+    /// Fixed VHDX.
+    VhdxFixed,
+}
+
+impl TargetFormat {
+    /// Parses the command-line name.
+    pub fn parse(s: &str) -> Result<Self> {
+        Ok(match s {
+            "raw" => TargetFormat::Raw,
+            "vhd" | "vhd-fixed" => TargetFormat::Vhd,
+            "vhd-dynamic" => TargetFormat::VhdDynamic,
+            "vhdx" | "vhdx-dynamic" => TargetFormat::Vhdx,
+            "vhdx-fixed" => TargetFormat::VhdxFixed,
+            _ => {
+                return Err(err!(
+                    InvalidArgument,
+                    "unknown format {s:?} (expected raw, vhd, vhd-dynamic, vhdx, vhdx-fixed)"
+                ));
+            }
+        })
+    }
+
+    /// The command-line name.
+    pub fn name(self) -> &'static str {
+        match self {
+            TargetFormat::Raw => "raw",
+            TargetFormat::Vhd => "vhd",
+            TargetFormat::VhdDynamic => "vhd-dynamic",
+            TargetFormat::Vhdx => "vhdx",
+            TargetFormat::VhdxFixed => "vhdx-fixed",
+        }
+    }
+}
+
+/// Options of the format writers.
+#[derive(Debug, Clone, Copy)]
+pub struct WriteOptions {
+    /// Block size of dynamic formats (None: the format's default: VHD 2 MiB, VHDX 32 MiB).
+    pub block_size: Option<u64>,
+    /// VHDX logical sector size (512 or 4096).
+    pub logical_sector_size: u32,
+    /// VHDX physical sector size (512 or 4096).
+    pub physical_sector_size: u32,
+}
+
+impl Default for WriteOptions {
+    fn default() -> Self {
+        WriteOptions { block_size: None, logical_sector_size: 512, physical_sector_size: 4096 }
+    }
+}
+
+/// Writes `src` as `format` into `out` (an empty file). Streams: memory is bounded.
+pub fn write_image(
+    src: &dyn DiskImage,
+    out: &File,
+    out_path: &Path,
+    format: TargetFormat,
+    opts: &WriteOptions,
+    ctx: &BuildContext,
+    progress: &dyn Progress,
+) -> Result<()> {
+    match format {
+        TargetFormat::Raw => write_raw(src, out, out_path, progress),
+        TargetFormat::Vhd => crate::vhd::write(src, out, out_path, false, opts, ctx, progress),
+        TargetFormat::VhdDynamic => crate::vhd::write(src, out, out_path, true, opts, ctx, progress),
+        TargetFormat::Vhdx => crate::vhdx::write(src, out, out_path, false, opts, ctx, progress),
+        TargetFormat::VhdxFixed => crate::vhdx::write(src, out, out_path, true, opts, ctx, progress),
+    }
+}
+
+/// Total bytes of `Data` extents (what a writer has to move).
+pub fn data_bytes(src: &dyn DiskImage) -> Result<u64> {
+    let mut n = 0;
+    for_each_extent(src, EXTENT_WINDOW, |e| {
+        if e.kind == ExtentKind::Data {
+            n += e.len;
+        }
+        Ok(())
+    })?;
+    Ok(n)
+}
+
+/// Raw writer: the file is the disk; holes where the source has no data.
+pub fn write_raw(src: &dyn DiskImage, out: &File, out_path: &Path, progress: &dyn Progress) -> Result<()> {
+    progress.start("writing raw", data_bytes(src)?);
+    out.set_len(src.len()).ctx(out_path, "sizing the output")?;
+    for_each_extent(src, EXTENT_WINDOW, |e| {
+        if e.kind == ExtentKind::Data {
+            src.copy_to(e.offset, e.len, out, e.offset).map_err(|x| x.with_path(out_path))?;
+            progress.advance(e.len);
+        }
+        Ok(())
+    })?;
+    progress.finish();
+    Ok(())
+}
+
+/// A disk seen with a larger virtual size: bytes past the inner disk read as zeros.
+pub struct Padded<'a> {
+    inner: &'a dyn DiskImage,
+    len: u64,
+}
+
+impl<'a> Padded<'a> {
+    /// `inner` extended to `len` bytes (`len >= inner.len()`).
+    pub fn new(inner: &'a dyn DiskImage, len: u64) -> Self {
+        Padded { inner, len: len.max(inner.len()) }
+    }
+}
+
+impl DiskImage for Padded<'_> {
+    fn len(&self) -> u64 {
+        self.len
+    }
+
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        let end = offset
+            .checked_add(buf.len() as u64)
+            .filter(|&e| e <= self.len)
+            .ok_or_else(|| err!(InvalidArgument, "read past the end of the disk").at(offset))?;
+        let inner_len = self.inner.len();
+        if offset >= inner_len {
+            buf.fill(0);
+        } else if end <= inner_len {
+            self.inner.read_at(buf, offset)?;
+        } else {
+            let k = (inner_len - offset) as usize;
+            self.inner.read_at(&mut buf[..k], offset)?;
+            buf[k..].fill(0);
+        }
+        Ok(())
+    }
+
+    fn extents(&self, offset: u64, len: u64) -> Result<Vec<Extent>> {
+        let (start, end) = super::clamp_window(self.len, offset, len);
+        let inner_len = self.inner.len();
+        let mut out = if start < inner_len { self.inner.extents(start, end.min(inner_len) - start)? } else { Vec::new() };
+        let pad_from = start.max(inner_len);
+        push_extent(&mut out, Extent { offset: pad_from, len: end.saturating_sub(pad_from), kind: ExtentKind::Unallocated });
+        Ok(out)
+    }
+
+    fn info(&self) -> ImageInfo {
+        let mut i = self.inner.info();
+        i.virtual_size = self.len;
+        i
+    }
+
+    fn copy_to(&self, offset: u64, len: u64, out: &File, out_offset: u64) -> Result<()> {
+        if offset.checked_add(len).is_some_and(|e| e <= self.inner.len()) {
+            self.inner.copy_to(offset, len, out, out_offset)
+        } else {
+            super::copy_via_buffer(self, offset, len, out, out_offset)
+        }
+    }
+}
+
+/// What `convert` should do.
+#[derive(Debug, Clone)]
+pub struct ConvertOptions {
+    /// Output format.
+    pub format: TargetFormat,
+    /// Writer options.
+    pub write: WriteOptions,
+    /// Produce what Azure accepts: fixed VHD, virtual size rounded up to a whole MiB.
+    pub azure: bool,
+    /// Compute the SHA-256 of the output.
+    pub sha256: bool,
+    /// Replace an existing output.
+    pub force: bool,
+    /// How to open the input.
+    pub open: OpenOptions,
+}
+
+/// What `convert` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConvertReport {
+    /// Output path.
+    pub output: PathBuf,
+    /// Output format.
+    pub format: TargetFormat,
+    /// Input format as probed.
+    pub input_format: String,
+    /// Input virtual size.
+    pub input_size: u64,
+    /// Output virtual size (differs from the input's with `--azure` rounding).
+    pub virtual_size: u64,
+    /// Bytes of data moved.
+    pub data_bytes: u64,
+    /// SHA-256 of the output file, when asked.
+    pub sha256: Option<String>,
+}
+
+/// Azure's rule: a whole number of MiB.
+pub fn azure_size(len: u64) -> u64 {
+    len.div_ceil(MIB) * MIB
+}
+
+/// Converts `input` into `output`.
+pub fn convert(
+    input: &Path,
+    output: &Path,
+    opts: &ConvertOptions,
+    ctx: &BuildContext,
+    progress: &dyn Progress,
+) -> Result<ConvertReport> {
+    let mut format = opts.format;
+    if opts.azure {
+        if format != TargetFormat::Vhd {
+            progress.note(&format!("--azure: writing a fixed VHD (Azure accepts nothing else), not {}", format.name()));
+        }
+        format = TargetFormat::Vhd;
+    }
+    let out = AtomicOutput::create(output, &[input], OutputOptions { force: opts.force, mode: 0o644 })?;
+    let src = super::probe::open_image(input, &opts.open)?;
+    let input_info = src.info();
+    let target_len = if opts.azure { azure_size(src.len()) } else { src.len() };
+    if target_len != src.len() {
+        progress.note(&format!(
+            "virtual size rounded up from {} to {} bytes ({} MiB) for Azure",
+            src.len(),
+            target_len,
+            target_len / MIB
+        ));
+    }
+    let padded = Padded::new(src.as_ref(), target_len);
+    let data = data_bytes(&padded)?;
+    write_image(&padded, out.file(), out.tmp_path(), format, &opts.write, ctx, progress)
+        .map_err(|e: Error| e.with_path(output))?;
+    let sha256 = if opts.sha256 {
+        progress.start("sha256", 0);
+        let h = crate::checksum::sha256_file(out.file(), out.tmp_path())?;
+        progress.finish();
+        Some(h)
+    } else {
+        None
+    };
+    let output = out.commit()?;
+    Ok(ConvertReport {
+        output,
+        format,
+        input_format: input_info.format,
+        input_size: src.len(),
+        virtual_size: target_len,
+        data_bytes: data,
+        sha256,
+    })
+}
+
+/// Creates an empty disk of `size` bytes in `format`.
+pub fn create(
+    output: &Path,
+    size: u64,
+    format: TargetFormat,
+    write: &WriteOptions,
+    force: bool,
+    sha256: bool,
+    ctx: &BuildContext,
+    progress: &dyn Progress,
+) -> Result<(PathBuf, Option<String>)> {
+    if size == 0 {
+        return Err(err!(InvalidArgument, "the disk size must be greater than zero"));
+    }
+    let out = AtomicOutput::create(output, &[], OutputOptions { force, mode: 0o644 })?;
+    let src = super::mem::ZeroImage { len: size };
+    write_image(&src, out.file(), out.tmp_path(), format, write, ctx, progress).map_err(|e| e.with_path(output))?;
+    let h = if sha256 { Some(crate::checksum::sha256_file(out.file(), out.tmp_path())?) } else { None };
+    Ok((out.commit()?, h))
+}
+
+/// Parses sizes like `40G`, `512M`, `1.5T`, `4096`, `2MiB` (binary units).
+pub fn parse_size(s: &str) -> Result<u64> {
+    let t = s.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        "t" | "tb" | "tib" => 1 << 40,
+        _ => return Err(err!(InvalidArgument, "bad size {s:?}: unknown unit {unit:?} (use K, M, G or T)")),
+    };
+    let bad = || err!(InvalidArgument, "bad size {s:?}");
+    let v = if num.contains('.') {
+        let f: f64 = num.parse().map_err(|_| bad())?;
+        let v = f * mult as f64;
+        if !(0.0..1.8e19).contains(&v) {
+            return Err(bad());
+        }
+        v.round() as u64
+    } else {
+        num.parse::<u64>().map_err(|_| bad())?.checked_mul(mult).ok_or_else(bad)?
+    };
+    Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("40G").unwrap(), 40 << 30);
+        assert_eq!(parse_size("1M").unwrap(), 1 << 20);
+        assert_eq!(parse_size("1.5K").unwrap(), 1536);
+        assert_eq!(parse_size("4096").unwrap(), 4096);
+        assert_eq!(parse_size("2MiB").unwrap(), 2 << 20);
+        assert!(parse_size("12Q").is_err());
+        assert!(parse_size("99999999999T").is_err());
+        assert!(parse_size("").is_err());
+    }
+
+    #[test]
+    fn azure_rounding() {
+        assert_eq!(azure_size(MIB), MIB);
+        assert_eq!(azure_size(MIB + 1), 2 * MIB);
+        assert_eq!(azure_size(4_212_736), 5 * MIB);
+    }
+
+    #[test]
+    fn padded_reads_zero_past_inner() {
+        let mut m = super::super::mem::MemImage::new(1000, 100);
+        m.write(990, &[7; 10]);
+        let p = Padded::new(&m, 2000);
+        let mut b = [1u8; 20];
+        p.read_at(&mut b, 990).unwrap();
+        assert_eq!(&b[..10], &[7; 10]);
+        assert_eq!(&b[10..], &[0; 10]);
+        let ex = p.extents(0, 2000).unwrap();
+        assert_eq!(ex.last().unwrap().end(), 2000);
+        assert_eq!(ex.last().unwrap().kind, ExtentKind::Unallocated);
+    }
+}

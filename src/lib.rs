@@ -1,0 +1,23 @@
+//! isotool: build the artifacts of immutable Linux infrastructure in pure Rust.
+//!
+//! Installer ISOs remastered for unattended installs, provisioning DVDs, cloud-init seeds, and
+//! raw / VHD / VHDX disks, without external tools. Every operation is a library function; the
+//! `isotool` binary only parses arguments and draws progress.
+#![warn(missing_docs)]
+
+pub mod checksum;
+pub mod cli;
+pub mod context;
+pub mod disk;
+pub mod error;
+pub mod output;
+
+// disk formats
+pub mod vhd;
+pub mod vhdx;
+
+// ISO 9660 and remastering
+
+// provisioning media and cloud-init
+
+pub use error::{Error, ErrorKind, Result};

@@ -1,0 +1,187 @@
+//! Outputs are written to a temporary file beside the target and renamed into place only when
+//! complete and synced. An interrupted or failed run never leaves a half-written file under the
+//! final name, and inputs are never the output.
+
+use crate::err;
+use crate::error::{Error, IoContext, Result};
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+/// How to create an output.
+#[derive(Debug, Clone, Copy)]
+pub struct OutputOptions {
+    /// Replace an existing output.
+    pub force: bool,
+    /// Permission bits of the created file (e.g. `0o600` for outputs carrying secrets).
+    pub mode: u32,
+}
+
+impl Default for OutputOptions {
+    fn default() -> Self {
+        OutputOptions { force: false, mode: 0o644 }
+    }
+}
+
+/// An output being written: a temp file in the target's directory, renamed on [`commit`].
+///
+/// Dropping it without committing removes the temp file.
+///
+/// [`commit`]: AtomicOutput::commit
+#[derive(Debug)]
+pub struct AtomicOutput {
+    final_path: PathBuf,
+    tmp_path: PathBuf,
+    file: Option<File>,
+}
+
+/// Refuses `output` when it is one of `inputs` (same device and inode, or same canonical path).
+pub fn check_not_input(output: &Path, inputs: &[&Path]) -> Result<()> {
+    let out_meta = std::fs::metadata(output).ok();
+    for input in inputs {
+        let same = match (&out_meta, std::fs::metadata(input)) {
+            (Some(o), Ok(i)) => o.dev() == i.dev() && o.ino() == i.ino(),
+            _ => false,
+        };
+        let same_name = match (output.canonicalize(), input.canonicalize()) {
+            (Ok(a), Ok(b)) => a == b,
+            _ => false,
+        };
+        if same || same_name {
+            return Err(err!(SameFile, "the output is the input {}", input.display()).with_path(output));
+        }
+    }
+    Ok(())
+}
+
+impl AtomicOutput {
+    /// Starts an output at `final_path`. Refuses an existing output unless `opts.force`, and an
+    /// output that is one of `inputs`.
+    pub fn create(final_path: &Path, inputs: &[&Path], opts: OutputOptions) -> Result<Self> {
+        check_not_input(final_path, inputs)?;
+        if !opts.force && std::fs::symlink_metadata(final_path).is_ok() {
+            return Err(err!(OutputExists, "the output exists (use --force to replace it)").with_path(final_path));
+        }
+        if final_path.is_dir() {
+            return Err(err!(InvalidArgument, "the output is a directory").with_path(final_path));
+        }
+        let dir = match final_path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let name = final_path
+            .file_name()
+            .ok_or_else(|| err!(InvalidArgument, "the output path has no file name").with_path(final_path))?;
+        let mut n = 0u32;
+        loop {
+            let tmp_path = dir.join(format!(".{}.isotool-{}-{n}.tmp", name.to_string_lossy(), std::process::id()));
+            match OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .mode(opts.mode)
+                .open(&tmp_path)
+            {
+                Ok(file) => {
+                    // The mode given to open() is filtered by the umask; secrets must be 0600
+                    // whatever the umask, and nothing should end up wider than asked.
+                    use std::os::unix::fs::PermissionsExt;
+                    file.set_permissions(std::fs::Permissions::from_mode(opts.mode))
+                        .ctx(&tmp_path, "setting permissions")?;
+                    return Ok(AtomicOutput { final_path: final_path.to_path_buf(), tmp_path, file: Some(file) });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && n < 100 => n += 1,
+                Err(e) => return Err(Error::io(e, "creating the output's temporary file").with_path(&tmp_path)),
+            }
+        }
+    }
+
+    /// The file being written.
+    pub fn file(&self) -> &File {
+        self.file.as_ref().expect("file present until commit")
+    }
+
+    /// The temporary path (for error messages from writers).
+    pub fn tmp_path(&self) -> &Path {
+        &self.tmp_path
+    }
+
+    /// The final path.
+    pub fn final_path(&self) -> &Path {
+        &self.final_path
+    }
+
+    /// Syncs the data, renames the file into place and syncs the directory.
+    pub fn commit(mut self) -> Result<PathBuf> {
+        let file = self.file.take().expect("file present until commit");
+        file.sync_all().ctx(&self.tmp_path, "syncing the output")?;
+        drop(file);
+        std::fs::rename(&self.tmp_path, &self.final_path).ctx(&self.final_path, "renaming the output into place")?;
+        if let Some(dir) = self.final_path.parent() {
+            let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+            if let Ok(d) = File::open(dir) {
+                let _ = d.sync_all();
+            }
+        }
+        Ok(self.final_path.clone())
+    }
+}
+
+impl Drop for AtomicOutput {
+    fn drop(&mut self) {
+        if self.file.take().is_some() {
+            let _ = std::fs::remove_file(&self.tmp_path);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn commit_renames_and_drop_cleans_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("o.bin");
+        let o = AtomicOutput::create(&out, &[], OutputOptions::default()).unwrap();
+        (&*o.file()).write_all(b"hi").unwrap();
+        assert!(!out.exists());
+        o.commit().unwrap();
+        assert_eq!(std::fs::read(&out).unwrap(), b"hi");
+
+        let out2 = dir.path().join("p.bin");
+        {
+            let o = AtomicOutput::create(&out2, &[], OutputOptions::default()).unwrap();
+            (&*o.file()).write_all(b"partial").unwrap();
+        }
+        assert!(!out2.exists());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "temp file left behind");
+    }
+
+    #[test]
+    fn refuses_existing_without_force_and_same_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("in.img");
+        std::fs::write(&f, b"x").unwrap();
+        let e = AtomicOutput::create(&f, &[], OutputOptions::default()).unwrap_err();
+        assert_eq!(e.kind(), crate::error::ErrorKind::OutputExists);
+        let e = AtomicOutput::create(&f, &[&f], OutputOptions { force: true, mode: 0o644 }).unwrap_err();
+        assert_eq!(e.kind(), crate::error::ErrorKind::SameFile);
+        let link = dir.path().join("link.img");
+        std::os::unix::fs::symlink(&f, &link).unwrap();
+        let e = AtomicOutput::create(&link, &[&f], OutputOptions { force: true, mode: 0o644 }).unwrap_err();
+        assert_eq!(e.kind(), crate::error::ErrorKind::SameFile);
+        assert_eq!(std::fs::read(&f).unwrap(), b"x");
+    }
+
+    #[test]
+    fn secret_mode_is_0600() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("s");
+        let o = AtomicOutput::create(&out, &[], OutputOptions { force: false, mode: 0o600 }).unwrap();
+        o.commit().unwrap();
+        assert_eq!(std::fs::metadata(&out).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+}
