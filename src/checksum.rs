@@ -38,7 +38,8 @@ pub fn sha256_file(file: &File, path: &Path) -> Result<String> {
         let mut off = a;
         while off < b {
             let n = (b - off).min(buf.len() as u64) as usize;
-            file.read_exact_at(&mut buf[..n], off).ctx(path, "reading for SHA-256")?;
+            file.read_exact_at(&mut buf[..n], off)
+                .ctx(path, "reading for SHA-256")?;
             h.update(&buf[..n]);
             off += n as u64;
         }
@@ -65,7 +66,10 @@ mod tests {
 
     #[test]
     fn known_vectors() {
-        assert_eq!(sha256_hex(b"abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_eq!(
+            sha256_hex(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
         assert_eq!(md5_hex(b"abc"), "900150983cd24fb0d6963f7d28e17f72");
     }
 

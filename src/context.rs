@@ -22,7 +22,10 @@ impl BuildContext {
         match std::env::var("SOURCE_DATE_EPOCH") {
             Ok(v) => {
                 let epoch: u64 = v.trim().parse().map_err(|_| {
-                    err!(InvalidArgument, "SOURCE_DATE_EPOCH must be a whole number of seconds, got {v:?}")
+                    err!(
+                        InvalidArgument,
+                        "SOURCE_DATE_EPOCH must be a whole number of seconds, got {v:?}"
+                    )
                 })?;
                 Ok(Self::fixed(epoch))
             }
@@ -32,8 +35,13 @@ impl BuildContext {
 
     /// A deterministic context at `epoch` (tests, reproducible builds).
     pub fn fixed(epoch: u64) -> Self {
-        let seed: [u8; 32] = Sha256::digest(format!("isotool SOURCE_DATE_EPOCH={epoch}").as_bytes()).into();
-        BuildContext { epoch, seed, deterministic: true }
+        let seed: [u8; 32] =
+            Sha256::digest(format!("isotool SOURCE_DATE_EPOCH={epoch}").as_bytes()).into();
+        BuildContext {
+            epoch,
+            seed,
+            deterministic: true,
+        }
     }
 
     /// A context with the current time and random identifiers.
@@ -52,7 +60,11 @@ impl BuildContext {
                 .unwrap_or(0);
             seed = Sha256::digest(format!("{nanos}-{}", std::process::id()).as_bytes()).into();
         }
-        BuildContext { epoch: now, seed, deterministic: false }
+        BuildContext {
+            epoch: now,
+            seed,
+            deterministic: false,
+        }
     }
 
     /// Seconds since the Unix epoch to stamp into outputs.
@@ -88,7 +100,14 @@ impl BuildContext {
 /// Formats 16 bytes in RFC 4122 order as `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`.
 pub fn guid_string(g: &[u8; 16]) -> String {
     let h: String = g.iter().map(|b| format!("{b:02x}")).collect();
-    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
 
 /// Formats a GUID stored in Microsoft mixed-endian order (first three fields little-endian),
@@ -118,12 +137,18 @@ mod tests {
 
     #[test]
     fn random_contexts_differ() {
-        assert_ne!(BuildContext::random().guid("x"), BuildContext::random().guid("x"));
+        assert_ne!(
+            BuildContext::random().guid("x"),
+            BuildContext::random().guid("x")
+        );
     }
 
     #[test]
     fn guid_formats() {
-        let g = [0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09, 0x0a, 0x0b, 0x0c, 0x0d, 0x0e, 0x0f, 0x10];
+        let g = [
+            0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09, 0x0a, 0x0b, 0x0c, 0x0d, 0x0e,
+            0x0f, 0x10,
+        ];
         assert_eq!(guid_string(&g), "01020304-0506-0708-090a-0b0c0d0e0f10");
         assert_eq!(guid_string_le(&g), "04030201-0605-0807-090a-0b0c0d0e0f10");
     }

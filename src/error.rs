@@ -259,7 +259,11 @@ mod tests {
 
     #[test]
     fn innermost_location_wins() {
-        let e = err!(Truncated, "short").at(5).at(7).with_path("a").with_path("b");
+        let e = err!(Truncated, "short")
+            .at(5)
+            .at(7)
+            .with_path("a")
+            .with_path("b");
         assert_eq!(e.offset(), Some(5));
         assert_eq!(e.path(), Some(Path::new("a")));
     }

@@ -19,7 +19,10 @@ pub struct OutputOptions {
 
 impl Default for OutputOptions {
     fn default() -> Self {
-        OutputOptions { force: false, mode: 0o644 }
+        OutputOptions {
+            force: false,
+            mode: 0o644,
+        }
     }
 }
 
@@ -48,7 +51,9 @@ pub fn check_not_input(output: &Path, inputs: &[&Path]) -> Result<()> {
             _ => false,
         };
         if same || same_name {
-            return Err(err!(SameFile, "the output is the input {}", input.display()).with_path(output));
+            return Err(
+                err!(SameFile, "the output is the input {}", input.display()).with_path(output),
+            );
         }
     }
     Ok(())
@@ -60,7 +65,11 @@ impl AtomicOutput {
     pub fn create(final_path: &Path, inputs: &[&Path], opts: OutputOptions) -> Result<Self> {
         check_not_input(final_path, inputs)?;
         if !opts.force && std::fs::symlink_metadata(final_path).is_ok() {
-            return Err(err!(OutputExists, "the output exists (use --force to replace it)").with_path(final_path));
+            return Err(err!(
+                OutputExists,
+                "the output exists (use --force to replace it)"
+            )
+            .with_path(final_path));
         }
         if final_path.is_dir() {
             return Err(err!(InvalidArgument, "the output is a directory").with_path(final_path));
@@ -69,12 +78,16 @@ impl AtomicOutput {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
         };
-        let name = final_path
-            .file_name()
-            .ok_or_else(|| err!(InvalidArgument, "the output path has no file name").with_path(final_path))?;
+        let name = final_path.file_name().ok_or_else(|| {
+            err!(InvalidArgument, "the output path has no file name").with_path(final_path)
+        })?;
         let mut n = 0u32;
         loop {
-            let tmp_path = dir.join(format!(".{}.isotool-{}-{n}.tmp", name.to_string_lossy(), std::process::id()));
+            let tmp_path = dir.join(format!(
+                ".{}.isotool-{}-{n}.tmp",
+                name.to_string_lossy(),
+                std::process::id()
+            ));
             match OpenOptions::new()
                 .read(true)
                 .write(true)
@@ -88,10 +101,18 @@ impl AtomicOutput {
                     use std::os::unix::fs::PermissionsExt;
                     file.set_permissions(std::fs::Permissions::from_mode(opts.mode))
                         .ctx(&tmp_path, "setting permissions")?;
-                    return Ok(AtomicOutput { final_path: final_path.to_path_buf(), tmp_path, file: Some(file) });
+                    return Ok(AtomicOutput {
+                        final_path: final_path.to_path_buf(),
+                        tmp_path,
+                        file: Some(file),
+                    });
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && n < 100 => n += 1,
-                Err(e) => return Err(Error::io(e, "creating the output's temporary file").with_path(&tmp_path)),
+                Err(e) => {
+                    return Err(
+                        Error::io(e, "creating the output's temporary file").with_path(&tmp_path)
+                    );
+                }
             }
         }
     }
@@ -116,9 +137,14 @@ impl AtomicOutput {
         let file = self.file.take().expect("file present until commit");
         file.sync_all().ctx(&self.tmp_path, "syncing the output")?;
         drop(file);
-        std::fs::rename(&self.tmp_path, &self.final_path).ctx(&self.final_path, "renaming the output into place")?;
+        std::fs::rename(&self.tmp_path, &self.final_path)
+            .ctx(&self.final_path, "renaming the output into place")?;
         if let Some(dir) = self.final_path.parent() {
-            let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+            let dir = if dir.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                dir
+            };
             if let Ok(d) = File::open(dir) {
                 let _ = d.sync_all();
             }
@@ -157,7 +183,11 @@ mod tests {
             (&*o.file()).write_all(b"partial").unwrap();
         }
         assert!(!out2.exists());
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "temp file left behind");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "temp file left behind"
+        );
     }
 
     #[test]
@@ -167,11 +197,27 @@ mod tests {
         std::fs::write(&f, b"x").unwrap();
         let e = AtomicOutput::create(&f, &[], OutputOptions::default()).unwrap_err();
         assert_eq!(e.kind(), crate::error::ErrorKind::OutputExists);
-        let e = AtomicOutput::create(&f, &[&f], OutputOptions { force: true, mode: 0o644 }).unwrap_err();
+        let e = AtomicOutput::create(
+            &f,
+            &[&f],
+            OutputOptions {
+                force: true,
+                mode: 0o644,
+            },
+        )
+        .unwrap_err();
         assert_eq!(e.kind(), crate::error::ErrorKind::SameFile);
         let link = dir.path().join("link.img");
         std::os::unix::fs::symlink(&f, &link).unwrap();
-        let e = AtomicOutput::create(&link, &[&f], OutputOptions { force: true, mode: 0o644 }).unwrap_err();
+        let e = AtomicOutput::create(
+            &link,
+            &[&f],
+            OutputOptions {
+                force: true,
+                mode: 0o644,
+            },
+        )
+        .unwrap_err();
         assert_eq!(e.kind(), crate::error::ErrorKind::SameFile);
         assert_eq!(std::fs::read(&f).unwrap(), b"x");
     }
@@ -180,8 +226,19 @@ mod tests {
     fn secret_mode_is_0600() {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("s");
-        let o = AtomicOutput::create(&out, &[], OutputOptions { force: false, mode: 0o600 }).unwrap();
+        let o = AtomicOutput::create(
+            &out,
+            &[],
+            OutputOptions {
+                force: false,
+                mode: 0o600,
+            },
+        )
+        .unwrap();
         o.commit().unwrap();
-        assert_eq!(std::fs::metadata(&out).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&out).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
     }
 }

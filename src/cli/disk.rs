@@ -76,7 +76,9 @@ pub(crate) fn convert(a: ConvertArgs, quiet: bool) -> Result<Outcome> {
         azure: a.azure,
         sha256: a.sha256,
         force: a.force,
-        open: OpenOptions { replay_log: a.replay_log },
+        open: OpenOptions {
+            replay_log: a.replay_log,
+        },
     };
     let r = convert::convert(&a.input, &a.output, &opts, &ctx, &bars)?;
     if a.json {
@@ -131,8 +133,23 @@ pub(crate) fn disk(c: DiskCommand, quiet: bool) -> Result<Outcome> {
             let bars = super::progress::Bars::new(quiet);
             let size = parse_size(&a.size)?;
             let format = TargetFormat::parse(&a.format)?;
-            let (p, h) = convert::create(&a.output, size, format, &a.write.options()?, a.force, a.sha256, &ctx, &bars)?;
-            println!("created {} ({}, {} = {} bytes)", p.display(), format.name(), human_bytes(size), size);
+            let (p, h) = convert::create(
+                &a.output,
+                size,
+                format,
+                &a.write.options()?,
+                a.force,
+                a.sha256,
+                &ctx,
+                &bars,
+            )?;
+            println!(
+                "created {} ({}, {} = {} bytes)",
+                p.display(),
+                format.name(),
+                human_bytes(size),
+                size
+            );
             if let Some(h) = h {
                 println!("{h}  {}", p.display());
             }
@@ -154,15 +171,28 @@ pub(crate) struct InfoArgs {
 }
 
 pub(crate) fn info(a: InfoArgs) -> Result<Outcome> {
-    let img = crate::disk::open_image(&a.image, &OpenOptions { replay_log: a.replay_log })?;
+    let img = crate::disk::open_image(
+        &a.image,
+        &OpenOptions {
+            replay_log: a.replay_log,
+        },
+    )?;
     let i = img.info();
     if a.json {
         print_json(&i)?;
     } else {
         println!("image:          {}", a.image.display());
         println!("format:         {}", i.format);
-        println!("virtual size:   {} ({} bytes)", human_bytes(i.virtual_size), i.virtual_size);
-        println!("file size:      {} ({} bytes)", human_bytes(i.file_size), i.file_size);
+        println!(
+            "virtual size:   {} ({} bytes)",
+            human_bytes(i.virtual_size),
+            i.virtual_size
+        );
+        println!(
+            "file size:      {} ({} bytes)",
+            human_bytes(i.file_size),
+            i.file_size
+        );
         if let Some(al) = i.allocated {
             println!("allocated:      {} ({} bytes)", human_bytes(al), al);
         }

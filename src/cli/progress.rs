@@ -14,7 +14,10 @@ pub struct Bars {
 impl Bars {
     /// Bars on stderr; `quiet` hides bars and notes.
     pub fn new(quiet: bool) -> Self {
-        Bars { bar: Mutex::new(None), quiet }
+        Bars {
+            bar: Mutex::new(None),
+            quiet,
+        }
     }
 }
 
@@ -25,9 +28,11 @@ impl Progress for Bars {
         }
         let pb = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
         pb.set_style(
-            ProgressStyle::with_template("{msg:>14} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                .progress_chars("=> "),
+            ProgressStyle::with_template(
+                "{msg:>14} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
         );
         pb.set_message(phase.to_string());
         if let Ok(mut b) = self.bar.lock() {

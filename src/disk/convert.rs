@@ -76,7 +76,11 @@ pub struct WriteOptions {
 
 impl Default for WriteOptions {
     fn default() -> Self {
-        WriteOptions { block_size: None, logical_sector_size: 512, physical_sector_size: 4096 }
+        WriteOptions {
+            block_size: None,
+            logical_sector_size: 512,
+            physical_sector_size: 4096,
+        }
     }
 }
 
@@ -93,9 +97,13 @@ pub fn write_image(
     match format {
         TargetFormat::Raw => write_raw(src, out, out_path, progress),
         TargetFormat::Vhd => crate::vhd::write(src, out, out_path, false, opts, ctx, progress),
-        TargetFormat::VhdDynamic => crate::vhd::write(src, out, out_path, true, opts, ctx, progress),
+        TargetFormat::VhdDynamic => {
+            crate::vhd::write(src, out, out_path, true, opts, ctx, progress)
+        }
         TargetFormat::Vhdx => crate::vhdx::write(src, out, out_path, false, opts, ctx, progress),
-        TargetFormat::VhdxFixed => crate::vhdx::write(src, out, out_path, true, opts, ctx, progress),
+        TargetFormat::VhdxFixed => {
+            crate::vhdx::write(src, out, out_path, true, opts, ctx, progress)
+        }
     }
 }
 
@@ -112,12 +120,18 @@ pub fn data_bytes(src: &dyn DiskImage) -> Result<u64> {
 }
 
 /// Raw writer: the file is the disk; holes where the source has no data.
-pub fn write_raw(src: &dyn DiskImage, out: &File, out_path: &Path, progress: &dyn Progress) -> Result<()> {
+pub fn write_raw(
+    src: &dyn DiskImage,
+    out: &File,
+    out_path: &Path,
+    progress: &dyn Progress,
+) -> Result<()> {
     progress.start("writing raw", data_bytes(src)?);
     out.set_len(src.len()).ctx(out_path, "sizing the output")?;
     for_each_extent(src, EXTENT_WINDOW, |e| {
         if e.kind == ExtentKind::Data {
-            src.copy_to(e.offset, e.len, out, e.offset).map_err(|x| x.with_path(out_path))?;
+            src.copy_to(e.offset, e.len, out, e.offset)
+                .map_err(|x| x.with_path(out_path))?;
             progress.advance(e.len);
         }
         Ok(())
@@ -135,7 +149,10 @@ pub struct Padded<'a> {
 impl<'a> Padded<'a> {
     /// `inner` extended to `len` bytes (`len >= inner.len()`).
     pub fn new(inner: &'a dyn DiskImage, len: u64) -> Self {
-        Padded { inner, len: len.max(inner.len()) }
+        Padded {
+            inner,
+            len: len.max(inner.len()),
+        }
     }
 }
 
@@ -165,9 +182,20 @@ impl DiskImage for Padded<'_> {
     fn extents(&self, offset: u64, len: u64) -> Result<Vec<Extent>> {
         let (start, end) = super::clamp_window(self.len, offset, len);
         let inner_len = self.inner.len();
-        let mut out = if start < inner_len { self.inner.extents(start, end.min(inner_len) - start)? } else { Vec::new() };
+        let mut out = if start < inner_len {
+            self.inner.extents(start, end.min(inner_len) - start)?
+        } else {
+            Vec::new()
+        };
         let pad_from = start.max(inner_len);
-        push_extent(&mut out, Extent { offset: pad_from, len: end.saturating_sub(pad_from), kind: ExtentKind::Unallocated });
+        push_extent(
+            &mut out,
+            Extent {
+                offset: pad_from,
+                len: end.saturating_sub(pad_from),
+                kind: ExtentKind::Unallocated,
+            },
+        );
         Ok(out)
     }
 
@@ -178,7 +206,10 @@ impl DiskImage for Padded<'_> {
     }
 
     fn copy_to(&self, offset: u64, len: u64, out: &File, out_offset: u64) -> Result<()> {
-        if offset.checked_add(len).is_some_and(|e| e <= self.inner.len()) {
+        if offset
+            .checked_add(len)
+            .is_some_and(|e| e <= self.inner.len())
+        {
             self.inner.copy_to(offset, len, out, out_offset)
         } else {
             super::copy_via_buffer(self, offset, len, out, out_offset)
@@ -238,14 +269,28 @@ pub fn convert(
     let mut format = opts.format;
     if opts.azure {
         if format != TargetFormat::Vhd {
-            progress.note(&format!("--azure: writing a fixed VHD (Azure accepts nothing else), not {}", format.name()));
+            progress.note(&format!(
+                "--azure: writing a fixed VHD (Azure accepts nothing else), not {}",
+                format.name()
+            ));
         }
         format = TargetFormat::Vhd;
     }
-    let out = AtomicOutput::create(output, &[input], OutputOptions { force: opts.force, mode: 0o644 })?;
+    let out = AtomicOutput::create(
+        output,
+        &[input],
+        OutputOptions {
+            force: opts.force,
+            mode: 0o644,
+        },
+    )?;
     let src = super::probe::open_image(input, &opts.open)?;
     let input_info = src.info();
-    let target_len = if opts.azure { azure_size(src.len()) } else { src.len() };
+    let target_len = if opts.azure {
+        azure_size(src.len())
+    } else {
+        src.len()
+    };
     if target_len != src.len() {
         progress.note(&format!(
             "virtual size rounded up from {} to {} bytes ({} MiB) for Azure",
@@ -256,8 +301,16 @@ pub fn convert(
     }
     let padded = Padded::new(src.as_ref(), target_len);
     let data = data_bytes(&padded)?;
-    write_image(&padded, out.file(), out.tmp_path(), format, &opts.write, ctx, progress)
-        .map_err(|e: Error| e.with_path(output))?;
+    write_image(
+        &padded,
+        out.file(),
+        out.tmp_path(),
+        format,
+        &opts.write,
+        ctx,
+        progress,
+    )
+    .map_err(|e: Error| e.with_path(output))?;
     let sha256 = if opts.sha256 {
         progress.start("sha256", 0);
         let h = crate::checksum::sha256_file(out.file(), out.tmp_path())?;
@@ -290,19 +343,37 @@ pub fn create(
     progress: &dyn Progress,
 ) -> Result<(PathBuf, Option<String>)> {
     if size == 0 {
-        return Err(err!(InvalidArgument, "the disk size must be greater than zero"));
+        return Err(err!(
+            InvalidArgument,
+            "the disk size must be greater than zero"
+        ));
     }
     let out = AtomicOutput::create(output, &[], OutputOptions { force, mode: 0o644 })?;
     let src = super::mem::ZeroImage { len: size };
-    write_image(&src, out.file(), out.tmp_path(), format, write, ctx, progress).map_err(|e| e.with_path(output))?;
-    let h = if sha256 { Some(crate::checksum::sha256_file(out.file(), out.tmp_path())?) } else { None };
+    write_image(
+        &src,
+        out.file(),
+        out.tmp_path(),
+        format,
+        write,
+        ctx,
+        progress,
+    )
+    .map_err(|e| e.with_path(output))?;
+    let h = if sha256 {
+        Some(crate::checksum::sha256_file(out.file(), out.tmp_path())?)
+    } else {
+        None
+    };
     Ok((out.commit()?, h))
 }
 
 /// Parses sizes like `40G`, `512M`, `1.5T`, `4096`, `2MiB` (binary units).
 pub fn parse_size(s: &str) -> Result<u64> {
     let t = s.trim();
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
@@ -310,7 +381,12 @@ pub fn parse_size(s: &str) -> Result<u64> {
         "m" | "mb" | "mib" => 1 << 20,
         "g" | "gb" | "gib" => 1 << 30,
         "t" | "tb" | "tib" => 1 << 40,
-        _ => return Err(err!(InvalidArgument, "bad size {s:?}: unknown unit {unit:?} (use K, M, G or T)")),
+        _ => {
+            return Err(err!(
+                InvalidArgument,
+                "bad size {s:?}: unknown unit {unit:?} (use K, M, G or T)"
+            ));
+        }
     };
     let bad = || err!(InvalidArgument, "bad size {s:?}");
     let v = if num.contains('.') {
@@ -321,7 +397,10 @@ pub fn parse_size(s: &str) -> Result<u64> {
         }
         v.round() as u64
     } else {
-        num.parse::<u64>().map_err(|_| bad())?.checked_mul(mult).ok_or_else(bad)?
+        num.parse::<u64>()
+            .map_err(|_| bad())?
+            .checked_mul(mult)
+            .ok_or_else(bad)?
     };
     Ok(v)
 }

@@ -17,7 +17,11 @@ impl MemImage {
     /// A fully unallocated disk of `len` bytes tracked in `granule` units.
     pub fn new(len: usize, granule: u64) -> Self {
         let n = (len as u64).div_ceil(granule) as usize;
-        MemImage { data: vec![0; len], allocated: vec![false; n], granule }
+        MemImage {
+            data: vec![0; len],
+            allocated: vec![false; n],
+            granule,
+        }
     }
 
     /// Writes bytes and marks their granules allocated.
@@ -42,7 +46,9 @@ impl DiskImage for MemImage {
     }
 
     fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
-        let end = offset.checked_add(buf.len() as u64).filter(|&e| e <= self.len());
+        let end = offset
+            .checked_add(buf.len() as u64)
+            .filter(|&e| e <= self.len());
         match end {
             Some(e) => {
                 buf.copy_from_slice(&self.data[offset as usize..e as usize]);
@@ -59,8 +65,19 @@ impl DiskImage for MemImage {
         while pos < end {
             let g = pos / self.granule;
             let gend = ((g + 1) * self.granule).min(end);
-            let kind = if self.allocated[g as usize] { ExtentKind::Data } else { ExtentKind::Unallocated };
-            push_extent(&mut out, Extent { offset: pos, len: gend - pos, kind });
+            let kind = if self.allocated[g as usize] {
+                ExtentKind::Data
+            } else {
+                ExtentKind::Unallocated
+            };
+            push_extent(
+                &mut out,
+                Extent {
+                    offset: pos,
+                    len: gend - pos,
+                    kind,
+                },
+            );
             pos = gend;
         }
         Ok(out)
@@ -90,7 +107,10 @@ impl DiskImage for ZeroImage {
     }
 
     fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
-        if offset.checked_add(buf.len() as u64).is_none_or(|e| e > self.len) {
+        if offset
+            .checked_add(buf.len() as u64)
+            .is_none_or(|e| e > self.len)
+        {
             return Err(err!(InvalidArgument, "read past the end of the disk").at(offset));
         }
         buf.fill(0);
@@ -100,11 +120,24 @@ impl DiskImage for ZeroImage {
     fn extents(&self, offset: u64, len: u64) -> Result<Vec<Extent>> {
         let (start, end) = super::clamp_window(self.len, offset, len);
         let mut out = Vec::new();
-        push_extent(&mut out, Extent { offset: start, len: end - start, kind: ExtentKind::Unallocated });
+        push_extent(
+            &mut out,
+            Extent {
+                offset: start,
+                len: end - start,
+                kind: ExtentKind::Unallocated,
+            },
+        );
         Ok(out)
     }
 
     fn info(&self) -> ImageInfo {
-        ImageInfo { format: "zero".into(), virtual_size: self.len, logical_sector_size: 512, physical_sector_size: 512, ..Default::default() }
+        ImageInfo {
+            format: "zero".into(),
+            virtual_size: self.len,
+            logical_sector_size: 512,
+            physical_sector_size: 512,
+            ..Default::default()
+        }
     }
 }

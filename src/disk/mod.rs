@@ -224,13 +224,48 @@ mod tests {
     #[test]
     fn push_extent_merges_adjacent_same_kind() {
         let mut v = Vec::new();
-        push_extent(&mut v, Extent { offset: 0, len: 10, kind: ExtentKind::Data });
-        push_extent(&mut v, Extent { offset: 10, len: 5, kind: ExtentKind::Data });
-        push_extent(&mut v, Extent { offset: 15, len: 0, kind: ExtentKind::Zero });
-        push_extent(&mut v, Extent { offset: 15, len: 5, kind: ExtentKind::Zero });
+        push_extent(
+            &mut v,
+            Extent {
+                offset: 0,
+                len: 10,
+                kind: ExtentKind::Data,
+            },
+        );
+        push_extent(
+            &mut v,
+            Extent {
+                offset: 10,
+                len: 5,
+                kind: ExtentKind::Data,
+            },
+        );
+        push_extent(
+            &mut v,
+            Extent {
+                offset: 15,
+                len: 0,
+                kind: ExtentKind::Zero,
+            },
+        );
+        push_extent(
+            &mut v,
+            Extent {
+                offset: 15,
+                len: 5,
+                kind: ExtentKind::Zero,
+            },
+        );
         assert_eq!(v.len(), 2);
         assert_eq!(v[0].len, 15);
-        assert_eq!(v[1], Extent { offset: 15, len: 5, kind: ExtentKind::Zero });
+        assert_eq!(
+            v[1],
+            Extent {
+                offset: 15,
+                len: 5,
+                kind: ExtentKind::Zero
+            }
+        );
     }
 
     #[test]

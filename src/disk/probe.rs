@@ -45,7 +45,8 @@ pub fn probe_file(f: &File, path: &Path) -> Result<Format> {
     let len = f.metadata().ctx(path, "reading metadata")?.len();
     let mut head = [0u8; 8];
     if len >= 8 {
-        f.read_exact_at(&mut head, 0).ctx(path, "reading the first bytes")?;
+        f.read_exact_at(&mut head, 0)
+            .ctx(path, "reading the first bytes")?;
         if &head == b"vhdxfile" {
             return Ok(Format::Vhdx);
         }
@@ -56,7 +57,8 @@ pub fn probe_file(f: &File, path: &Path) -> Result<Format> {
     for tail in [512u64, 511] {
         if len >= tail {
             let mut c = [0u8; 8];
-            f.read_exact_at(&mut c, len - tail).ctx(path, "reading the last bytes")?;
+            f.read_exact_at(&mut c, len - tail)
+                .ctx(path, "reading the last bytes")?;
             if &c == b"conectix" {
                 return Ok(Format::Vhd);
             }
@@ -71,7 +73,11 @@ pub fn open_image(path: &Path, opts: &OpenOptions) -> Result<Box<dyn DiskImage>>
 }
 
 /// [`open_image`] at a given depth of a parent chain (used by differencing backends).
-pub fn open_image_at_depth(path: &Path, opts: &OpenOptions, depth: u32) -> Result<Box<dyn DiskImage>> {
+pub fn open_image_at_depth(
+    path: &Path,
+    opts: &OpenOptions,
+    depth: u32,
+) -> Result<Box<dyn DiskImage>> {
     if depth > MAX_PARENT_DEPTH {
         return Err(crate::err!(
             ParentChainTooDeep,

@@ -1,8 +1,8 @@
 //! Raw disk images: the file is the disk. Sparse-aware through `SEEK_DATA` / `SEEK_HOLE`.
 
 use super::{DiskImage, DiskImageMut, Extent, ExtentKind, ImageInfo, push_extent};
-use crate::error::{Error, IoContext, Result};
 use crate::err;
+use crate::error::{Error, IoContext, Result};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::os::unix::io::AsRawFd;
@@ -24,12 +24,24 @@ impl RawImage {
     pub fn open(path: &Path) -> Result<Self> {
         let file = File::open(path).ctx(path, "opening image")?;
         let len = file.metadata().ctx(path, "reading metadata")?.len();
-        Ok(RawImage { file, path: path.to_path_buf(), base: 0, len, format: "raw" })
+        Ok(RawImage {
+            file,
+            path: path.to_path_buf(),
+            base: 0,
+            len,
+            format: "raw",
+        })
     }
 
     /// A window of an already open file: bytes `base..base+len` are the virtual disk.
     pub fn window(file: File, path: &Path, base: u64, len: u64, format: &'static str) -> Self {
-        RawImage { file, path: path.to_path_buf(), base, len, format }
+        RawImage {
+            file,
+            path: path.to_path_buf(),
+            base,
+            len,
+            format,
+        }
     }
 
     /// Opens `path` read-write (for in-place writes).
@@ -40,7 +52,13 @@ impl RawImage {
             .open(path)
             .ctx(path, "opening image for writing")?;
         let len = file.metadata().ctx(path, "reading metadata")?.len();
-        Ok(RawImage { file, path: path.to_path_buf(), base: 0, len, format: "raw" })
+        Ok(RawImage {
+            file,
+            path: path.to_path_buf(),
+            base: 0,
+            len,
+            format: "raw",
+        })
     }
 
     /// The underlying file.
@@ -80,7 +98,11 @@ pub fn data_ranges(file: &File, start: u64, end: u64) -> std::io::Result<Vec<(u6
         }
         // SAFETY: as above.
         let hole = unsafe { libc::lseek(fd, data as libc::off_t, libc::SEEK_HOLE) };
-        let hole = if hole < 0 { end } else { (hole as u64).min(end) };
+        let hole = if hole < 0 {
+            end
+        } else {
+            (hole as u64).min(end)
+        };
         out.push((data, hole));
         pos = hole;
     }
@@ -115,7 +137,9 @@ pub fn copy_file_bytes(
         if n < 0 {
             let e = std::io::Error::last_os_error();
             match e.raw_os_error() {
-                Some(libc::EXDEV) | Some(libc::ENOSYS) | Some(libc::EINVAL)
+                Some(libc::EXDEV)
+                | Some(libc::ENOSYS)
+                | Some(libc::EINVAL)
                 | Some(libc::EOPNOTSUPP) => {
                     return copy_buffered(src, src_off + done, dst, dst_off + done, len - done);
                 }
@@ -134,7 +158,13 @@ pub fn copy_file_bytes(
     Ok(())
 }
 
-fn copy_buffered(src: &File, src_off: u64, dst: &File, dst_off: u64, len: u64) -> std::io::Result<()> {
+fn copy_buffered(
+    src: &File,
+    src_off: u64,
+    dst: &File,
+    dst_off: u64,
+    len: u64,
+) -> std::io::Result<()> {
     let mut buf = vec![0u8; len.min(super::COPY_BUF as u64) as usize];
     let mut done = 0;
     while done < len {
@@ -156,20 +186,27 @@ impl DiskImage for RawImage {
             .checked_add(buf.len() as u64)
             .filter(|&e| e <= self.len)
             .ok_or_else(|| {
-                err!(InvalidArgument, "read of {} bytes past the end of the disk ({} bytes)", buf.len(), self.len)
-                    .at(offset)
-                    .with_path(&self.path)
+                err!(
+                    InvalidArgument,
+                    "read of {} bytes past the end of the disk ({} bytes)",
+                    buf.len(),
+                    self.len
+                )
+                .at(offset)
+                .with_path(&self.path)
             })?;
         let _ = end;
-        self.file.read_exact_at(buf, self.base + offset).map_err(|e| {
-            let kind_eof = e.kind() == std::io::ErrorKind::UnexpectedEof;
-            let base = if kind_eof {
-                err!(Truncated, "file ends inside the disk data")
-            } else {
-                Error::io(e, "reading disk data")
-            };
-            base.with_path(&self.path).at(self.base + offset)
-        })
+        self.file
+            .read_exact_at(buf, self.base + offset)
+            .map_err(|e| {
+                let kind_eof = e.kind() == std::io::ErrorKind::UnexpectedEof;
+                let base = if kind_eof {
+                    err!(Truncated, "file ends inside the disk data")
+                } else {
+                    Error::io(e, "reading disk data")
+                };
+                base.with_path(&self.path).at(self.base + offset)
+            })
     }
 
     fn extents(&self, offset: u64, len: u64) -> Result<Vec<Extent>> {
@@ -180,11 +217,32 @@ impl DiskImage for RawImage {
         let mut pos = start;
         for (a, b) in ranges {
             let (a, b) = (a - self.base, b - self.base);
-            push_extent(&mut out, Extent { offset: pos, len: a - pos, kind: ExtentKind::Unallocated });
-            push_extent(&mut out, Extent { offset: a, len: b - a, kind: ExtentKind::Data });
+            push_extent(
+                &mut out,
+                Extent {
+                    offset: pos,
+                    len: a - pos,
+                    kind: ExtentKind::Unallocated,
+                },
+            );
+            push_extent(
+                &mut out,
+                Extent {
+                    offset: a,
+                    len: b - a,
+                    kind: ExtentKind::Data,
+                },
+            );
             pos = b;
         }
-        push_extent(&mut out, Extent { offset: pos, len: end - pos, kind: ExtentKind::Unallocated });
+        push_extent(
+            &mut out,
+            Extent {
+                offset: pos,
+                len: end - pos,
+                kind: ExtentKind::Unallocated,
+            },
+        );
         Ok(out)
     }
 
@@ -210,21 +268,35 @@ impl DiskImage for RawImage {
 
     fn copy_to(&self, offset: u64, len: u64, out: &File, out_offset: u64) -> Result<()> {
         if offset.checked_add(len).is_none_or(|e| e > self.len) {
-            return Err(err!(InvalidArgument, "copy past the end of the disk").at(offset).with_path(&self.path));
+            return Err(err!(InvalidArgument, "copy past the end of the disk")
+                .at(offset)
+                .with_path(&self.path));
         }
-        copy_file_bytes(&self.file, self.base + offset, out, out_offset, len)
-            .map_err(|e| Error::io(e, "copying disk data").with_path(&self.path).at(self.base + offset))
+        copy_file_bytes(&self.file, self.base + offset, out, out_offset, len).map_err(|e| {
+            Error::io(e, "copying disk data")
+                .with_path(&self.path)
+                .at(self.base + offset)
+        })
     }
 }
 
 impl DiskImageMut for RawImage {
     fn write_at(&mut self, buf: &[u8], offset: u64) -> Result<()> {
-        if offset.checked_add(buf.len() as u64).is_none_or(|e| e > self.len) {
-            return Err(err!(InvalidArgument, "write past the end of the disk").at(offset).with_path(&self.path));
+        if offset
+            .checked_add(buf.len() as u64)
+            .is_none_or(|e| e > self.len)
+        {
+            return Err(err!(InvalidArgument, "write past the end of the disk")
+                .at(offset)
+                .with_path(&self.path));
         }
         self.file
             .write_all_at(buf, self.base + offset)
-            .map_err(|e| Error::io(e, "writing disk data").with_path(&self.path).at(self.base + offset))
+            .map_err(|e| {
+                Error::io(e, "writing disk data")
+                    .with_path(&self.path)
+                    .at(self.base + offset)
+            })
     }
 
     fn flush(&mut self) -> Result<()> {
