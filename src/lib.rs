@@ -11,8 +11,10 @@ pub mod context;
 pub mod disk;
 pub mod error;
 pub mod output;
+pub mod report;
 
 // disk formats
+pub mod gpt;
 pub mod vhd;
 pub mod vhdx;
 

@@ -178,31 +178,142 @@ pub(crate) fn info(a: InfoArgs) -> Result<Outcome> {
         },
     )?;
     let i = img.info();
+    let parts = crate::gpt::inspect(&*img)?;
     if a.json {
-        print_json(&i)?;
+        print_json(
+            &serde_json::json!({ "image": a.image.display().to_string(), "info": i, "partitions": parts }),
+        )?;
+        return Ok(Outcome::Ok);
+    }
+    println!("image:           {}", a.image.display());
+    println!("format:          {}", i.format);
+    println!(
+        "virtual size:    {} ({} bytes)",
+        human_bytes(i.virtual_size),
+        i.virtual_size
+    );
+    println!(
+        "file size:       {} ({} bytes)",
+        human_bytes(i.file_size),
+        i.file_size
+    );
+    if let Some(al) = i.allocated {
+        println!("allocated:       {} ({} bytes)", human_bytes(al), al);
+    }
+    if let Some(bs) = i.block_size {
+        println!("block size:      {}", human_bytes(bs));
+    }
+    println!(
+        "sector sizes:    {} logical, {} physical",
+        i.logical_sector_size, i.physical_sector_size
+    );
+    if let Some(c) = &i.creator {
+        println!("creator:         {c}");
+    }
+    if let Some(id) = &i.disk_id {
+        println!("disk id:         {id}");
+    }
+    if let Some((c, h, s)) = i.geometry {
+        println!(
+            "CHS geometry:    {c}/{h}/{s} ({} bytes)",
+            c as u64 * h as u64 * s as u64 * 512
+        );
+    }
+    for (n, p) in i.parents.iter().enumerate() {
+        println!("parent {}:        {p}", n + 1);
+    }
+    for n in &i.notes {
+        println!("note:            {n}");
+    }
+    let table = if !parts.gpt.is_empty() {
+        format!(
+            "GPT ({}-byte sectors)",
+            parts.gpt_sector_size.unwrap_or(512)
+        )
+    } else if parts.mbr_present {
+        "MBR".to_string()
     } else {
-        println!("image:          {}", a.image.display());
-        println!("format:         {}", i.format);
+        "none found".to_string()
+    };
+    println!("partition table: {table}");
+    let list = parts.partitions();
+    if !list.is_empty() {
         println!(
-            "virtual size:   {} ({} bytes)",
-            human_bytes(i.virtual_size),
-            i.virtual_size
+            "  {:>3}  {:<28} {:>14} {:>12}  name",
+            "#", "type", "start", "size"
         );
-        println!(
-            "file size:      {} ({} bytes)",
-            human_bytes(i.file_size),
-            i.file_size
-        );
-        if let Some(al) = i.allocated {
-            println!("allocated:      {} ({} bytes)", human_bytes(al), al);
+        for p in list {
+            println!(
+                "  {:>3}  {:<28} {:>14} {:>12}  {}{}",
+                p.index,
+                p.type_name,
+                p.start,
+                human_bytes(p.size),
+                p.name,
+                if p.bootable { " (bootable)" } else { "" }
+            );
         }
+    }
+    for pr in &parts.problems {
+        println!("problem:         {pr}");
     }
     Ok(Outcome::Ok)
 }
 
 #[derive(Debug, Args)]
-pub(crate) struct ValidateArgs {}
+pub(crate) struct ValidateArgs {
+    /// Image to check.
+    image: PathBuf,
+    /// Target platform: azure, hyperv-gen1, hyperv-gen2.
+    #[arg(long = "for", value_name = "TARGET")]
+    target: String,
+    /// Print as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Apply a VHDX's pending log in memory while reading.
+    #[arg(long)]
+    replay_log: bool,
+}
 
-pub(crate) fn validate(_a: ValidateArgs) -> Result<Outcome> {
-    Ok(Outcome::Exit(2))
+/// Exit status of `validate` when something blocks the target.
+pub(crate) const EXIT_BLOCKED: u8 = 3;
+
+pub(crate) fn validate(a: ValidateArgs) -> Result<Outcome> {
+    use crate::disk::validate::{Target, validate};
+    let target = Target::parse(&a.target)?;
+    let v = validate(
+        &a.image,
+        target,
+        &OpenOptions {
+            replay_log: a.replay_log,
+        },
+    );
+    if a.json {
+        print_json(&v)?;
+    } else {
+        for f in &v.findings {
+            println!("{f}");
+        }
+        let errors = v
+            .findings
+            .iter()
+            .filter(|f| f.severity == crate::report::Severity::Error)
+            .count();
+        let warnings = v
+            .findings
+            .iter()
+            .filter(|f| f.severity == crate::report::Severity::Warning)
+            .count();
+        println!(
+            "{}: {} for {}: {errors} error(s), {warnings} warning(s)",
+            a.image.display(),
+            if v.ok { "OK" } else { "BLOCKED" },
+            a.target
+        );
+    }
+    Ok(if v.ok {
+        Outcome::Ok
+    } else {
+        Outcome::Exit(EXIT_BLOCKED)
+    })
 }

@@ -11,6 +11,7 @@ pub mod convert;
 pub mod mem;
 pub mod probe;
 pub mod raw;
+pub mod validate;
 
 use crate::error::Result;
 use serde::Serialize;
