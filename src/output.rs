@@ -172,7 +172,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("o.bin");
         let o = AtomicOutput::create(&out, &[], OutputOptions::default()).unwrap();
-        (&*o.file()).write_all(b"hi").unwrap();
+        o.file().write_all(b"hi").unwrap();
         assert!(!out.exists());
         o.commit().unwrap();
         assert_eq!(std::fs::read(&out).unwrap(), b"hi");
@@ -180,7 +180,7 @@ mod tests {
         let out2 = dir.path().join("p.bin");
         {
             let o = AtomicOutput::create(&out2, &[], OutputOptions::default()).unwrap();
-            (&*o.file()).write_all(b"partial").unwrap();
+            o.file().write_all(b"partial").unwrap();
         }
         assert!(!out2.exists());
         assert_eq!(

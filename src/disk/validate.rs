@@ -180,7 +180,7 @@ fn check_azure(info: &ImageInfo, parts: &PartitionTables, r: &mut Report, loc: &
             Some("isotool convert IMG OUT.vhd --azure"),
         );
     }
-    if info.virtual_size % MIB != 0 {
+    if !info.virtual_size.is_multiple_of(MIB) {
         r.error(
             "azure-size-not-mib",
             format!(
@@ -360,8 +360,10 @@ mod tests {
         assert!(r.has("azure-not-fixed-vhd"));
         assert!(r.has("azure-size-not-mib"));
         let mut r = Report::default();
-        let mut p = PartitionTables::default();
-        p.mbr_present = true;
+        let p = PartitionTables {
+            mbr_present: true,
+            ..Default::default()
+        };
         check_azure(&info("vhd-fixed", 64 * MIB), &p, &mut r, &loc);
         assert!(!r.has_errors(), "{:?}", r.findings);
     }

@@ -236,7 +236,7 @@ fn parse_gpt_header(
     let count = le32(h, 80);
     let esize = le32(h, 84);
     let ecrc = le32(h, 88);
-    if count > MAX_GPT_ENTRIES || !(128..=4096).contains(&esize) || esize % 8 != 0 {
+    if count > MAX_GPT_ENTRIES || !(128..=4096).contains(&esize) || !esize.is_multiple_of(8) {
         return Err(format!(
             "GPT header at LBA {lba}: absurd entry count {count} or size {esize}"
         ));
