@@ -133,16 +133,14 @@ pub(crate) fn disk(c: DiskCommand, quiet: bool) -> Result<Outcome> {
             let bars = super::progress::Bars::new(quiet);
             let size = parse_size(&a.size)?;
             let format = TargetFormat::parse(&a.format)?;
-            let (p, h) = convert::create(
-                &a.output,
+            let opts = convert::CreateOptions {
                 size,
                 format,
-                &a.write.options()?,
-                a.force,
-                a.sha256,
-                &ctx,
-                &bars,
-            )?;
+                write: a.write.options()?,
+                force: a.force,
+                sha256: a.sha256,
+            };
+            let (p, h) = convert::create(&a.output, &opts, &ctx, &bars)?;
             println!(
                 "created {} ({}, {} = {} bytes)",
                 p.display(),

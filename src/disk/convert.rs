@@ -331,36 +331,54 @@ pub fn convert(
     })
 }
 
-/// Creates an empty disk of `size` bytes in `format`.
+/// What `disk create` should make.
+#[derive(Debug, Clone)]
+pub struct CreateOptions {
+    /// Virtual size in bytes.
+    pub size: u64,
+    /// Output format.
+    pub format: TargetFormat,
+    /// Writer options.
+    pub write: WriteOptions,
+    /// Replace an existing output.
+    pub force: bool,
+    /// Compute the SHA-256 of the output.
+    pub sha256: bool,
+}
+
+/// Creates an empty disk.
 pub fn create(
     output: &Path,
-    size: u64,
-    format: TargetFormat,
-    write: &WriteOptions,
-    force: bool,
-    sha256: bool,
+    opts: &CreateOptions,
     ctx: &BuildContext,
     progress: &dyn Progress,
 ) -> Result<(PathBuf, Option<String>)> {
-    if size == 0 {
+    if opts.size == 0 {
         return Err(err!(
             InvalidArgument,
             "the disk size must be greater than zero"
         ));
     }
-    let out = AtomicOutput::create(output, &[], OutputOptions { force, mode: 0o644 })?;
-    let src = super::mem::ZeroImage { len: size };
+    let out = AtomicOutput::create(
+        output,
+        &[],
+        OutputOptions {
+            force: opts.force,
+            mode: 0o644,
+        },
+    )?;
+    let src = super::mem::ZeroImage { len: opts.size };
     write_image(
         &src,
         out.file(),
         out.tmp_path(),
-        format,
-        write,
+        opts.format,
+        &opts.write,
         ctx,
         progress,
     )
     .map_err(|e| e.with_path(output))?;
-    let h = if sha256 {
+    let h = if opts.sha256 {
         Some(crate::checksum::sha256_file(out.file(), out.tmp_path())?)
     } else {
         None
