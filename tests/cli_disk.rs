@@ -1,0 +1,225 @@
+//! End-to-end tests of `isotool convert`, `disk create`, `info` and `validate` through the binary.
+
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn isotool(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_isotool"))
+        .args(args)
+        .env_remove("SOURCE_DATE_EPOCH")
+        .output()
+        .expect("run isotool")
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+fn require(tool: &str) {
+    let ok = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .output()
+        .map(|o| o.status.success());
+    assert!(
+        ok.unwrap_or(false),
+        "oracle `{tool}` is missing: install it (see .ci/apt-packages)"
+    );
+}
+
+/// A 64 MiB raw disk with a GPT made by sgdisk (the oracle): an EFI system partition, a BIOS
+/// boot partition and a Linux partition, plus some data inside the Linux partition.
+fn gpt_raw(dir: &Path) -> PathBuf {
+    require("sgdisk");
+    let p = dir.join("gpt.raw");
+    let f = std::fs::File::create(&p).unwrap();
+    f.set_len(64 << 20).unwrap();
+    drop(f);
+    let st = Command::new("sgdisk")
+        .args([
+            "-n",
+            "1:2048:+16M",
+            "-t",
+            "1:ef00",
+            "-c",
+            "1:EFI stuff",
+            "-n",
+            "2:0:+1M",
+            "-t",
+            "2:ef02",
+            "-n",
+            "3:0:0",
+            "-t",
+            "3:8300",
+            "-c",
+            "3:rootfs",
+        ])
+        .arg(&p)
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "sgdisk: {}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    let f = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
+    f.write_all_at(&[0xab; 1 << 20], 40 << 20).unwrap();
+    p
+}
+
+#[test]
+fn convert_refuses_same_file_and_existing_output_and_leaves_no_temp() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = gpt_raw(dir.path());
+    let before = std::fs::read(&raw).unwrap();
+    let o = isotool(&["convert", s(&raw), s(&raw), "--to", "raw", "--force"]);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("same-file"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let out = dir.path().join("out.raw");
+    std::fs::write(&out, b"keep me").unwrap();
+    let o = isotool(&["convert", s(&raw), s(&out), "--to", "raw"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("output-exists"));
+    assert_eq!(std::fs::read(&out).unwrap(), b"keep me");
+    // A failing conversion (unknown format name) leaves nothing behind either.
+    let o = isotool(&[
+        "convert",
+        s(&raw),
+        s(&dir.path().join("x")),
+        "--to",
+        "qcow2",
+    ]);
+    assert!(!o.status.success());
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names.len(), 2, "unexpected files: {names:?}");
+    assert_eq!(std::fs::read(&raw).unwrap(), before, "input modified");
+}
+
+#[test]
+fn convert_raw_to_raw_is_identical_and_sparse_with_sha256() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = gpt_raw(dir.path());
+    let out = dir.path().join("copy.raw");
+    let o = isotool(&["convert", s(&raw), s(&out), "--to", "raw", "--sha256"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let a = std::fs::read(&raw).unwrap();
+    let b = std::fs::read(&out).unwrap();
+    assert!(a == b, "raw copy differs");
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.contains(&isotool::checksum::sha256_hex(&b)),
+        "{stdout}"
+    );
+    use std::os::unix::fs::MetadataExt;
+    let blocks = std::fs::metadata(&out).unwrap().blocks() * 512;
+    assert!(
+        blocks < 8 << 20,
+        "output not sparse: {blocks} bytes allocated"
+    );
+}
+
+#[test]
+fn info_lists_gpt_partitions_found_by_sgdisk() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = gpt_raw(dir.path());
+    let o = isotool(&["info", s(&raw), "--json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let parts = v["partitions"]["gpt"].as_array().unwrap();
+    assert_eq!(parts.len(), 3);
+    assert_eq!(parts[0]["type_name"], "EFI system");
+    assert_eq!(parts[0]["name"], "EFI stuff");
+    assert_eq!(parts[0]["start"], 2048 * 512);
+    assert_eq!(parts[0]["size"], 16 << 20);
+    assert_eq!(parts[1]["type_name"], "BIOS boot");
+    assert_eq!(parts[2]["type_name"], "Linux filesystem");
+    assert_eq!(parts[2]["name"], "rootfs");
+    assert_eq!(v["info"]["format"], "raw");
+    assert_eq!(v["info"]["virtual_size"], 64u64 << 20);
+    assert!(v["partitions"]["problems"].as_array().unwrap().is_empty());
+    let o = isotool(&["info", s(&raw)]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("GPT (512-byte sectors)") && text.contains("rootfs"),
+        "{text}"
+    );
+}
+
+#[test]
+fn validate_reports_every_blocking_finding_and_exit_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = gpt_raw(dir.path());
+    // A raw image is not what Azure or Hyper-V take: blocked, with the fix named.
+    let o = isotool(&["validate", s(&raw), "--for", "azure", "--json"]);
+    assert_eq!(o.status.code(), Some(3));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["ok"], false);
+    let codes: Vec<&str> = v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["code"].as_str().unwrap())
+        .collect();
+    assert!(codes.contains(&"azure-not-fixed-vhd"), "{codes:?}");
+    let o = isotool(&["validate", s(&raw), "--for", "hyperv-gen2"]);
+    assert_eq!(o.status.code(), Some(3));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("gen2-needs-vhdx") && text.contains("fix: isotool convert"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("gen2-no-efi-system-partition"),
+        "the sgdisk disk has an ESP: {text}"
+    );
+    // Unknown target: a usage error (exit 1), not a crash.
+    let o = isotool(&["validate", s(&raw), "--for", "vmware"]);
+    assert_eq!(o.status.code(), Some(1));
+    // An unreadable image is a finding, not a panic.
+    let junk = dir.path().join("junk.vhdx");
+    let mut bytes = vec![0u8; 1 << 20];
+    bytes[..8].copy_from_slice(b"vhdxfile");
+    std::fs::write(&junk, &bytes).unwrap();
+    let o = isotool(&["validate", s(&junk), "--for", "hyperv-gen2", "--json"]);
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["findings"][0]["severity"], "error");
+}
+
+#[test]
+fn disk_create_raw_is_sparse_and_sized() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("d.raw");
+    let o = isotool(&["disk", "create", s(&out), "--size", "3G", "--format", "raw"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let m = std::fs::metadata(&out).unwrap();
+    assert_eq!(m.len(), 3 << 30);
+    use std::os::unix::fs::MetadataExt;
+    assert!(m.blocks() < 64);
+    let o = isotool(&[
+        "disk",
+        "create",
+        s(&out),
+        "--size",
+        "0",
+        "--format",
+        "raw",
+        "--force",
+    ]);
+    assert!(!o.status.success());
+    let o = isotool(&["disk", "create", s(&out), "--size", "12Q", "--force"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("unknown unit"));
+}
