@@ -2,9 +2,9 @@
 //! qemu reads our VHDs as we wrote them, and we read qemu's VHDs as qemu does.
 
 use isotool::context::BuildContext;
+use isotool::disk::NoProgress;
 use isotool::disk::convert::{ConvertOptions, TargetFormat, WriteOptions, convert};
 use isotool::disk::probe::{OpenOptions, open_image};
-use isotool::disk::NoProgress;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
@@ -64,7 +64,14 @@ fn ours(raw: &Path, out: &Path, format: TargetFormat, block: Option<u64>) {
         force: false,
         open: OpenOptions::default(),
     };
-    convert(raw, out, &opts, &BuildContext::fixed(1_700_000_000), &NoProgress).unwrap();
+    convert(
+        raw,
+        out,
+        &opts,
+        &BuildContext::fixed(1_700_000_000),
+        &NoProgress,
+    )
+    .unwrap();
 }
 
 #[test]
@@ -72,7 +79,10 @@ fn qemu_reads_our_vhds_identically() {
     let dir = tempfile::tempdir().unwrap();
     // Not a CHS size and not MiB-aligned; and a sparse one above 4 GiB.
     for (len, blocks) in [
-        (5 * MIB + 4096 + 512, vec![None, Some(512 << 10), Some(16 * MIB)]),
+        (
+            5 * MIB + 4096 + 512,
+            vec![None, Some(512 << 10), Some(16 * MIB)],
+        ),
         ((4 << 30) + 3 * MIB + 512, vec![None]),
     ] {
         let raw = dir.path().join(format!("in-{len}.raw"));
@@ -81,7 +91,9 @@ fn qemu_reads_our_vhds_identically() {
         variants.extend(blocks.iter().map(|&b| (TargetFormat::VhdDynamic, b)));
         for (fmt, block) in variants {
             let what = format!("{} {len} block {block:?}", fmt.name());
-            let out = dir.path().join(format!("o-{len}-{}-{block:?}.vhd", fmt.name()));
+            let out = dir
+                .path()
+                .join(format!("o-{len}-{}-{block:?}.vhd", fmt.name()));
             ours(&raw, &out, fmt, block);
             // qemu-img check: vpc has no check in qemu; if it ever grows one it must be clean.
             let c = qemu_img(&["check", "-f", "vpc", s(&out)]);
@@ -108,7 +120,11 @@ fn assert_reads_like_qemu(vhd: &Path, what: &str) {
     let qraw = dir.join("qemu-view.raw");
     let _ = std::fs::remove_file(&qraw);
     let o = qemu_img(&["convert", "-f", "vpc", "-O", "raw", s(vhd), s(&qraw)]);
-    assert!(o.status.success(), "{what}: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "{what}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let want = std::fs::read(&qraw).unwrap();
     let img = open_image(vhd, &OpenOptions::default()).unwrap();
     assert_eq!(img.len(), qemu_virtual_size(vhd), "{what}: virtual size");
@@ -120,7 +136,10 @@ fn assert_reads_like_qemu(vhd: &Path, what: &str) {
     let back = dir.join("ours.raw");
     let _ = std::fs::remove_file(&back);
     ours(vhd, &back, TargetFormat::Raw, None);
-    assert!(std::fs::read(&back).unwrap() == want, "{what}: convert path");
+    assert!(
+        std::fs::read(&back).unwrap() == want,
+        "{what}: convert path"
+    );
 }
 
 #[test]
@@ -137,8 +156,22 @@ fn we_read_qemu_made_vhds_like_qemu() {
                 "subformat={sub}{}",
                 if force { ",force_size=on" } else { "" }
             );
-            let r = qemu_img(&["convert", "-f", "raw", "-O", "vpc", "-o", &o, s(&raw), s(&out)]);
-            assert!(r.status.success(), "{what}: {}", String::from_utf8_lossy(&r.stderr));
+            let r = qemu_img(&[
+                "convert",
+                "-f",
+                "raw",
+                "-O",
+                "vpc",
+                "-o",
+                &o,
+                s(&raw),
+                s(&out),
+            ]);
+            assert!(
+                r.status.success(),
+                "{what}: {}",
+                String::from_utf8_lossy(&r.stderr)
+            );
             assert_reads_like_qemu(&out, &what);
             let img = open_image(&out, &OpenOptions::default()).unwrap();
             let info = img.info();
@@ -152,14 +185,20 @@ fn we_read_qemu_made_vhds_like_qemu() {
                 // current_size: both readings agree, and the geometry covers it exactly.
                 assert!(img.len() > len, "{what}");
                 let (c, h, sct) = info.geometry.unwrap();
-                assert_eq!(u64::from(c) * u64::from(h) * u64::from(sct) * 512, img.len());
+                assert_eq!(
+                    u64::from(c) * u64::from(h) * u64::from(sct) * 512,
+                    img.len()
+                );
                 assert!(info.creator.unwrap().starts_with("qemu"), "{what}");
             }
             // The data we put in is there.
             let mut head = vec![0u8; 4096];
             img.read_at(&mut head, 0).unwrap();
             let mut want = vec![0u8; 4096];
-            File::open(&raw).unwrap().read_exact_at(&mut want, 0).unwrap();
+            File::open(&raw)
+                .unwrap()
+                .read_exact_at(&mut want, 0)
+                .unwrap();
             assert_eq!(head, want, "{what}");
         }
     }
@@ -169,11 +208,27 @@ fn we_read_qemu_made_vhds_like_qemu() {
 fn qemu_made_sparse_dynamic_over_4_gib() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("big.vhd");
-    let r = qemu_img(&["create", "-f", "vpc", "-o", "subformat=dynamic,force_size=on", s(&out), "4100M"]);
+    let r = qemu_img(&[
+        "create",
+        "-f",
+        "vpc",
+        "-o",
+        "subformat=dynamic,force_size=on",
+        s(&out),
+        "4100M",
+    ]);
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     // qemu-io is part of qemu-utils too; write a pattern beyond 4 GiB with it.
     let w = Command::new("qemu-io")
-        .args(["-f", "vpc", "-c", "write -P 0xa5 4294967296 65536", "-c", "write -P 0x3c 4299161088 512", s(&out)])
+        .args([
+            "-f",
+            "vpc",
+            "-c",
+            "write -P 0xa5 4294967296 65536",
+            "-c",
+            "write -P 0x3c 4299161088 512",
+            s(&out),
+        ])
         .output()
         .expect("qemu-io (Debian package qemu-utils) is required");
     assert!(w.status.success(), "{}", String::from_utf8_lossy(&w.stderr));

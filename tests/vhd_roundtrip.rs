@@ -129,7 +129,12 @@ fn small_unaligned_disk_all_variants() {
     sparse_raw(
         &raw,
         len,
-        &[(0, 4096), (MIB - 100, 300), (2 * MIB - 512, 1024), (len - 512, 512)],
+        &[
+            (0, 4096),
+            (MIB - 100, 300),
+            (2 * MIB - 512, 1024),
+            (len - 512, 512),
+        ],
     );
     let src = open_image(&raw, &OpenOptions::default()).unwrap();
     let variants: [(TargetFormat, Option<u64>, &str); 5] = [
@@ -159,10 +164,17 @@ fn small_unaligned_disk_all_variants() {
             let bs = block.unwrap_or(2 * MIB);
             assert_eq!(info.block_size, Some(bs), "{what}");
             // Blocks holding data only: 0, 1 (MiB-100..), 3 (2MiB-512..) ... depends on bs.
-            let want: std::collections::BTreeSet<u64> = [0, MIB - 100, MIB + 199, 2 * MIB - 512, 2 * MIB + 511, len - 1]
-                .iter()
-                .map(|o| o / bs)
-                .collect();
+            let want: std::collections::BTreeSet<u64> = [
+                0,
+                MIB - 100,
+                MIB + 199,
+                2 * MIB - 512,
+                2 * MIB + 511,
+                len - 1,
+            ]
+            .iter()
+            .map(|o| o / bs)
+            .collect();
             assert_eq!(info.allocated, Some(want.len() as u64 * bs), "{what}");
         }
         // Back to raw: identical and sparse.
@@ -173,8 +185,16 @@ fn small_unaligned_disk_all_variants() {
             None,
             &NoProgress,
         );
-        assert_eq!(std::fs::read(&back).unwrap(), std::fs::read(&raw).unwrap(), "{what}");
-        assert!(allocated(&back) <= 64 << 10, "{what}: {} bytes allocated", allocated(&back));
+        assert_eq!(
+            std::fs::read(&back).unwrap(),
+            std::fs::read(&raw).unwrap(),
+            "{what}"
+        );
+        assert!(
+            allocated(&back) <= 64 << 10,
+            "{what}: {} bytes allocated",
+            allocated(&back)
+        );
         // The VHD itself is sparse: data + metadata, not the virtual size.
         assert!(
             allocated(&out) <= 128 << 10,
@@ -201,7 +221,9 @@ fn size_not_multiple_of_512_is_padded_with_a_note() {
         );
         let notes = notes.0.into_inner().unwrap();
         assert!(
-            notes.iter().any(|n| n.contains("padded") && n.contains(&(len + 412).to_string())),
+            notes
+                .iter()
+                .any(|n| n.contains("padded") && n.contains(&(len + 412).to_string())),
             "{notes:?}"
         );
         let img = open_image(&out, &OpenOptions::default()).unwrap();
@@ -348,7 +370,10 @@ fn created_2040_gib_dynamic_disk_is_tiny() {
     assert_eq!(img.len(), 2040 * GIB);
     assert_eq!(img.info().geometry, Some((65535, 16, 255)));
     // 1020 Ki entries * 4 bytes + 1536 + 512.
-    assert_eq!(std::fs::metadata(&p).unwrap().len(), 1536 + 4 * 1_044_480 + 512);
+    assert_eq!(
+        std::fs::metadata(&p).unwrap().len(),
+        1536 + 4 * 1_044_480 + 512
+    );
     let ex = img.extents(0, u64::MAX).unwrap();
     assert_eq!(ex.len(), 1);
     assert_eq!(ex[0].kind, ExtentKind::Unallocated);

@@ -7,10 +7,7 @@ use isotool::vhd::{DiskType, DynHeader, Footer};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const TP: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../shared/testdata/thirdparty"
-);
+const TP: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/testdata/thirdparty");
 
 fn thirdparty(name: &str) -> PathBuf {
     let p = Path::new(TP).join(name);
@@ -72,7 +69,10 @@ fn qemu_made_dynamic_ext2_reads_like_qemu() {
     assert_eq!(img.len(), 4_212_736);
     assert_eq!(img.len(), want.len() as u64);
     let got = read_all(img.as_ref());
-    assert!(got == want, "our reading of dfvfs-ext2.vhd differs from qemu-img's");
+    assert!(
+        got == want,
+        "our reading of dfvfs-ext2.vhd differs from qemu-img's"
+    );
     // An ext2 superblock magic at 1024 + 56 proves the data is really there.
     assert_eq!(&got[1080..1082], &[0x53, 0xef]);
     // Unaligned reads across a block boundary.
@@ -207,7 +207,11 @@ fn windows_differencing_with_parent_reads_child_sectors_then_parent() {
     let mut from_child = 0;
     for s in 0..(4 << 20) / 512 {
         let blk = s * 512 / bs;
-        let e = u32::from_be_bytes(bytes[toff + 4 * blk..toff + 4 * blk + 4].try_into().unwrap());
+        let e = u32::from_be_bytes(
+            bytes[toff + 4 * blk..toff + 4 * blk + 4]
+                .try_into()
+                .unwrap(),
+        );
         let in_child = e != 0xFFFF_FFFF && {
             let bm = e as usize * 512;
             let k = s % (bs / 512);
@@ -219,7 +223,10 @@ fn windows_differencing_with_parent_reads_child_sectors_then_parent() {
         } else {
             &pattern[s * 512..s * 512 + 512]
         };
-        assert!(&got[s * 512..s * 512 + 512] == want, "sector {s} (child: {in_child})");
+        assert!(
+            &got[s * 512..s * 512 + 512] == want,
+            "sector {s} (child: {in_child})"
+        );
     }
     assert!(from_child > 0, "the child holds some sectors");
     assert!(from_child < 8192, "and the parent others");

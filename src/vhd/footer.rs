@@ -389,7 +389,13 @@ mod tests {
         assert_eq!(b.to_vec(), want.to_vec());
         let back = Footer::parse(&b).unwrap();
         assert_eq!(back.checksum, !sum);
-        assert_eq!(Footer { checksum: 0, ..back }, sample());
+        assert_eq!(
+            Footer {
+                checksum: 0,
+                ..back
+            },
+            sample()
+        );
     }
 
     #[test]
@@ -428,7 +434,10 @@ mod tests {
         assert_eq!(corrupt(64, &[0, 0, 0, 1], false), ErrorKind::BadChecksum);
         assert_eq!(corrupt(60, &[0, 0, 0, 5], true), ErrorKind::BadField);
         assert_eq!(corrupt(60, &[0, 0, 0, 1], true), ErrorKind::BadField);
-        assert_eq!(corrupt(48, &[0, 0, 0, 0, 0, 0, 1, 1], true), ErrorKind::AbsurdSize);
+        assert_eq!(
+            corrupt(48, &[0, 0, 0, 0, 0, 0, 1, 1], true),
+            ErrorKind::AbsurdSize
+        );
         // 2041 GiB
         let big = (2041u64 << 30).to_be_bytes();
         assert_eq!(corrupt(48, &big, true), ErrorKind::AbsurdSize);

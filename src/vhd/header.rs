@@ -288,7 +288,8 @@ mod tests {
 
     #[test]
     fn locator_decoding() {
-        let utf16le = |s: &str| -> Vec<u8> { s.encode_utf16().flat_map(u16::to_le_bytes).collect() };
+        let utf16le =
+            |s: &str| -> Vec<u8> { s.encode_utf16().flat_map(u16::to_le_bytes).collect() };
         assert_eq!(
             decode_locator(b"W2ku", &utf16le("C:\\a\\b.vhd")).as_deref(),
             Some("C:\\a\\b.vhd")

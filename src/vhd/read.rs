@@ -426,7 +426,10 @@ impl VhdDynamic {
             .with_structure("VHD footer")
             .with_path(path));
         }
-        if hoff.checked_add(HEADER_SIZE as u64).is_none_or(|e| e > file_size) {
+        if hoff
+            .checked_add(HEADER_SIZE as u64)
+            .is_none_or(|e| e > file_size)
+        {
             return Err(err!(
                 Truncated,
                 "the dynamic disk header at {hoff} lies past the end of the file ({file_size} bytes)"
@@ -502,14 +505,9 @@ impl VhdDynamic {
             (hoff, hoff + HEADER_SIZE as u64, "dynamic disk header"),
             (toff, toff + bat_bytes.next_multiple_of(512), "BAT"),
         ];
-        let allocated_blocks = check_bat(
-            &bat,
-            bitmap_size + block_size,
-            data_end,
-            end_ok,
-            &reserved,
-        )
-        .map_err(|e| e.with_path(path).at(toff))?;
+        let allocated_blocks =
+            check_bat(&bat, bitmap_size + block_size, data_end, end_ok, &reserved)
+                .map_err(|e| e.with_path(path).at(toff))?;
 
         let mut me = VhdDynamic {
             file,
@@ -537,8 +535,7 @@ impl VhdDynamic {
             if l.data_len == 0 || l.data_len > MAX_LOCATOR {
                 continue;
             }
-            if l
-                .data_offset
+            if l.data_offset
                 .checked_add(u64::from(l.data_len))
                 .is_none_or(|e| e > self.file_size)
             {
@@ -894,7 +891,11 @@ mod tests {
     #[test]
     fn bat_checks() {
         let span = 512 + 4096;
-        let res = [(0, 512, "footer copy"), (512, 1536, "header"), (1536, 2048, "BAT")];
+        let res = [
+            (0, 512, "footer copy"),
+            (512, 1536, "header"),
+            (1536, 2048, "BAT"),
+        ];
         // Fine: blocks at 2048 and 2048+span, unallocated in between.
         let ok = [4, UNALLOCATED, 4 + 9];
         assert_eq!(check_bat(&ok, span, 100_000, true, &res).unwrap(), 2);

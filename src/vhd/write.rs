@@ -42,12 +42,7 @@ fn werr(e: std::io::Error, path: &Path, what: &str, at: u64) -> Error {
 }
 
 /// The footer of a new image of `size` bytes.
-pub fn new_footer(
-    size: u64,
-    disk_type: DiskType,
-    data_offset: u64,
-    ctx: &BuildContext,
-) -> Footer {
+pub fn new_footer(size: u64, disk_type: DiskType, data_offset: u64, ctx: &BuildContext) -> Footer {
     let ts = ctx.now().saturating_sub(VHD_EPOCH).min(u64::from(u32::MAX)) as u32;
     Footer {
         features: 2,
@@ -82,8 +77,11 @@ pub fn write(
 ) -> Result<()> {
     let len = src.len();
     if len == 0 {
-        return Err(err!(InvalidArgument, "cannot write an empty (0-byte) disk as a VHD")
-            .with_path(out_path));
+        return Err(err!(
+            InvalidArgument,
+            "cannot write an empty (0-byte) disk as a VHD"
+        )
+        .with_path(out_path));
     }
     let size = len.next_multiple_of(512);
     if size > MAX_SIZE {
@@ -199,7 +197,12 @@ fn write_dynamic(
     let bs = block_size_of(opts).map_err(|e| e.with_path(out_path))?;
     let lay = DynLayout::new(size, bs);
     let entries = u32::try_from(lay.entries).map_err(|_| {
-        err!(LimitExceeded, "too many blocks ({}) for a VHD BAT", lay.entries).with_path(out_path)
+        err!(
+            LimitExceeded,
+            "too many blocks ({}) for a VHD BAT",
+            lay.entries
+        )
+        .with_path(out_path)
     })?;
     progress.start("writing vhd", data_bytes(src)?);
     // Bounded: at most 2040 GiB / 512 KiB = 4 Mi entries (16 MiB).
