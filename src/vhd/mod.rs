@@ -1,4 +1,16 @@
-//! vhd (placeholder until the vhd module lands).
+//! VHD (Virtual Hard Disk, the Virtual PC / Hyper-V format): fixed, dynamic and differencing.
+//!
+//! - [`footer`]: the 512-byte footer (`conectix`) and CHS geometry (pure parse / encode).
+//! - [`header`]: the dynamic disk header (`cxsparse`) and parent locators (pure parse / encode).
+//! - [`read`]: [`DiskImage`] backends, with every size and BAT entry checked against the file
+//!   before anything is allocated or read.
+//! - [`write`]: streaming, sparse writers for fixed and dynamic disks.
+
+pub mod footer;
+pub mod header;
+pub mod read;
+pub mod write;
+
 use crate::context::BuildContext;
 use crate::disk::convert::WriteOptions;
 use crate::disk::probe::OpenOptions;
@@ -7,20 +19,24 @@ use crate::error::Result;
 use std::fs::File;
 use std::path::Path;
 
-/// Opens an image.
-pub fn open(path: &Path, _opts: &OpenOptions, _depth: u32) -> Result<Box<dyn DiskImage>> {
-    Err(crate::err!(Unsupported, "vhd reading is not built yet").with_path(path))
+pub use footer::{DiskType, Footer, Geometry};
+pub use header::{DynHeader, ParentLocator};
+
+/// Opens a VHD image (fixed, dynamic or differencing). Parents of differencing disks are
+/// opened through [`crate::disk::probe::open_image_at_depth`] at `depth + 1`.
+pub fn open(path: &Path, opts: &OpenOptions, depth: u32) -> Result<Box<dyn DiskImage>> {
+    read::open(path, opts, depth)
 }
 
-/// Writes an image.
+/// Writes `src` into `out` (an empty file) as a dynamic (`dynamic == true`) or fixed VHD.
 pub fn write(
-    _src: &dyn DiskImage,
-    _out: &File,
+    src: &dyn DiskImage,
+    out: &File,
     out_path: &Path,
-    _variant: bool,
-    _opts: &WriteOptions,
-    _ctx: &BuildContext,
-    _progress: &dyn Progress,
+    dynamic: bool,
+    opts: &WriteOptions,
+    ctx: &BuildContext,
+    progress: &dyn Progress,
 ) -> Result<()> {
-    Err(crate::err!(Unsupported, "vhd writing is not built yet").with_path(out_path))
+    write::write(src, out, out_path, dynamic, opts, ctx, progress)
 }

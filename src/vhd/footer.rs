@@ -1,0 +1,494 @@
+//! The VHD hard disk footer (512 bytes, big-endian) and CHS geometry.
+//!
+//! Layout (offsets in bytes):
+//!
+//! | off | len | field |
+//! |----:|----:|-------|
+//! | 0   | 8   | cookie `conectix` |
+//! | 8   | 4   | features (bit 1 "reserved" always set) |
+//! | 12  | 4   | file format version 0x00010000 |
+//! | 16  | 8   | data offset (header of dynamic disks; all ones for fixed) |
+//! | 24  | 4   | timestamp, seconds since 2000-01-01 00:00:00 UTC |
+//! | 28  | 4   | creator application |
+//! | 32  | 4   | creator version |
+//! | 36  | 4   | creator host OS (`Wi2k`, `Mac `) |
+//! | 40  | 8   | original size |
+//! | 48  | 8   | current size |
+//! | 56  | 4   | geometry: cylinders (u16), heads (u8), sectors per track (u8) |
+//! | 60  | 4   | disk type (2 fixed, 3 dynamic, 4 differencing) |
+//! | 64  | 4   | checksum: one's complement of the byte sum, this field taken as zero |
+//! | 68  | 16  | unique id |
+//! | 84  | 1   | saved state |
+//! | 85  | 427 | reserved (zeros) |
+
+use crate::err;
+use crate::error::Result;
+
+/// Size of the footer.
+pub const FOOTER_SIZE: usize = 512;
+/// Footer cookie.
+pub const COOKIE: &[u8; 8] = b"conectix";
+/// Seconds from the Unix epoch to the VHD epoch (2000-01-01 00:00:00 UTC).
+pub const VHD_EPOCH: u64 = 946_684_800;
+/// Largest virtual size we accept (what Hyper-V and qemu accept): 2040 GiB.
+pub const MAX_SIZE: u64 = 2040 << 30;
+/// Largest CHS geometry: 65535 cylinders, 16 heads, 255 sectors per track.
+pub const MAX_CHS_SECTORS: u64 = 65535 * 16 * 255;
+
+/// Disk type field values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiskType {
+    /// 2: the payload is the first `current_size` bytes of the file.
+    Fixed,
+    /// 3: block allocation table.
+    Dynamic,
+    /// 4: dynamic, with a parent for the sectors not present here.
+    Differencing,
+}
+
+impl DiskType {
+    /// On-disk value.
+    pub fn code(self) -> u32 {
+        match self {
+            DiskType::Fixed => 2,
+            DiskType::Dynamic => 3,
+            DiskType::Differencing => 4,
+        }
+    }
+
+    /// `fixed` / `dynamic` / `differencing`.
+    pub fn name(self) -> &'static str {
+        match self {
+            DiskType::Fixed => "fixed",
+            DiskType::Dynamic => "dynamic",
+            DiskType::Differencing => "differencing",
+        }
+    }
+}
+
+/// The parsed footer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Footer {
+    /// Features bit field.
+    pub features: u32,
+    /// File format version (0x00010000).
+    pub version: u32,
+    /// Offset of the dynamic disk header (`u64::MAX` for fixed disks).
+    pub data_offset: u64,
+    /// Seconds since 2000-01-01 UTC.
+    pub timestamp: u32,
+    /// Creator application (4 bytes, e.g. `win `, `qemu`, `qem2`, `vpc `).
+    pub creator_app: [u8; 4],
+    /// Creator version (major << 16 | minor).
+    pub creator_version: u32,
+    /// Creator host OS (`Wi2k`, `Mac `).
+    pub creator_os: [u8; 4],
+    /// Size at creation.
+    pub original_size: u64,
+    /// Current virtual size.
+    pub current_size: u64,
+    /// CHS geometry.
+    pub geometry: Geometry,
+    /// Disk type.
+    pub disk_type: DiskType,
+    /// Stored checksum.
+    pub checksum: u32,
+    /// Unique id (bytes as stored).
+    pub unique_id: [u8; 16],
+    /// Saved-state flag.
+    pub saved_state: u8,
+}
+
+/// Cylinder / head / sectors-per-track geometry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Geometry {
+    /// Cylinders.
+    pub cylinders: u16,
+    /// Heads.
+    pub heads: u8,
+    /// Sectors per track.
+    pub sectors: u8,
+}
+
+impl Geometry {
+    /// Total bytes the geometry addresses.
+    pub fn bytes(self) -> u64 {
+        u64::from(self.cylinders) * u64::from(self.heads) * u64::from(self.sectors) * 512
+    }
+
+    /// True for 65535/16/255, the value tools write when the size does not fit in CHS.
+    pub fn is_max(self) -> bool {
+        self.cylinders == 65535 && self.heads == 16 && self.sectors == 255
+    }
+
+    /// The VHD specification's algorithm (appendix "CHS Calculation") for a disk of
+    /// `total_sectors` 512-byte sectors. Sizes beyond what CHS can express are clamped to
+    /// 65535/16/255. The result may address fewer sectors than asked (it rounds down).
+    pub fn for_sectors(total_sectors: u64) -> Geometry {
+        let total = total_sectors.min(MAX_CHS_SECTORS);
+        let (spt, heads, cth);
+        if total >= 65535 * 16 * 63 {
+            spt = 255;
+            heads = 16;
+            cth = total / spt;
+        } else {
+            let mut s = 17;
+            let mut c = total / s;
+            let mut h = c.div_ceil(1024).max(4);
+            if c >= h * 1024 || h > 16 {
+                s = 31;
+                h = 16;
+                c = total / s;
+            }
+            if c >= h * 1024 {
+                s = 63;
+                h = 16;
+                c = total / s;
+            }
+            spt = s;
+            heads = h;
+            cth = c;
+        }
+        // Bounded by construction: cth / heads <= 65535, heads <= 16, spt <= 255.
+        Geometry {
+            cylinders: (cth / heads).min(65535) as u16,
+            heads: heads as u8,
+            sectors: spt as u8,
+        }
+    }
+}
+
+/// One's complement of the byte sum (the checksum field must already be zero in `bytes`).
+pub fn checksum(bytes: &[u8]) -> u32 {
+    !bytes
+        .iter()
+        .fold(0u32, |a, &b| a.wrapping_add(u32::from(b)))
+}
+
+/// Checksum of `bytes` with the 4 bytes at `field` taken as zero.
+pub fn checksum_skipping(bytes: &[u8], field: usize) -> u32 {
+    let sum = bytes
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !(field..field + 4).contains(i))
+        .fold(0u32, |a, (_, &b)| a.wrapping_add(u32::from(b)));
+    !sum
+}
+
+pub(crate) fn be16(b: &[u8], off: usize) -> u16 {
+    let mut a = [0u8; 2];
+    a.copy_from_slice(&b[off..off + 2]);
+    u16::from_be_bytes(a)
+}
+
+pub(crate) fn be32(b: &[u8], off: usize) -> u32 {
+    let mut a = [0u8; 4];
+    a.copy_from_slice(&b[off..off + 4]);
+    u32::from_be_bytes(a)
+}
+
+pub(crate) fn be64(b: &[u8], off: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[off..off + 8]);
+    u64::from_be_bytes(a)
+}
+
+/// Shows a 4-byte tag as text (`qemu`, `win `, `tap\0` -> `tap\0`).
+pub fn tag(t: &[u8; 4]) -> String {
+    t.iter()
+        .map(|&c| {
+            if c.is_ascii_graphic() || c == b' ' {
+                (c as char).to_string()
+            } else {
+                format!("\\x{c:02x}")
+            }
+        })
+        .collect()
+}
+
+impl Footer {
+    /// Parses and verifies a footer: `bytes` is 512 bytes, or 511 for the footer of images
+    /// made by very old Virtual PC versions (the missing last byte is reserved, taken as 0).
+    ///
+    /// Errors: `Truncated` (fewer than 511 bytes), `BadSignature` (cookie), `BadChecksum`,
+    /// `BadField` (unknown disk type), `AbsurdSize` (current size not a multiple of 512 or
+    /// above 2040 GiB).
+    pub fn parse(bytes: &[u8]) -> Result<Footer> {
+        if bytes.len() < FOOTER_SIZE - 1 {
+            return Err(err!(
+                Truncated,
+                "the footer needs 512 bytes, only {} present",
+                bytes.len()
+            )
+            .with_structure("VHD footer"));
+        }
+        let b = &bytes[..bytes.len().min(FOOTER_SIZE)];
+        if &b[0..8] != COOKIE {
+            return Err(err!(
+                BadSignature,
+                "cookie is {:?}, expected \"conectix\"",
+                String::from_utf8_lossy(&b[0..8])
+            )
+            .with_structure("VHD footer"));
+        }
+        let stored = be32(b, 64);
+        let computed = checksum_skipping(b, 64);
+        if stored != computed {
+            return Err(err!(
+                BadChecksum,
+                "stored checksum 0x{stored:08x}, computed 0x{computed:08x}"
+            )
+            .with_structure("VHD footer (checksum field at byte 64)"));
+        }
+        let disk_type = match be32(b, 60) {
+            2 => DiskType::Fixed,
+            3 => DiskType::Dynamic,
+            4 => DiskType::Differencing,
+            t => {
+                return Err(err!(
+                    BadField,
+                    "disk type {t} is not fixed (2), dynamic (3) or differencing (4)"
+                )
+                .with_structure("VHD footer (disk type field at byte 60)"));
+            }
+        };
+        let current_size = be64(b, 48);
+        if current_size % 512 != 0 {
+            return Err(err!(
+                AbsurdSize,
+                "current size {current_size} is not a multiple of 512"
+            )
+            .with_structure("VHD footer (current size field at byte 48)"));
+        }
+        if current_size > MAX_SIZE {
+            return Err(err!(
+                AbsurdSize,
+                "current size {current_size} is above the VHD limit of 2040 GiB"
+            )
+            .with_structure("VHD footer (current size field at byte 48)"));
+        }
+        let mut creator_app = [0u8; 4];
+        creator_app.copy_from_slice(&b[28..32]);
+        let mut creator_os = [0u8; 4];
+        creator_os.copy_from_slice(&b[36..40]);
+        let mut unique_id = [0u8; 16];
+        unique_id.copy_from_slice(&b[68..84]);
+        Ok(Footer {
+            features: be32(b, 8),
+            version: be32(b, 12),
+            data_offset: be64(b, 16),
+            timestamp: be32(b, 24),
+            creator_app,
+            creator_version: be32(b, 32),
+            creator_os,
+            original_size: be64(b, 40),
+            current_size,
+            geometry: Geometry {
+                cylinders: be16(b, 56),
+                heads: b[58],
+                sectors: b[59],
+            },
+            disk_type,
+            checksum: stored,
+            unique_id,
+            saved_state: b[84],
+        })
+    }
+
+    /// Encodes the footer, computing the checksum (the `checksum` field is ignored).
+    pub fn encode(&self) -> [u8; FOOTER_SIZE] {
+        let mut b = [0u8; FOOTER_SIZE];
+        b[0..8].copy_from_slice(COOKIE);
+        b[8..12].copy_from_slice(&self.features.to_be_bytes());
+        b[12..16].copy_from_slice(&self.version.to_be_bytes());
+        b[16..24].copy_from_slice(&self.data_offset.to_be_bytes());
+        b[24..28].copy_from_slice(&self.timestamp.to_be_bytes());
+        b[28..32].copy_from_slice(&self.creator_app);
+        b[32..36].copy_from_slice(&self.creator_version.to_be_bytes());
+        b[36..40].copy_from_slice(&self.creator_os);
+        b[40..48].copy_from_slice(&self.original_size.to_be_bytes());
+        b[48..56].copy_from_slice(&self.current_size.to_be_bytes());
+        b[56..58].copy_from_slice(&self.geometry.cylinders.to_be_bytes());
+        b[58] = self.geometry.heads;
+        b[59] = self.geometry.sectors;
+        b[60..64].copy_from_slice(&self.disk_type.code().to_be_bytes());
+        b[68..84].copy_from_slice(&self.unique_id);
+        b[84] = self.saved_state;
+        let c = checksum(&b);
+        b[64..68].copy_from_slice(&c.to_be_bytes());
+        b
+    }
+
+    /// Creator as text: `qemu 5.3 (Wi2k)`.
+    pub fn creator_string(&self) -> String {
+        format!(
+            "{} {}.{} ({})",
+            tag(&self.creator_app),
+            self.creator_version >> 16,
+            self.creator_version & 0xffff,
+            tag(&self.creator_os)
+        )
+    }
+
+    /// True when qemu sizes this image by its CHS geometry rather than `current_size`
+    /// (qemu's `vpc_ignore_current_size()`: creators `vpc ` and `qemu`, unless the geometry is
+    /// the maximum 65535/16/255).
+    pub fn qemu_uses_chs(&self) -> bool {
+        (&self.creator_app == b"vpc " || &self.creator_app == b"qemu") && !self.geometry.is_max()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorKind;
+
+    fn sample() -> Footer {
+        Footer {
+            features: 2,
+            version: 0x0001_0000,
+            data_offset: u64::MAX,
+            timestamp: 0x1234_5678,
+            creator_app: *b"qem2",
+            creator_version: 0x0005_0003,
+            creator_os: *b"Wi2k",
+            original_size: 4 << 20,
+            current_size: 4 << 20,
+            geometry: Geometry {
+                cylinders: 120,
+                heads: 4,
+                sectors: 17,
+            },
+            disk_type: DiskType::Fixed,
+            checksum: 0,
+            unique_id: [0xab; 16],
+            saved_state: 0,
+        }
+    }
+
+    #[test]
+    fn golden_footer_bytes() {
+        let b = sample().encode();
+        let mut want = [0u8; 512];
+        want[0..8].copy_from_slice(b"conectix");
+        want[8..12].copy_from_slice(&[0, 0, 0, 2]);
+        want[12..16].copy_from_slice(&[0, 1, 0, 0]);
+        want[16..24].copy_from_slice(&[0xff; 8]);
+        want[24..28].copy_from_slice(&[0x12, 0x34, 0x56, 0x78]);
+        want[28..32].copy_from_slice(b"qem2");
+        want[32..36].copy_from_slice(&[0, 5, 0, 3]);
+        want[36..40].copy_from_slice(b"Wi2k");
+        want[40..48].copy_from_slice(&[0, 0, 0, 0, 0, 0x40, 0, 0]);
+        want[48..56].copy_from_slice(&[0, 0, 0, 0, 0, 0x40, 0, 0]);
+        want[56..60].copy_from_slice(&[0, 120, 4, 17]);
+        want[60..64].copy_from_slice(&[0, 0, 0, 2]);
+        want[68..84].copy_from_slice(&[0xab; 16]);
+        // Byte sum computed by hand: each field's bytes added.
+        let sum: u32 = want.iter().map(|&x| u32::from(x)).sum();
+        want[64..68].copy_from_slice(&(!sum).to_be_bytes());
+        assert_eq!(b.to_vec(), want.to_vec());
+        let back = Footer::parse(&b).unwrap();
+        assert_eq!(back.checksum, !sum);
+        assert_eq!(
+            Footer {
+                checksum: 0,
+                ..back
+            },
+            sample()
+        );
+    }
+
+    #[test]
+    fn checksum_of_known_bytes() {
+        // sum = 1 + 2 + 3 = 6; !6 = 0xfffffff9
+        assert_eq!(checksum(&[1, 2, 3]), 0xffff_fff9);
+        assert_eq!(checksum_skipping(&[1, 2, 3, 9, 9, 9, 9], 3), 0xffff_fff9);
+    }
+
+    #[test]
+    fn parse_accepts_511_bytes() {
+        let b = sample().encode();
+        let f = Footer::parse(&b[..511]).unwrap();
+        assert_eq!(f.current_size, 4 << 20);
+        assert_eq!(
+            Footer::parse(&b[..510]).unwrap_err().kind(),
+            ErrorKind::Truncated
+        );
+    }
+
+    fn corrupt(off: usize, bytes: &[u8], fix_checksum: bool) -> ErrorKind {
+        let mut b = sample().encode();
+        b[off..off + bytes.len()].copy_from_slice(bytes);
+        if fix_checksum {
+            b[64..68].fill(0);
+            let c = checksum(&b);
+            b[64..68].copy_from_slice(&c.to_be_bytes());
+        }
+        Footer::parse(&b).unwrap_err().kind()
+    }
+
+    #[test]
+    fn each_corruption_has_its_kind() {
+        assert_eq!(corrupt(0, b"conectiX", true), ErrorKind::BadSignature);
+        assert_eq!(corrupt(30, b"x", false), ErrorKind::BadChecksum);
+        assert_eq!(corrupt(64, &[0, 0, 0, 1], false), ErrorKind::BadChecksum);
+        assert_eq!(corrupt(60, &[0, 0, 0, 5], true), ErrorKind::BadField);
+        assert_eq!(corrupt(60, &[0, 0, 0, 1], true), ErrorKind::BadField);
+        assert_eq!(
+            corrupt(48, &[0, 0, 0, 0, 0, 0, 1, 1], true),
+            ErrorKind::AbsurdSize
+        );
+        // 2041 GiB
+        let big = (2041u64 << 30).to_be_bytes();
+        assert_eq!(corrupt(48, &big, true), ErrorKind::AbsurdSize);
+        // 2040 GiB exactly is fine.
+        let mut b = sample().encode();
+        b[48..56].copy_from_slice(&(2040u64 << 30).to_be_bytes());
+        b[64..68].fill(0);
+        let c = checksum(&b);
+        b[64..68].copy_from_slice(&c.to_be_bytes());
+        assert_eq!(Footer::parse(&b).unwrap().current_size, 2040 << 30);
+    }
+
+    #[test]
+    fn chs_table() {
+        let g = |bytes: u64| {
+            let x = Geometry::for_sectors(bytes / 512);
+            (x.cylinders, x.heads, x.sectors)
+        };
+        // Windows' 4 MiB differencing disk in dfvfs (CHS 120/4/17).
+        assert_eq!(g(4 << 20), (120, 4, 17));
+        // qemu's ext2.vhd: 4,212,736 bytes = 121/4/17 exactly.
+        assert_eq!(g(4_212_736), (121, 4, 17));
+        // Virtual PC 512 MiB (libvhdi footer fragment: 1040/16/63).
+        assert_eq!(g(512 << 20), (1040, 16, 63));
+        // 127 GB boundary: 65535*16*63 sectors switches to 255 sectors per track.
+        assert_eq!(g(65535 * 16 * 63 * 512 - 512), (65534, 16, 63));
+        assert_eq!(g(65535 * 16 * 63 * 512), (16191, 16, 255));
+        // 1 GiB: 2097152 sectors -> 17 spt gives 123361 c*h, too many -> 31 -> 67650 > 16*1024
+        // -> 63: 33288 / 16 = 2080.
+        assert_eq!(g(1 << 30), (2080, 16, 63));
+        // 2040 GiB clamps to the maximum.
+        assert_eq!(g(2040 << 30), (65535, 16, 255));
+        assert!(Geometry::for_sectors(u64::MAX).is_max());
+        // Tiny disks.
+        assert_eq!(g(512), (0, 4, 17));
+        assert_eq!(g(3 * (1 << 20) + 4096 + 512), (90, 4, 17));
+    }
+
+    #[test]
+    fn qemu_chs_rule() {
+        let mut f = sample();
+        assert!(!f.qemu_uses_chs());
+        f.creator_app = *b"qemu";
+        assert!(f.qemu_uses_chs());
+        f.geometry = Geometry {
+            cylinders: 65535,
+            heads: 16,
+            sectors: 255,
+        };
+        assert!(!f.qemu_uses_chs());
+        f.creator_app = *b"vpc ";
+        assert!(!f.qemu_uses_chs());
+    }
+}
