@@ -494,10 +494,16 @@ fn open_file(
 
     // log
     let log_len = u64::from(hdr.log_length);
-    if hdr.log_offset % MIB != 0
-        || log_len % MIB != 0
-        || (log_len > 0 && hdr.log_offset < MIB)
-        || hdr.log_offset.checked_add(log_len).is_none_or(|e| e > real_len)
+    if hdr.log_offset.checked_add(log_len).is_none_or(|e| e > real_len) {
+        return Err(err!(
+            Truncated,
+            "log region {log_len} bytes at {} lies past the end of the file ({real_len} bytes)",
+            hdr.log_offset
+        )
+        .with_structure("VHDX header")
+        .at(hdr_at + 68));
+    }
+    if hdr.log_offset % MIB != 0 || log_len % MIB != 0 || (log_len > 0 && hdr.log_offset < MIB)
     {
         return Err(err!(
             BadField,
@@ -598,11 +604,19 @@ fn open_file(
         } else {
             continue;
         };
-        if e.offset % MIB != 0
-            || u64::from(e.length) % MIB != 0
-            || e.length == 0
-            || e.offset < MIB
-            || e.offset.checked_add(u64::from(e.length)).is_none_or(|x| x > img.file_size)
+        if e.offset.checked_add(u64::from(e.length)).is_none_or(|x| x > img.file_size) {
+            return Err(err!(
+                Truncated,
+                "region {} ({} bytes at {}) lies past the end of the file ({} bytes)",
+                crate::context::guid_string_le(&e.guid),
+                e.length,
+                e.offset,
+                img.file_size
+            )
+            .with_structure("VHDX region table")
+            .at(at));
+        }
+        if e.offset % MIB != 0 || u64::from(e.length) % MIB != 0 || e.length == 0 || e.offset < MIB
         {
             return Err(err!(
                 BadField,
