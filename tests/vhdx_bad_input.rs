@@ -3,9 +3,9 @@
 use isotool::ErrorKind;
 use isotool::context::BuildContext;
 use isotool::disk::DiskImage;
+use isotool::disk::NoProgress;
 use isotool::disk::convert::{ConvertOptions, TargetFormat, WriteOptions, convert};
 use isotool::disk::probe::OpenOptions;
-use isotool::disk::NoProgress;
 use isotool::vhdx::format::*;
 use isotool::vhdx::log::{EntryParams, LogWrite, encode_entry};
 use isotool::vhdx::writer::{Layout, encode_metadata};
@@ -42,7 +42,11 @@ fn base(dir: &Path, name: &str) -> PathBuf {
 }
 
 fn rw(p: &Path) -> File {
-    std::fs::OpenOptions::new().read(true).write(true).open(p).unwrap()
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(p)
+        .unwrap()
 }
 
 fn poke(p: &Path, at: u64, bytes: &[u8]) {
@@ -138,7 +142,10 @@ fn headers() {
     assert!(open(&v).is_ok(), "one valid header is enough");
     poke(&v, HEADER2_OFFSET + 200, &[9]);
     let e = expect(&v, ErrorKind::BadChecksum, "both header CRCs");
-    assert!(e.message().contains("65536") && e.message().contains("131072"), "{e}");
+    assert!(
+        e.message().contains("65536") && e.message().contains("131072"),
+        "{e}"
+    );
 
     let v = base(dir.path(), "h2");
     poke(&v, HEADER1_OFFSET, b"HEAD");
@@ -189,12 +196,28 @@ fn bat_entries() {
     let dir = tempfile::tempdir().unwrap();
     let entry2 = BAT + 16;
     for (val, kind, what) in [
-        ((100 * MIB) | 6, ErrorKind::BatOutOfFile, "block past the end"),
-        ((4 * MIB) | 6, ErrorKind::BatOverlap, "two blocks at one offset"),
+        (
+            (100 * MIB) | 6,
+            ErrorKind::BatOutOfFile,
+            "block past the end",
+        ),
+        (
+            (4 * MIB) | 6,
+            ErrorKind::BatOverlap,
+            "two blocks at one offset",
+        ),
         (MIB | 6, ErrorKind::BatOverlap, "block over the log"),
-        ((2 * MIB) | 6, ErrorKind::BatOverlap, "block over the metadata"),
+        (
+            (2 * MIB) | 6,
+            ErrorKind::BatOverlap,
+            "block over the metadata",
+        ),
         ((5 * MIB) | 4, ErrorKind::UnknownBatState, "state 4"),
-        ((5 * MIB) | 7, ErrorKind::UnknownBatState, "partially present, not differencing"),
+        (
+            (5 * MIB) | 7,
+            ErrorKind::UnknownBatState,
+            "partially present, not differencing",
+        ),
     ] {
         let v = base(dir.path(), "bat");
         poke(&v, entry2, &val.to_le_bytes());
@@ -210,17 +233,72 @@ fn bat_entries() {
 fn metadata_values() {
     let dir = tempfile::tempdir().unwrap();
     for (at, bytes, kind, what) in [
-        (ITEMS + 8, (1u64 << 60).to_le_bytes().to_vec(), ErrorKind::AbsurdSize, "virtual size 2^60"),
-        (ITEMS + 8, 0u64.to_le_bytes().to_vec(), ErrorKind::AbsurdSize, "virtual size 0"),
-        (ITEMS + 8, 1000u64.to_le_bytes().to_vec(), ErrorKind::AbsurdSize, "size not a sector multiple"),
-        (ITEMS + 8, (60u64 << 40).to_le_bytes().to_vec(), ErrorKind::AbsurdSize, "BAT larger than its region"),
-        (ITEMS, (3 * MIB as u32).to_le_bytes().to_vec(), ErrorKind::AbsurdSize, "block size 3 MiB"),
-        (ITEMS, 0u32.to_le_bytes().to_vec(), ErrorKind::AbsurdSize, "block size 0"),
-        (ITEMS, (512u32 << 20).to_le_bytes().to_vec(), ErrorKind::AbsurdSize, "block size 512 MiB"),
-        (ITEMS + 32, 1000u32.to_le_bytes().to_vec(), ErrorKind::AbsurdSize, "logical sector 1000"),
-        (ITEMS + 36, 0u32.to_le_bytes().to_vec(), ErrorKind::AbsurdSize, "physical sector 0"),
-        (META, b"metadat!".to_vec(), ErrorKind::BadSignature, "metadata signature"),
-        (META + 10, 5000u16.to_le_bytes().to_vec(), ErrorKind::AbsurdSize, "metadata entry count"),
+        (
+            ITEMS + 8,
+            (1u64 << 60).to_le_bytes().to_vec(),
+            ErrorKind::AbsurdSize,
+            "virtual size 2^60",
+        ),
+        (
+            ITEMS + 8,
+            0u64.to_le_bytes().to_vec(),
+            ErrorKind::AbsurdSize,
+            "virtual size 0",
+        ),
+        (
+            ITEMS + 8,
+            1000u64.to_le_bytes().to_vec(),
+            ErrorKind::AbsurdSize,
+            "size not a sector multiple",
+        ),
+        (
+            ITEMS + 8,
+            (60u64 << 40).to_le_bytes().to_vec(),
+            ErrorKind::AbsurdSize,
+            "BAT larger than its region",
+        ),
+        (
+            ITEMS,
+            (3 * MIB as u32).to_le_bytes().to_vec(),
+            ErrorKind::AbsurdSize,
+            "block size 3 MiB",
+        ),
+        (
+            ITEMS,
+            0u32.to_le_bytes().to_vec(),
+            ErrorKind::AbsurdSize,
+            "block size 0",
+        ),
+        (
+            ITEMS,
+            (512u32 << 20).to_le_bytes().to_vec(),
+            ErrorKind::AbsurdSize,
+            "block size 512 MiB",
+        ),
+        (
+            ITEMS + 32,
+            1000u32.to_le_bytes().to_vec(),
+            ErrorKind::AbsurdSize,
+            "logical sector 1000",
+        ),
+        (
+            ITEMS + 36,
+            0u32.to_le_bytes().to_vec(),
+            ErrorKind::AbsurdSize,
+            "physical sector 0",
+        ),
+        (
+            META,
+            b"metadat!".to_vec(),
+            ErrorKind::BadSignature,
+            "metadata signature",
+        ),
+        (
+            META + 10,
+            5000u16.to_le_bytes().to_vec(),
+            ErrorKind::AbsurdSize,
+            "metadata entry count",
+        ),
     ] {
         let v = base(dir.path(), "meta");
         poke(&v, at, &bytes);
@@ -298,7 +376,10 @@ fn dirty_log() {
     let img = isotool::vhdx::open(&v, &OpenOptions { replay_log: true }, 0).unwrap();
     let mut b = [9u8; 4];
     img.read_at(&mut b, 0).unwrap();
-    assert_eq!(b, [0; 4], "the replayed zero descriptor wins over the block's data");
+    assert_eq!(
+        b, [0; 4],
+        "the replayed zero descriptor wins over the block's data"
+    );
 }
 
 fn make_differencing(v: &Path, parent_rel: &str, linkage: &str) {
@@ -332,7 +413,10 @@ fn differencing_without_its_parent() {
     make_differencing(&v, "parent.vhdx", "{00000000-0000-0000-0000-000000000000}");
     let e = expect(&v, ErrorKind::MissingParent, "missing parent");
     assert!(e.message().contains("parent.vhdx"), "{e}");
-    assert!(e.message().contains("nowhere"), "every path tried is named: {e}");
+    assert!(
+        e.message().contains("nowhere"),
+        "every path tried is named: {e}"
+    );
 }
 
 #[test]
@@ -382,20 +466,34 @@ fn differencing_reads_child_then_parent() {
     let m = MIB as usize;
     assert!(all[..4096].iter().all(|&x| x == 1));
     assert!(all[4096..m].iter().all(|&x| x == 0));
-    assert!(all[m..2 * m].iter().all(|&x| x == 0x70), "block 1 from the parent");
-    assert!(all[2 * m..2 * m + 4096].iter().all(|&x| x == 2), "child sectors of block 2");
-    assert!(all[2 * m + 4096..3 * m].iter().all(|&x| x == 0x70), "parent sectors of block 2");
+    assert!(
+        all[m..2 * m].iter().all(|&x| x == 0x70),
+        "block 1 from the parent"
+    );
+    assert!(
+        all[2 * m..2 * m + 4096].iter().all(|&x| x == 2),
+        "child sectors of block 2"
+    );
+    assert!(
+        all[2 * m + 4096..3 * m].iter().all(|&x| x == 0x70),
+        "parent sectors of block 2"
+    );
     assert!(all[3 * m..].iter().all(|&x| x == 0));
     let ex = img.extents(0, u64::MAX).unwrap();
     assert_eq!(ex.last().unwrap().end(), 8 * MIB);
     assert!(
-        ex.iter()
-            .any(|e| e.kind == isotool::disk::ExtentKind::Data && e.offset <= MIB && e.end() >= 2 * MIB),
+        ex.iter().any(|e| e.kind == isotool::disk::ExtentKind::Data
+            && e.offset <= MIB
+            && e.end() >= 2 * MIB),
         "{ex:?}"
     );
 
     // a parent whose data write GUID differs is refused
-    make_differencing(&child, "parent.vhdx", "{11111111-2222-3333-4444-555555555555}");
+    make_differencing(
+        &child,
+        "parent.vhdx",
+        "{11111111-2222-3333-4444-555555555555}",
+    );
     expect(&child, ErrorKind::ParentMismatch, "wrong parent linkage");
     // a parent that does not exist
     make_differencing(&child, "other.vhdx", &link);

@@ -51,7 +51,11 @@ fn base_image(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
 }
 
 fn set_log_guid(v: &Path, g: [u8; 16]) {
-    let f = std::fs::OpenOptions::new().read(true).write(true).open(v).unwrap();
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(v)
+        .unwrap();
     for at in [HEADER1_OFFSET, HEADER2_OFFSET] {
         let mut b = vec![0u8; 4096];
         f.read_exact_at(&mut b, at).unwrap();
@@ -66,7 +70,11 @@ const GUID: [u8; 16] = [0x5c; 16];
 /// Writes a pending log entry: a sector of block 0 rewritten with 0x5A, and block 3 allocated
 /// past the end of the file (BAT sector rewritten, block zeroed, one sector of 0xC3).
 fn make_dirty(v: &Path) {
-    let f = std::fs::OpenOptions::new().read(true).write(true).open(v).unwrap();
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(v)
+        .unwrap();
     let mut bat = vec![0u8; 4096];
     f.read_exact_at(&mut bat, 3 * MIB).unwrap();
     bat[24..32].copy_from_slice(&((6 * MIB) | 6).to_le_bytes());
@@ -105,7 +113,9 @@ fn dirty_log_refused_then_replayed_in_memory() {
     make_dirty(&v);
     let before = hash(&v);
 
-    let e = open_image(&v, &OpenOptions::default()).err().expect("must refuse");
+    let e = open_image(&v, &OpenOptions::default())
+        .err()
+        .expect("must refuse");
     assert_eq!(e.kind(), isotool::ErrorKind::DirtyLog, "{e}");
     assert!(e.to_string().contains("--replay-log"), "{e}");
     let out = dir.path().join("out.raw");
@@ -149,26 +159,43 @@ fn our_replay_equals_qemus() {
 
     let copy = dir.path().join("copy.vhdx");
     std::fs::copy(&v, &copy).unwrap();
-    let run = |args: &[&str]| {
-        let o = Command::new("qemu-img").args(args).output().unwrap_or_else(|e| {
+    let run =
+        |args: &[&str]| {
+            let o = Command::new("qemu-img").args(args).output().unwrap_or_else(|e| {
             panic!("qemu-img is required for this oracle test (apt-get install qemu-utils): {e}")
         });
-        assert!(
-            o.status.success(),
-            "qemu-img {args:?}: {}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
-    };
+            assert!(
+                o.status.success(),
+                "qemu-img {args:?}: {}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            );
+        };
     // qemu refuses to read a dirty image read-only, like we do
     let o = Command::new("qemu-img")
-        .args(["convert", "-f", "vhdx", "-O", "raw", copy.to_str().unwrap(), "/dev/null"])
+        .args([
+            "convert",
+            "-f",
+            "vhdx",
+            "-O",
+            "raw",
+            copy.to_str().unwrap(),
+            "/dev/null",
+        ])
         .output()
         .expect("qemu-img is required (qemu-utils)");
     assert!(!o.status.success(), "qemu-img read a dirty log read-only?");
     run(&["check", "-r", "all", "-f", "vhdx", copy.to_str().unwrap()]);
     let theirs = dir.path().join("theirs.raw");
-    run(&["convert", "-f", "vhdx", "-O", "raw", copy.to_str().unwrap(), theirs.to_str().unwrap()]);
+    run(&[
+        "convert",
+        "-f",
+        "vhdx",
+        "-O",
+        "raw",
+        copy.to_str().unwrap(),
+        theirs.to_str().unwrap(),
+    ]);
     assert!(std::fs::read(&theirs).unwrap() == std::fs::read(&ours).unwrap());
     assert!(std::fs::read(&ours).unwrap() == expected(&raw));
     // after qemu's replay the log is empty: we open it without --replay-log

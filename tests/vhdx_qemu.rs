@@ -14,9 +14,12 @@ use std::process::Command;
 const MIB: u64 = 1 << 20;
 
 fn qemu_img(args: &[&str]) -> String {
-    let out = Command::new("qemu-img").args(args).output().unwrap_or_else(|e| {
-        panic!("qemu-img is required for this oracle test (apt-get install qemu-utils): {e}")
-    });
+    let out = Command::new("qemu-img")
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("qemu-img is required for this oracle test (apt-get install qemu-utils): {e}")
+        });
     let so = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(
         out.status.success(),
@@ -95,7 +98,9 @@ fn qemu_reads_ours() {
         (TargetFormat::VhdxFixed, Some(2 * MIB), 512),
         (TargetFormat::Vhdx, Some(256 * MIB), 512),
     ] {
-        let v = dir.path().join(format!("o-{}-{bs:?}-{lss}.vhdx", fmt.name()));
+        let v = dir
+            .path()
+            .join(format!("o-{}-{bs:?}-{lss}.vhdx", fmt.name()));
         conv(&raw, &v, &opts(fmt, bs, lss));
         check_ours_with_qemu(&raw, &v, len);
     }
@@ -139,7 +144,17 @@ fn we_read_qemus() {
             for sub in ["dynamic", "fixed"] {
                 let q = dir.path().join(format!("q-{bs}-{log}-{sub}.vhdx"));
                 let o = format!("block_size={bs},log_size={log},subformat={sub}");
-                qemu_img(&["convert", "-f", "raw", "-O", "vhdx", "-o", &o, p(&raw), p(&q)]);
+                qemu_img(&[
+                    "convert",
+                    "-f",
+                    "raw",
+                    "-O",
+                    "vhdx",
+                    "-o",
+                    &o,
+                    p(&raw),
+                    p(&q),
+                ]);
                 let theirs = dir.path().join("theirs.raw");
                 qemu_img(&["convert", "-f", "vhdx", "-O", "raw", p(&q), p(&theirs)]);
                 let img = open_image(&q, &OpenOptions::default()).unwrap();
@@ -151,7 +166,10 @@ fn we_read_qemus() {
                     "{o}: our reading differs from qemu-img's"
                 );
                 let info = img.info();
-                assert_eq!(info.block_size, Some(isotool::disk::convert::parse_size(bs).unwrap()));
+                assert_eq!(
+                    info.block_size,
+                    Some(isotool::disk::convert::parse_size(bs).unwrap())
+                );
                 assert!(info.format.starts_with("vhdx"), "{}", info.format);
             }
         }
@@ -159,7 +177,16 @@ fn we_read_qemus() {
     // an empty qemu image of each kind reads as zeros with nothing allocated
     for sub in ["dynamic", "fixed"] {
         let q = dir.path().join(format!("empty-{sub}.vhdx"));
-        qemu_img(&["create", "-q", "-f", "vhdx", "-o", &format!("subformat={sub}"), p(&q), "100M"]);
+        qemu_img(&[
+            "create",
+            "-q",
+            "-f",
+            "vhdx",
+            "-o",
+            &format!("subformat={sub}"),
+            p(&q),
+            "100M",
+        ]);
         let img = open_image(&q, &OpenOptions::default()).unwrap();
         assert_eq!(img.len(), 100 * MIB);
         let ex = img.extents(0, u64::MAX).unwrap();

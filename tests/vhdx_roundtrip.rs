@@ -26,8 +26,14 @@ fn opts(format: TargetFormat, block: Option<u64>, lss: u32) -> ConvertOptions {
 }
 
 fn conv(input: &Path, output: &Path, o: &ConvertOptions) {
-    convert(input, output, o, &BuildContext::fixed(1_700_000_000), &NoProgress)
-        .unwrap_or_else(|e| panic!("convert {} -> {}: {e}", input.display(), output.display()));
+    convert(
+        input,
+        output,
+        o,
+        &BuildContext::fixed(1_700_000_000),
+        &NoProgress,
+    )
+    .unwrap_or_else(|e| panic!("convert {} -> {}: {e}", input.display(), output.display()));
 }
 
 /// A sparse raw file of `len` bytes with pseudo-random data written at each `(offset, len)`.
@@ -53,10 +59,7 @@ fn sparse_raw(path: &Path, len: u64, data: &[(u64, usize)]) {
 fn same_content(a: &Path, b: &Path) {
     let fa = File::open(a).unwrap();
     let fb = File::open(b).unwrap();
-    let (la, lb) = (
-        fa.metadata().unwrap().len(),
-        fb.metadata().unwrap().len(),
-    );
+    let (la, lb) = (fa.metadata().unwrap().len(), fb.metadata().unwrap().len());
     assert!(lb >= la, "{} shorter than {}", b.display(), a.display());
     let mut ranges = isotool::disk::raw::data_ranges(&fa, 0, la).unwrap();
     ranges.extend(isotool::disk::raw::data_ranges(&fb, 0, lb).unwrap());
@@ -75,7 +78,11 @@ fn same_content(a: &Path, b: &Path) {
             ba[..n].fill(0);
             fa.read_exact_at(&mut ba[..na], p).unwrap();
             fb.read_exact_at(&mut bb[..n], p).unwrap();
-            assert!(ba[..n] == bb[..n], "content differs in [{p}, {})", p + n as u64);
+            assert!(
+                ba[..n] == bb[..n],
+                "content differs in [{p}, {})",
+                p + n as u64
+            );
             p += n as u64;
         }
     }
@@ -87,7 +94,10 @@ fn allocated_bytes(p: &Path) -> u64 {
 
 /// Writes `src` as dynamic and fixed VHDX, reads both back into raw, compares.
 fn roundtrip(dir: &Path, src: &Path, block: Option<u64>, lss: u32, tag: &str) {
-    for (fmt, name) in [(TargetFormat::Vhdx, "dyn"), (TargetFormat::VhdxFixed, "fixed")] {
+    for (fmt, name) in [
+        (TargetFormat::Vhdx, "dyn"),
+        (TargetFormat::VhdxFixed, "fixed"),
+    ] {
         let v = dir.join(format!("{tag}-{name}.vhdx"));
         let back = dir.join(format!("{tag}-{name}.raw"));
         conv(src, &v, &opts(fmt, block, lss));
@@ -100,9 +110,18 @@ fn roundtrip(dir: &Path, src: &Path, block: Option<u64>, lss: u32, tag: &str) {
         assert_eq!(info.logical_sector_size, lss);
         assert_eq!(
             info.format,
-            if name == "fixed" { "vhdx-fixed" } else { "vhdx" }
+            if name == "fixed" {
+                "vhdx-fixed"
+            } else {
+                "vhdx"
+            }
         );
-        assert!(info.creator.as_deref().unwrap_or("").starts_with("isotool "));
+        assert!(
+            info.creator
+                .as_deref()
+                .unwrap_or("")
+                .starts_with("isotool ")
+        );
         conv(&v, &back, &opts(TargetFormat::Raw, None, 512));
         same_content(src, &back);
         // outputs stay sparse: allocation follows the data, not the virtual size
@@ -113,7 +132,10 @@ fn roundtrip(dir: &Path, src: &Path, block: Option<u64>, lss: u32, tag: &str) {
             allocated_bytes(&v),
             data
         );
-        assert!(allocated_bytes(&back) <= data + MIB, "{tag} {name}: raw not sparse");
+        assert!(
+            allocated_bytes(&back) <= data + MIB,
+            "{tag} {name}: raw not sparse"
+        );
     }
 }
 
@@ -212,7 +234,10 @@ fn same_context_same_bytes() {
     conv(&src, &c, &opts(TargetFormat::Vhdx, Some(MIB), 512));
     let ia = open_image(&a, &OpenOptions::default()).unwrap().info();
     let ic = open_image(&c, &OpenOptions::default()).unwrap().info();
-    assert_ne!(ia.disk_id, ic.disk_id, "different sources get different disk ids");
+    assert_ne!(
+        ia.disk_id, ic.disk_id,
+        "different sources get different disk ids"
+    );
 }
 
 #[test]
@@ -237,7 +262,11 @@ fn bad_write_options_are_refused() {
             &NoProgress,
         )
         .unwrap_err();
-        assert_eq!(e.kind(), isotool::ErrorKind::InvalidArgument, "{bs:?} {lss} {pss}: {e}");
+        assert_eq!(
+            e.kind(),
+            isotool::ErrorKind::InvalidArgument,
+            "{bs:?} {lss} {pss}: {e}"
+        );
     }
     assert!(!dir.path().join("x.vhdx").exists());
 }

@@ -224,9 +224,11 @@ impl FileIdentifier {
     /// Parses the identifier (at least 8 bytes; the creator takes the next 512).
     pub fn parse(b: &[u8]) -> Result<Self> {
         if b.len() < 8 {
-            return Err(err!(Truncated, "file identifier needs 8 bytes, have {}", b.len())
-                .with_structure("VHDX file identifier")
-                .at(0));
+            return Err(
+                err!(Truncated, "file identifier needs 8 bytes, have {}", b.len())
+                    .with_structure("VHDX file identifier")
+                    .at(0),
+            );
         }
         if &b[..8] != b"vhdxfile" {
             return Err(err!(BadSignature, "signature is not \"vhdxfile\"")
@@ -307,9 +309,13 @@ impl Header {
             log_offset: u64_at(b, 72),
         };
         if h.version != 1 {
-            return Err(err!(Unsupported, "header version {} (only 1 is defined)", h.version)
-                .with_structure(s)
-                .at(at));
+            return Err(err!(
+                Unsupported,
+                "header version {} (only 1 is defined)",
+                h.version
+            )
+            .with_structure(s)
+            .at(at));
         }
         Ok(h)
     }
@@ -503,9 +509,11 @@ impl MetadataTable {
         }
         let need = 32 + count as usize * 32;
         if b.len() < need {
-            return Err(err!(Truncated, "{count} metadata entries need {need} bytes")
-                .with_structure(s)
-                .at(at));
+            return Err(
+                err!(Truncated, "{count} metadata entries need {need} bytes")
+                    .with_structure(s)
+                    .at(at),
+            );
         }
         let entries = (0..count as usize)
             .map(|i| MetadataEntry::parse(&b[32 + i * 32..64 + i * 32]))
@@ -577,9 +585,11 @@ impl ParentLocator {
         }
         let count = u16_at(b, 18) as usize;
         if 20 + count * 12 > b.len() {
-            return Err(err!(AbsurdSize, "{count} key/value entries do not fit the item")
-                .with_structure(s)
-                .at(at + 18));
+            return Err(
+                err!(AbsurdSize, "{count} key/value entries do not fit the item")
+                    .with_structure(s)
+                    .at(at + 18),
+            );
         }
         let mut entries = Vec::with_capacity(count);
         for i in 0..count {
@@ -652,7 +662,12 @@ pub struct BatGeometry {
 impl BatGeometry {
     /// Computes the geometry (parameters must already be validated: block size and sector size
     /// non-zero, block size dividing 2^23 * sector size).
-    pub fn new(virtual_size: u64, block_size: u64, logical_sector: u64, differencing: bool) -> Self {
+    pub fn new(
+        virtual_size: u64,
+        block_size: u64,
+        logical_sector: u64,
+        differencing: bool,
+    ) -> Self {
         let chunk_ratio = (SECTORS_PER_BITMAP * logical_sector / block_size).max(1);
         let data_blocks = virtual_size.div_ceil(block_size);
         let bitmap_blocks = data_blocks.div_ceil(chunk_ratio);
@@ -737,8 +752,8 @@ mod tests {
         assert_eq!(
             BAT_GUID,
             [
-                0x66, 0x77, 0xc2, 0x2d, 0x23, 0xf6, 0x00, 0x42, 0x9d, 0x64, 0x11, 0x5e, 0x9b,
-                0xfd, 0x4a, 0x08
+                0x66, 0x77, 0xc2, 0x2d, 0x23, 0xf6, 0x00, 0x42, 0x9d, 0x64, 0x11, 0x5e, 0x9b, 0xfd,
+                0x4a, 0x08
             ]
         );
         assert_eq!(
@@ -877,7 +892,10 @@ mod tests {
         let pl = ParentLocator {
             locator_type: PARENT_LOCATOR_TYPE_VHDX,
             entries: vec![
-                ("parent_linkage".into(), "{00000000-0000-0000-0000-000000000001}".into()),
+                (
+                    "parent_linkage".into(),
+                    "{00000000-0000-0000-0000-000000000001}".into(),
+                ),
                 ("relative_path".into(), ".\\p.vhdx".into()),
             ],
         };
@@ -917,7 +935,10 @@ mod tests {
         let b = h.encode();
         assert_eq!(&b[..4], b"head");
         assert_eq!(le32(&b, 4), crc32c_skipping(&b, 4));
-        assert_eq!(&b[64..80], &[0, 0, 1, 0, 0, 0, 0x10, 0, 0, 0, 0x10, 0, 0, 0, 0, 0]);
+        assert_eq!(
+            &b[64..80],
+            &[0, 0, 1, 0, 0, 0, 0x10, 0, 0, 0, 0x10, 0, 0, 0, 0, 0]
+        );
         assert_eq!(Header::parse(&b, 0).unwrap(), h);
     }
 

@@ -63,10 +63,15 @@ impl VhdxImage {
             .checked_add(buf.len() as u64)
             .filter(|&e| e <= self.file_size)
             .ok_or_else(|| {
-                err!(Truncated, "{what} ({} bytes at {off}) lies past the end of the file ({} bytes)", buf.len(), self.file_size)
-                    .with_structure(what.to_string())
-                    .at(off)
-                    .with_path(&self.path)
+                err!(
+                    Truncated,
+                    "{what} ({} bytes at {off}) lies past the end of the file ({} bytes)",
+                    buf.len(),
+                    self.file_size
+                )
+                .with_structure(what.to_string())
+                .at(off)
+                .with_path(&self.path)
             })?;
         let phys_end = end.min(self.real_len);
         if off < phys_end {
@@ -425,9 +430,12 @@ fn open_file(
     // file identifier
     let mut idb = vec![0u8; 520];
     if real_len < 520 {
-        return Err(err!(Truncated, "file of {real_len} bytes is too short for a VHDX")
-            .with_structure("VHDX file identifier")
-            .at(0));
+        return Err(err!(
+            Truncated,
+            "file of {real_len} bytes is too short for a VHDX"
+        )
+        .with_structure("VHDX file identifier")
+        .at(0));
     }
     read_phys(&file, path, &mut idb, 0, "VHDX file identifier")?;
     let ident = FileIdentifier::parse(&idb)?;
@@ -442,8 +450,7 @@ fn open_file(
                 .with_structure("VHDX header")
                 .at(at))
         } else {
-            read_phys(&file, path, &mut b, at, "VHDX header")
-                .and_then(|_| Header::parse(&b, at))
+            read_phys(&file, path, &mut b, at, "VHDX header").and_then(|_| Header::parse(&b, at))
         };
         match r {
             Ok(h) => hdrs.push((at, h)),
@@ -453,7 +460,10 @@ fn open_file(
     let Some((hdr_at, hdr)) = hdrs.into_iter().max_by_key(|(_, h)| h.sequence) else {
         let kind = if errs.iter().all(|e| e.kind() == crate::ErrorKind::Truncated) {
             crate::ErrorKind::Truncated
-        } else if errs.iter().any(|e| e.kind() == crate::ErrorKind::BadChecksum) {
+        } else if errs
+            .iter()
+            .any(|e| e.kind() == crate::ErrorKind::BadChecksum)
+        {
             crate::ErrorKind::BadChecksum
         } else {
             errs.iter()
@@ -487,14 +497,22 @@ fn open_file(
         ));
     }
     if hdr.log_version != 0 {
-        return Err(err!(Unsupported, "log version {} (only 0 is defined)", hdr.log_version)
-            .with_structure("VHDX header")
-            .at(hdr_at + 64));
+        return Err(err!(
+            Unsupported,
+            "log version {} (only 0 is defined)",
+            hdr.log_version
+        )
+        .with_structure("VHDX header")
+        .at(hdr_at + 64));
     }
 
     // log
     let log_len = u64::from(hdr.log_length);
-    if hdr.log_offset.checked_add(log_len).is_none_or(|e| e > real_len) {
+    if hdr
+        .log_offset
+        .checked_add(log_len)
+        .is_none_or(|e| e > real_len)
+    {
         return Err(err!(
             Truncated,
             "log region {log_len} bytes at {} lies past the end of the file ({real_len} bytes)",
@@ -503,8 +521,7 @@ fn open_file(
         .with_structure("VHDX header")
         .at(hdr_at + 68));
     }
-    if hdr.log_offset % MIB != 0 || log_len % MIB != 0 || (log_len > 0 && hdr.log_offset < MIB)
-    {
+    if hdr.log_offset % MIB != 0 || log_len % MIB != 0 || (log_len > 0 && hdr.log_offset < MIB) {
         return Err(err!(
             BadField,
             "log region {} bytes at {} is not 1 MiB aligned or lies outside the file ({real_len} bytes)",
@@ -604,7 +621,10 @@ fn open_file(
         } else {
             continue;
         };
-        if e.offset.checked_add(u64::from(e.length)).is_none_or(|x| x > img.file_size) {
+        if e.offset
+            .checked_add(u64::from(e.length))
+            .is_none_or(|x| x > img.file_size)
+        {
             return Err(err!(
                 Truncated,
                 "region {} ({} bytes at {}) lies past the end of the file ({} bytes)",
@@ -637,9 +657,12 @@ fn open_file(
         *slot = Some((e.offset, u64::from(e.length)));
     }
     let (Some((bat_off, bat_len)), Some((meta_off, meta_len))) = (bat_region, meta_region) else {
-        return Err(err!(BadField, "the region table lacks the BAT or the metadata region")
-            .with_structure("VHDX region table")
-            .at(REGION1_OFFSET));
+        return Err(err!(
+            BadField,
+            "the region table lacks the BAT or the metadata region"
+        )
+        .with_structure("VHDX region table")
+        .at(REGION1_OFFSET));
     };
 
     // metadata
@@ -697,9 +720,11 @@ fn open_file(
         img.read_file(&mut v, item_at, "VHDX metadata item")?;
         let need = |n: usize| -> Result<()> {
             if v.len() < n {
-                Err(err!(BadField, "metadata item is {} bytes, needs {n}", v.len())
-                    .with_structure("VHDX metadata item")
-                    .at(item_at))
+                Err(
+                    err!(BadField, "metadata item is {} bytes, needs {n}", v.len())
+                        .with_structure("VHDX metadata item")
+                        .at(item_at),
+                )
             } else {
                 Ok(())
             }
@@ -800,7 +825,14 @@ fn open_file(
         .map(|c| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
         .collect();
     drop(raw);
-    check_bat(&img, hdr_at, &hdr, (bat_off, bat_len), (meta_off, meta_len), fp.has_parent)?;
+    check_bat(
+        &img,
+        hdr_at,
+        &hdr,
+        (bat_off, bat_len),
+        (meta_off, meta_len),
+        fp.has_parent,
+    )?;
 
     // parent
     if fp.has_parent {
@@ -835,7 +867,7 @@ fn check_bat(
     let entry_at = |i: u64| bat.0 + i * 8;
     for (i, &e) in img.bat.iter().enumerate() {
         let i = i as u64;
-        let is_bitmap = (i + 1) % (cr + 1) == 0;
+        let is_bitmap = (i + 1).is_multiple_of(cr + 1);
         let st = bat_state(e);
         let (present, len) = if is_bitmap {
             match st {
@@ -843,12 +875,11 @@ fn check_bat(
                 SB_PRESENT if differencing => (true, MIB),
                 SB_PRESENT => (false, 0),
                 _ => {
-                    return Err(err!(
-                        UnknownBatState,
-                        "sector bitmap entry {i} has state {st}"
-                    )
-                    .with_structure("VHDX BAT")
-                    .at(entry_at(i)));
+                    return Err(
+                        err!(UnknownBatState, "sector bitmap entry {i} has state {st}")
+                            .with_structure("VHDX BAT")
+                            .at(entry_at(i)),
+                    );
                 }
             }
         } else {
@@ -981,25 +1012,24 @@ fn open_parent(
         )
         .with_path(&pp));
     }
-    let parent: Box<dyn DiskImage> =
-        if crate::disk::probe::probe_format(&pp)? == Format::Vhdx {
-            let p = open_vhdx(&pp, opts, nd)?;
-            if let Some(link) = loc.get("parent_linkage") {
-                let want = guid_braced(&p.data_write_guid());
-                if !link.eq_ignore_ascii_case(&want) {
-                    return Err(err!(
-                        ParentMismatch,
-                        "parent {} has data write GUID {want}, the child expects {link}",
-                        pp.display()
-                    )
-                    .with_structure("VHDX parent locator")
-                    .at(loc_at));
-                }
+    let parent: Box<dyn DiskImage> = if crate::disk::probe::probe_format(&pp)? == Format::Vhdx {
+        let p = open_vhdx(&pp, opts, nd)?;
+        if let Some(link) = loc.get("parent_linkage") {
+            let want = guid_braced(&p.data_write_guid());
+            if !link.eq_ignore_ascii_case(&want) {
+                return Err(err!(
+                    ParentMismatch,
+                    "parent {} has data write GUID {want}, the child expects {link}",
+                    pp.display()
+                )
+                .with_structure("VHDX parent locator")
+                .at(loc_at));
             }
-            Box::new(p)
-        } else {
-            crate::disk::probe::open_image_at_depth(&pp, opts, nd)?
-        };
+        }
+        Box::new(p)
+    } else {
+        crate::disk::probe::open_image_at_depth(&pp, opts, nd)?
+    };
     if parent.len() != img.virtual_size {
         return Err(err!(
             ParentMismatch,

@@ -31,8 +31,16 @@ pub enum Sector {
 /// One descriptor of a parsed entry.
 #[derive(Debug, Clone, Copy)]
 enum Desc {
-    Zero { file_offset: u64, len: u64 },
-    Data { file_offset: u64, leading: u64, trailing: u32, sector_pos: u64 },
+    Zero {
+        file_offset: u64,
+        len: u64,
+    },
+    Data {
+        file_offset: u64,
+        leading: u64,
+        trailing: u32,
+        sector_pos: u64,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -282,13 +290,13 @@ fn parse_entry(
             return Ok(None);
         };
         let file_offset = le64(d, 16);
-        if le64(d, 24) != seq || file_offset % SECTOR != 0 {
+        if le64(d, 24) != seq || !file_offset.is_multiple_of(SECTOR) {
             return Ok(None);
         }
         match &d[..4] {
             b"zero" => {
                 let zl = le64(d, 8);
-                if zl % SECTOR != 0 || file_offset.checked_add(zl).is_none() {
+                if !zl.is_multiple_of(SECTOR) || file_offset.checked_add(zl).is_none() {
                     return Ok(None);
                 }
                 descs.push(Desc::Zero {
@@ -453,7 +461,10 @@ mod tests {
         log[0x80000..0x80000 + old.len()].copy_from_slice(&old);
         let e1 = encode_entry(
             &p(10, 0),
-            &[LogWrite::Data(4 << 20, sector(2)), LogWrite::Zero(5 << 20, 8192)],
+            &[
+                LogWrite::Data(4 << 20, sector(2)),
+                LogWrite::Zero(5 << 20, 8192),
+            ],
         )
         .unwrap();
         let n1 = e1.len();

@@ -81,7 +81,7 @@ impl Layout {
                 "virtual size {virtual_size} exceeds the VHDX maximum of 64 TiB"
             ));
         }
-        if virtual_size % u64::from(lss) != 0 {
+        if !virtual_size.is_multiple_of(u64::from(lss)) {
             return Err(err!(
                 InvalidArgument,
                 "virtual size {virtual_size} is not a multiple of the {lss}-byte sector"
@@ -229,7 +229,10 @@ impl<'a> BatWriter<'a> {
     fn set(&mut self, idx: u64, val: u64) -> Result<()> {
         let cap = self.buf.len() as u64 / 8;
         if idx < self.base || idx >= self.total {
-            return Err(err!(InvalidArgument, "BAT entry {idx} written out of order"));
+            return Err(err!(
+                InvalidArgument,
+                "BAT entry {idx} written out of order"
+            ));
         }
         while idx >= self.base + cap {
             self.flush()?;
@@ -331,10 +334,7 @@ pub fn write(
                     _ => {
                         let f = next;
                         next += bs;
-                        bat.set(
-                            l.geo.payload_index(b),
-                            bat_entry(PAYLOAD_FULLY_PRESENT, f),
-                        )?;
+                        bat.set(l.geo.payload_index(b), bat_entry(PAYLOAD_FULLY_PRESENT, f))?;
                         current = Some((b, f));
                         f
                     }
