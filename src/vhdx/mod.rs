@@ -1,4 +1,14 @@
-//! vhdx (placeholder until the vhdx module lands).
+//! VHDX (MS-VHDX v1.0): reader (dynamic, fixed, differencing; pending logs replayed in memory on
+//! request) and writer (dynamic and fixed).
+//!
+//! Pure parsers and encoders of the on-disk structures live in [`format`], the log in [`log`],
+//! the reader in [`image`], the writer in [`writer`].
+
+pub mod format;
+pub mod image;
+pub mod log;
+pub mod writer;
+
 use crate::context::BuildContext;
 use crate::disk::convert::WriteOptions;
 use crate::disk::probe::OpenOptions;
@@ -7,20 +17,22 @@ use crate::error::Result;
 use std::fs::File;
 use std::path::Path;
 
-/// Opens an image.
-pub fn open(path: &Path, _opts: &OpenOptions, _depth: u32) -> Result<Box<dyn DiskImage>> {
-    Err(crate::err!(Unsupported, "vhdx reading is not built yet").with_path(path))
+pub use image::VhdxImage;
+
+/// Opens the VHDX at `path` (`depth`: position in a differencing chain).
+pub fn open(path: &Path, opts: &OpenOptions, depth: u32) -> Result<Box<dyn DiskImage>> {
+    Ok(Box::new(image::open_vhdx(path, opts, depth)?))
 }
 
-/// Writes an image.
+/// Writes `src` as a VHDX (fixed when `fixed`) into `out`, an empty file.
 pub fn write(
-    _src: &dyn DiskImage,
-    _out: &File,
+    src: &dyn DiskImage,
+    out: &File,
     out_path: &Path,
-    _variant: bool,
-    _opts: &WriteOptions,
-    _ctx: &BuildContext,
-    _progress: &dyn Progress,
+    fixed: bool,
+    opts: &WriteOptions,
+    ctx: &BuildContext,
+    progress: &dyn Progress,
 ) -> Result<()> {
-    Err(crate::err!(Unsupported, "vhdx writing is not built yet").with_path(out_path))
+    writer::write(src, out, out_path, fixed, opts, ctx, progress)
 }

@@ -1,0 +1,494 @@
+//! The VHDX metadata log: finding the active sequence and replaying it in memory.
+//!
+//! The log is a circular buffer of 4 KiB sectors. An entry is a header sector (`loge`) with
+//! descriptors (`zero` / `desc`) followed by one data sector (`data`) per data descriptor; a
+//! CRC-32C covers the whole entry. Entries with consecutive sequence numbers form a sequence;
+//! the sequence whose last entry has the highest sequence number is the active one, and its
+//! entries, replayed in order from the one its last entry's `tail` points at, give the file's
+//! true metadata. Replay here never writes the file: it builds an overlay of 4 KiB sectors.
+
+use super::format::{crc32c, le32, le64};
+use crate::err;
+use crate::error::{Error, Result};
+use std::collections::{BTreeMap, HashMap};
+
+/// Log sector size.
+pub const SECTOR: u64 = 4096;
+/// Largest amount of logged data we keep in memory while replaying.
+pub const MAX_OVERLAY_DATA: u64 = 256 << 20;
+/// Largest number of overlay sectors (zeroed sectors cost a map entry each).
+pub const MAX_OVERLAY_SECTORS: u64 = 4 << 20;
+
+/// What a logged write puts in a 4 KiB sector of the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sector {
+    /// Zeros.
+    Zero,
+    /// These 4096 bytes.
+    Data(Box<[u8]>),
+}
+
+/// One descriptor of a parsed entry.
+#[derive(Debug, Clone, Copy)]
+enum Desc {
+    Zero {
+        file_offset: u64,
+        len: u64,
+    },
+    Data {
+        file_offset: u64,
+        leading: u64,
+        trailing: u32,
+        sector_pos: u64,
+    },
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    pos: u64,
+    seq: u64,
+    len: u64,
+    tail: u64,
+    flushed_file_offset: u64,
+    last_file_offset: u64,
+    descs: Vec<Desc>,
+}
+
+/// Result of reading a log.
+#[derive(Debug, Default)]
+pub struct Replay {
+    /// Entries in the active sequence (0: nothing to replay).
+    pub entries: usize,
+    /// Sequence number of the last entry.
+    pub head_sequence: u64,
+    /// File sectors the log rewrites (4 KiB aligned file offset -> content).
+    pub overlay: BTreeMap<u64, Sector>,
+    /// File size after replay (at least the real size).
+    pub file_size: u64,
+    /// Human notes.
+    pub notes: Vec<String>,
+}
+
+/// Number of 4 KiB sectors holding an entry header and `count` descriptors.
+pub fn desc_sectors(count: u64) -> u64 {
+    (count + 2).div_ceil(128)
+}
+
+/// Reads the log at `log_offset` (`log_length` bytes) with `read(buf, file_offset)` and returns
+/// the active sequence replayed into an overlay. `file_len` is the real file size.
+pub fn replay(
+    read: &dyn Fn(&mut [u8], u64) -> Result<()>,
+    log_offset: u64,
+    log_length: u64,
+    log_guid: &[u8; 16],
+    file_len: u64,
+) -> Result<Replay> {
+    let s = "VHDX log";
+    let read_log = |buf: &mut [u8], pos: u64| -> Result<()> {
+        // one 4 KiB sector at a log-relative position (wrapping)
+        read(buf, log_offset + pos % log_length)
+    };
+    let mut entries: HashMap<u64, Entry> = HashMap::new();
+    let mut sec = vec![0u8; SECTOR as usize];
+    let mut pos = 0;
+    while pos < log_length {
+        if let Some(e) = parse_entry(&read_log, &mut sec, pos, log_length, log_guid)? {
+            entries.insert(pos, e);
+        }
+        pos += SECTOR;
+    }
+    let mut out = Replay {
+        file_size: file_len,
+        ..Default::default()
+    };
+    if entries.is_empty() {
+        out.notes.push(
+            "log GUID is set but the log holds no valid entry: nothing to replay (clean)".into(),
+        );
+        return Ok(out);
+    }
+    // links: entry -> next entry in the sequence
+    let next_of = |e: &Entry| -> Option<u64> {
+        let np = (e.pos + e.len) % log_length;
+        entries
+            .get(&np)
+            .filter(|n| n.seq == e.seq.wrapping_add(1) && np != e.pos)
+            .map(|n| n.pos)
+    };
+    let mut has_pred: HashMap<u64, bool> = HashMap::new();
+    for e in entries.values() {
+        if let Some(n) = next_of(e) {
+            has_pred.insert(n, true);
+        }
+    }
+    let mut best: Option<Vec<u64>> = None;
+    let mut best_seq = 0;
+    let mut starts: Vec<u64> = entries
+        .keys()
+        .copied()
+        .filter(|p| !has_pred.contains_key(p))
+        .collect();
+    starts.sort_unstable();
+    for start in starts {
+        let mut chain = vec![start];
+        let mut cur = start;
+        while let Some(n) = entries.get(&cur).and_then(next_of) {
+            if chain.len() as u64 > log_length / SECTOR {
+                break;
+            }
+            chain.push(n);
+            cur = n;
+        }
+        let head_seq = entries.get(&cur).map(|e| e.seq).unwrap_or(0);
+        if best.is_none() || head_seq > best_seq {
+            best_seq = head_seq;
+            best = Some(chain);
+        }
+    }
+    let Some(chain) = best else {
+        return Ok(out);
+    };
+    let head = &entries[chain.last().unwrap_or(&0)];
+    let from = match chain.iter().position(|&p| p == head.tail) {
+        Some(i) => i,
+        None => {
+            out.notes.push(format!(
+                "log head's tail 0x{:x} is not inside its sequence: replaying the whole sequence",
+                head.tail
+            ));
+            0
+        }
+    };
+    let active = &chain[from..];
+    out.entries = active.len();
+    out.head_sequence = head.seq;
+    let mut data_bytes = 0u64;
+    for p in active {
+        let e = &entries[p];
+        if e.flushed_file_offset > file_len {
+            return Err(err!(
+                Truncated,
+                "log entry {} says the file had at least {} bytes, it has {}",
+                e.seq,
+                e.flushed_file_offset,
+                file_len
+            )
+            .with_structure(s)
+            .at(log_offset + e.pos));
+        }
+        for d in &e.descs {
+            match *d {
+                Desc::Zero { file_offset, len } => {
+                    let n = len / SECTOR;
+                    if out.overlay.len() as u64 + n > MAX_OVERLAY_SECTORS {
+                        return Err(err!(
+                            LimitExceeded,
+                            "log zeroes more than {} sectors: too large to replay in memory",
+                            MAX_OVERLAY_SECTORS
+                        )
+                        .with_structure(s)
+                        .at(log_offset + e.pos));
+                    }
+                    for i in 0..n {
+                        out.overlay.insert(file_offset + i * SECTOR, Sector::Zero);
+                    }
+                    out.file_size = out.file_size.max(file_offset.saturating_add(len));
+                }
+                Desc::Data {
+                    file_offset,
+                    leading,
+                    trailing,
+                    sector_pos,
+                } => {
+                    read_log(&mut sec, sector_pos)?;
+                    let mut v = vec![0u8; SECTOR as usize];
+                    v[..8].copy_from_slice(&leading.to_le_bytes());
+                    v[8..4092].copy_from_slice(&sec[8..4092]);
+                    v[4092..].copy_from_slice(&trailing.to_le_bytes());
+                    data_bytes += SECTOR;
+                    if data_bytes > MAX_OVERLAY_DATA
+                        || out.overlay.len() as u64 >= MAX_OVERLAY_SECTORS
+                    {
+                        return Err(err!(
+                            LimitExceeded,
+                            "log holds more than {} MiB of data: too large to replay in memory",
+                            MAX_OVERLAY_DATA >> 20
+                        )
+                        .with_structure(s)
+                        .at(log_offset + e.pos));
+                    }
+                    out.overlay
+                        .insert(file_offset, Sector::Data(v.into_boxed_slice()));
+                    out.file_size = out.file_size.max(file_offset + SECTOR);
+                }
+            }
+        }
+        if out.file_size < e.last_file_offset {
+            out.file_size = e.last_file_offset;
+        }
+    }
+    out.notes.push(format!(
+        "log replayed in memory: {} entr{} up to sequence {}, {} sector(s) rewritten",
+        out.entries,
+        if out.entries == 1 { "y" } else { "ies" },
+        out.head_sequence,
+        out.overlay.len()
+    ));
+    Ok(out)
+}
+
+/// Parses and fully validates the entry at log position `pos`; `None` when there is no valid
+/// entry there (which is normal: most positions are not entry starts).
+fn parse_entry(
+    read_log: &dyn Fn(&mut [u8], u64) -> Result<()>,
+    sec: &mut [u8],
+    pos: u64,
+    log_length: u64,
+    log_guid: &[u8; 16],
+) -> Result<Option<Entry>> {
+    read_log(sec, pos)?;
+    if &sec[..4] != b"loge" {
+        return Ok(None);
+    }
+    let stored_crc = le32(sec, 4);
+    let len = u64::from(le32(sec, 8));
+    let tail = u64::from(le32(sec, 12));
+    let seq = le64(sec, 16);
+    let count = u64::from(le32(sec, 24));
+    if len == 0 || len % SECTOR != 0 || len > log_length || seq == 0 || sec[32..48] != log_guid[..]
+    {
+        return Ok(None);
+    }
+    let dsec = desc_sectors(count);
+    let ndata_max = len / SECTOR;
+    if dsec > ndata_max || tail % SECTOR != 0 || tail >= log_length {
+        return Ok(None);
+    }
+    let flushed_file_offset = le64(sec, 48);
+    let last_file_offset = le64(sec, 56);
+    // checksum over the whole entry, checksum field as zero
+    let mut crc = crc32c::crc32c(&sec[..4]);
+    crc = crc32c::crc32c_append(crc, &[0u8; 4]);
+    crc = crc32c::crc32c_append(crc, &sec[8..]);
+    let mut descs_raw: Vec<u8> = sec.to_vec();
+    let mut buf = vec![0u8; SECTOR as usize];
+    for i in 1..ndata_max {
+        read_log(&mut buf, pos + i * SECTOR)?;
+        crc = crc32c::crc32c_append(crc, &buf);
+        if i < dsec {
+            descs_raw.extend_from_slice(&buf);
+        }
+    }
+    if crc != stored_crc {
+        return Ok(None);
+    }
+    let mut descs = Vec::with_capacity(count as usize);
+    let mut data_idx = dsec;
+    for i in 0..count as usize {
+        let o = 64 + i * 32;
+        let Some(d) = descs_raw.get(o..o + 32) else {
+            return Ok(None);
+        };
+        let file_offset = le64(d, 16);
+        if le64(d, 24) != seq || !file_offset.is_multiple_of(SECTOR) {
+            return Ok(None);
+        }
+        match &d[..4] {
+            b"zero" => {
+                let zl = le64(d, 8);
+                if !zl.is_multiple_of(SECTOR) || file_offset.checked_add(zl).is_none() {
+                    return Ok(None);
+                }
+                descs.push(Desc::Zero {
+                    file_offset,
+                    len: zl,
+                });
+            }
+            b"desc" => {
+                if data_idx >= ndata_max {
+                    return Ok(None);
+                }
+                let sp = pos + data_idx * SECTOR;
+                read_log(&mut buf, sp)?;
+                let dseq = (u64::from(le32(&buf, 4)) << 32) | u64::from(le32(&buf, 4092));
+                if &buf[..4] != b"data" || dseq != seq {
+                    return Ok(None);
+                }
+                descs.push(Desc::Data {
+                    file_offset,
+                    leading: le64(d, 8),
+                    trailing: le32(d, 4),
+                    sector_pos: sp % log_length,
+                });
+                data_idx += 1;
+            }
+            _ => return Ok(None),
+        }
+    }
+    Ok(Some(Entry {
+        pos,
+        seq,
+        len,
+        tail,
+        flushed_file_offset,
+        last_file_offset,
+        descs,
+    }))
+}
+
+/// A write a log entry records (for building logs: tests and in-place writers).
+#[derive(Debug, Clone)]
+pub enum LogWrite {
+    /// 4096 bytes at a 4 KiB aligned file offset.
+    Data(u64, Box<[u8]>),
+    /// `len` zero bytes (multiple of 4 KiB) at a 4 KiB aligned file offset.
+    Zero(u64, u64),
+}
+
+/// Parameters of an encoded log entry.
+#[derive(Debug, Clone, Copy)]
+pub struct EntryParams {
+    /// The header's log GUID.
+    pub log_guid: [u8; 16],
+    /// Sequence number (> 0).
+    pub sequence: u64,
+    /// Log-relative offset of the sequence's first entry.
+    pub tail: u32,
+    /// File size when the entry was written.
+    pub flushed_file_offset: u64,
+    /// File size after the entry is applied.
+    pub last_file_offset: u64,
+}
+
+/// Encodes one log entry (header, descriptors, data sectors) with its checksum.
+pub fn encode_entry(p: &EntryParams, writes: &[LogWrite]) -> Result<Vec<u8>> {
+    let count = writes.len() as u64;
+    let dsec = desc_sectors(count);
+    let ndata = writes
+        .iter()
+        .filter(|w| matches!(w, LogWrite::Data(..)))
+        .count() as u64;
+    let total = (dsec + ndata) * SECTOR;
+    let total32 = u32::try_from(total).map_err(|_| err!(InvalidArgument, "log entry too big"))?;
+    let mut b = vec![0u8; total as usize];
+    b[..4].copy_from_slice(b"loge");
+    b[8..12].copy_from_slice(&total32.to_le_bytes());
+    b[12..16].copy_from_slice(&p.tail.to_le_bytes());
+    b[16..24].copy_from_slice(&p.sequence.to_le_bytes());
+    b[24..28].copy_from_slice(&(count as u32).to_le_bytes());
+    b[32..48].copy_from_slice(&p.log_guid);
+    b[48..56].copy_from_slice(&p.flushed_file_offset.to_le_bytes());
+    b[56..64].copy_from_slice(&p.last_file_offset.to_le_bytes());
+    let mut data_at = (dsec * SECTOR) as usize;
+    for (i, w) in writes.iter().enumerate() {
+        let o = 64 + i * 32;
+        match w {
+            LogWrite::Zero(off, len) => {
+                b[o..o + 4].copy_from_slice(b"zero");
+                b[o + 8..o + 16].copy_from_slice(&len.to_le_bytes());
+                b[o + 16..o + 24].copy_from_slice(&off.to_le_bytes());
+            }
+            LogWrite::Data(off, data) => {
+                if data.len() != SECTOR as usize {
+                    return Err(err!(InvalidArgument, "a logged sector is 4096 bytes"));
+                }
+                b[o..o + 4].copy_from_slice(b"desc");
+                b[o + 4..o + 8].copy_from_slice(&data[4092..]);
+                b[o + 8..o + 16].copy_from_slice(&data[..8]);
+                b[o + 16..o + 24].copy_from_slice(&off.to_le_bytes());
+                let d = &mut b[data_at..data_at + SECTOR as usize];
+                d[..4].copy_from_slice(b"data");
+                d[4..8].copy_from_slice(&((p.sequence >> 32) as u32).to_le_bytes());
+                d[8..4092].copy_from_slice(&data[8..4092]);
+                d[4092..].copy_from_slice(&(p.sequence as u32).to_le_bytes());
+                data_at += SECTOR as usize;
+            }
+        }
+        b[o + 24..o + 32].copy_from_slice(&p.sequence.to_le_bytes());
+    }
+    let c = crc32c(&b);
+    b[4..8].copy_from_slice(&c.to_le_bytes());
+    Ok(b)
+}
+
+/// Wraps an error from reading the log with its location.
+pub fn log_err(e: Error, at: u64) -> Error {
+    e.with_structure("VHDX log").at(at)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(log: &[u8], guid: &[u8; 16], file_len: u64) -> Result<Replay> {
+        let r = |buf: &mut [u8], off: u64| -> Result<()> {
+            let o = off as usize;
+            buf.copy_from_slice(&log[o..o + buf.len()]);
+            Ok(())
+        };
+        replay(&r, 0, log.len() as u64, guid, file_len)
+    }
+
+    fn sector(v: u8) -> Box<[u8]> {
+        let mut s = vec![v; 4096];
+        s[0] = 0xAA;
+        s[4095] = 0xBB;
+        s.into_boxed_slice()
+    }
+
+    #[test]
+    fn empty_log_is_clean() {
+        let log = vec![0u8; 1 << 20];
+        let r = run(&log, &[7; 16], 1 << 30).unwrap();
+        assert_eq!(r.entries, 0);
+        assert!(r.overlay.is_empty());
+        assert!(r.notes[0].contains("clean"));
+    }
+
+    #[test]
+    fn sequence_with_highest_number_wins_and_applies_in_order() {
+        let g = [7u8; 16];
+        let mut log = vec![0u8; 1 << 20];
+        let p = |seq, tail| EntryParams {
+            log_guid: g,
+            sequence: seq,
+            tail,
+            flushed_file_offset: 8 << 20,
+            last_file_offset: 8 << 20,
+        };
+        // an old sequence at the end of the log (seq 3) and the active one at 0 (seq 10, 11)
+        let old = encode_entry(&p(3, 0x80000), &[LogWrite::Data(4 << 20, sector(1))]).unwrap();
+        log[0x80000..0x80000 + old.len()].copy_from_slice(&old);
+        let e1 = encode_entry(
+            &p(10, 0),
+            &[
+                LogWrite::Data(4 << 20, sector(2)),
+                LogWrite::Zero(5 << 20, 8192),
+            ],
+        )
+        .unwrap();
+        let n1 = e1.len();
+        log[..n1].copy_from_slice(&e1);
+        let e2 = encode_entry(&p(11, 0), &[LogWrite::Data(4 << 20, sector(3))]).unwrap();
+        log[n1..n1 + e2.len()].copy_from_slice(&e2);
+        let r = run(&log, &g, 8 << 20).unwrap();
+        assert_eq!(r.entries, 2);
+        assert_eq!(r.head_sequence, 11);
+        assert_eq!(r.overlay.get(&(4 << 20)), Some(&Sector::Data(sector(3))));
+        assert_eq!(r.overlay.get(&((5 << 20) + 4096)), Some(&Sector::Zero));
+        assert_eq!(r.overlay.len(), 3);
+        // a wrong GUID makes every entry invalid
+        assert_eq!(run(&log, &[8; 16], 8 << 20).unwrap().entries, 0);
+        // a corrupted byte of a data sector invalidates its entry: the older sequence wins
+        let mut bad = log.clone();
+        bad[n1 + 4096 + 100] ^= 1;
+        let r = run(&bad, &g, 8 << 20).unwrap();
+        assert_eq!(r.head_sequence, 10);
+        assert_eq!(r.overlay.get(&(4 << 20)), Some(&Sector::Data(sector(2))));
+        // a file shorter than the log's flushed offset is truncated
+        assert_eq!(
+            run(&log, &g, 1 << 20).unwrap_err().kind(),
+            crate::ErrorKind::Truncated
+        );
+    }
+}
