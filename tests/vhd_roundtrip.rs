@@ -355,17 +355,14 @@ fn created_2040_gib_dynamic_disk_is_tiny() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("max.vhd");
     let ctx = BuildContext::fixed(1);
-    isotool::disk::convert::create(
-        &p,
-        2040 * GIB,
-        TargetFormat::VhdDynamic,
-        &WriteOptions::default(),
-        false,
-        false,
-        &ctx,
-        &NoProgress,
-    )
-    .unwrap();
+    let opts = isotool::disk::convert::CreateOptions {
+        size: 2040 * GIB,
+        format: TargetFormat::VhdDynamic,
+        write: WriteOptions::default(),
+        force: false,
+        sha256: false,
+    };
+    isotool::disk::convert::create(&p, &opts, &ctx, &NoProgress).unwrap();
     let img = open_image(&p, &OpenOptions::default()).unwrap();
     assert_eq!(img.len(), 2040 * GIB);
     assert_eq!(img.info().geometry, Some((65535, 16, 255)));
