@@ -211,6 +211,18 @@ fn footer_checksums() {
         "{:?}",
         img.info().notes
     );
+    // Only the copy at offset 0: the trailing footer is used, and that is reported.
+    let mut b = d.clone();
+    b[64] ^= 1;
+    let img = open_vhd(&put(dir.path(), "dyn0.vhd", &b)).unwrap();
+    assert!(
+        img.info()
+            .notes
+            .iter()
+            .any(|x| x.contains("offset 0 is unusable") && x.contains("checksum")),
+        "{:?}",
+        img.info().notes
+    );
     // A bad cookie at the end and at 0.
     let mut b = d.clone();
     b[0] = b'X';

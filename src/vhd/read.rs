@@ -125,6 +125,21 @@ pub fn open(path: &Path, opts: &OpenOptions, depth: u32) -> Result<Box<dyn DiskI
             }
         }
     };
+    if end_ok && footer.disk_type != DiskType::Fixed && file_size >= FOOTER_SIZE as u64 {
+        let mut b = [0u8; FOOTER_SIZE];
+        read_exact(&file, path, &mut b, 0, "VHD footer copy")?;
+        match Footer::parse(&b) {
+            Err(e) => notes.push(format!(
+                "the footer copy at offset 0 is unusable ({}); using the footer at the end",
+                e.message()
+            )),
+            Ok(h) if h != footer => notes.push(
+                "the footer copy at offset 0 differs from the footer at the end; using the latter"
+                    .to_string(),
+            ),
+            Ok(_) => {}
+        }
+    }
     if footer.geometry.bytes() != footer.current_size {
         let g = footer.geometry;
         let mut n = format!(
