@@ -28,6 +28,11 @@ pub fn open(path: &Path, opts: &OpenOptions, depth: u32) -> Result<Box<dyn DiskI
     read::open(path, opts, depth)
 }
 
+/// Opens a fixed or dynamic VHD for in-place writes (see [`read::open_rw`]).
+pub fn open_rw(path: &Path) -> Result<Box<dyn crate::disk::DiskImageMut>> {
+    read::open_rw(path)
+}
+
 /// Writes `src` into `out` (an empty file) as a dynamic (`dynamic == true`) or fixed VHD.
 pub fn write(
     src: &dyn DiskImage,
