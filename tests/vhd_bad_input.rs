@@ -134,6 +134,20 @@ fn the_good_images_open() {
         assert_eq!(x, [0x22; 512]);
         assert!(img.info().notes.iter().all(|n| !n.contains("unusable")));
     }
+    // Old Virtual PC wrote 511-byte footers (the last reserved byte missing): accepted.
+    for (name, b) in [("d511.vhd", &d), ("f511.vhd", &f)] {
+        let p = put(dir.path(), name, &b[..b.len() - 1]);
+        let img = open_image(&p, &OpenOptions::default()).unwrap();
+        assert_eq!(img.len(), 3 * MIB, "{name}");
+        let mut x = [0u8; 512];
+        img.read_at(&mut x, 3 * MIB - 512).unwrap();
+        assert_eq!(x, [0x33; 512], "{name}");
+        assert!(
+            img.info().notes.iter().any(|n| n.contains("511-byte")),
+            "{name}: {:?}",
+            img.info().notes
+        );
+    }
     assert_eq!(bat_entry(&d, 1), 0xFFFF_FFFF);
     assert_ne!(bat_entry(&d, 2), 0xFFFF_FFFF);
 }
