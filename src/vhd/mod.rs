@@ -2,9 +2,9 @@
 //!
 //! - [`footer`]: the 512-byte footer (`conectix`) and CHS geometry (pure parse / encode).
 //! - [`header`]: the dynamic disk header (`cxsparse`) and parent locators (pure parse / encode).
-//! - [`read`]: [`DiskImage`] backends, with every size and BAT entry checked against the file
+//! - [`mod@read`]: [`DiskImage`] backends, with every size and BAT entry checked against the file
 //!   before anything is allocated or read.
-//! - [`write`]: streaming, sparse writers for fixed and dynamic disks.
+//! - [`mod@write`]: streaming, sparse writers for fixed and dynamic disks.
 
 pub mod footer;
 pub mod header;
