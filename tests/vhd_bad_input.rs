@@ -134,6 +134,20 @@ fn the_good_images_open() {
         assert_eq!(x, [0x22; 512]);
         assert!(img.info().notes.iter().all(|n| !n.contains("unusable")));
     }
+    // Old Virtual PC wrote 511-byte footers (the last reserved byte missing): accepted.
+    for (name, b) in [("d511.vhd", &d), ("f511.vhd", &f)] {
+        let p = put(dir.path(), name, &b[..b.len() - 1]);
+        let img = open_image(&p, &OpenOptions::default()).unwrap();
+        assert_eq!(img.len(), 3 * MIB, "{name}");
+        let mut x = [0u8; 512];
+        img.read_at(&mut x, 3 * MIB - 512).unwrap();
+        assert_eq!(x, [0x33; 512], "{name}");
+        assert!(
+            img.info().notes.iter().any(|n| n.contains("511-byte")),
+            "{name}: {:?}",
+            img.info().notes
+        );
+    }
     assert_eq!(bat_entry(&d, 1), 0xFFFF_FFFF);
     assert_ne!(bat_entry(&d, 2), 0xFFFF_FFFF);
 }
@@ -208,6 +222,18 @@ fn footer_checksums() {
             .notes
             .iter()
             .any(|x| x.contains("unusable") && x.contains("checksum")),
+        "{:?}",
+        img.info().notes
+    );
+    // Only the copy at offset 0: the trailing footer is used, and that is reported.
+    let mut b = d.clone();
+    b[64] ^= 1;
+    let img = open_vhd(&put(dir.path(), "dyn0.vhd", &b)).unwrap();
+    assert!(
+        img.info()
+            .notes
+            .iter()
+            .any(|x| x.contains("offset 0 is unusable") && x.contains("checksum")),
         "{:?}",
         img.info().notes
     );
@@ -429,23 +455,26 @@ fn no_single_byte_damage_panics() {
     let p = dir.path().join("fuzz.vhd");
     std::fs::write(&p, &d).unwrap();
     let file = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
-    // Only the metadata is patched in place (writing whole files each time is slow).
-    let patch = |b: &[u8]| {
-        file.write_all_at(&b[..2048], 0).unwrap();
-        file.write_all_at(&b[n - 512..], (n - 512) as u64).unwrap();
-    };
+    // Only the metadata (first 2048 bytes, last 512) is patched in place: copying whole
+    // images thousands of times is slow.
     let mut opened = 0;
     for &i in &positions {
         for v in [0x00u8, 0xff, d[i] ^ 0x80] {
-            let mut b = d.clone();
-            b[i] = v;
+            let mut head = d[..2048].to_vec();
+            let mut tail = d[n - 512..].to_vec();
+            if i < 2048 {
+                head[i] = v;
+            } else {
+                tail[i - (n - 512)] = v;
+            }
             // Keep checksums right half of the time so the deeper checks are reached.
             if i % 2 == 0 {
-                fix_footer(&mut b, 0);
-                fix_footer(&mut b, n - 512);
-                fix_header(&mut b);
+                fix_footer(&mut head, 0);
+                fix_footer(&mut tail, 0);
+                fix_header(&mut head);
             }
-            patch(&b);
+            file.write_all_at(&head, 0).unwrap();
+            file.write_all_at(&tail, (n - 512) as u64).unwrap();
             if let Ok(img) = open_vhd(&p) {
                 opened += 1;
                 let mut x = vec![0u8; 64 << 10];

@@ -245,3 +245,45 @@ fn qemu_made_sparse_dynamic_over_4_gib() {
     assert!(c.iter().all(|&x| x == 0x3c));
     assert_eq!(img.info().allocated, Some(2 * 2 * MIB));
 }
+
+/// Where we deliberately differ from qemu: a `vpc ` (Virtual PC) image whose CHS geometry
+/// covers less than `current_size`. qemu shows the CHS size; we show `current_size` (what the
+/// specification, Hyper-V and Azure use: nothing stored is hidden) and say what qemu sees.
+#[test]
+fn virtual_pc_image_chs_smaller_than_current_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let len = 5 * MIB + 4096 + 512;
+    let raw = dir.path().join("in.raw");
+    make_raw(&raw, len);
+    let out = dir.path().join("vpc.vhd");
+    ours(&raw, &out, TargetFormat::Vhd, None);
+    let mut b = std::fs::read(&out).unwrap();
+    let n = b.len() - 512;
+    let mut f = isotool::vhd::Footer::parse(&b[n..]).unwrap();
+    f.creator_app = *b"vpc ";
+    b[n..].copy_from_slice(&f.encode());
+    std::fs::write(&out, &b).unwrap();
+    let chs = f.geometry.bytes();
+    assert!(chs < len);
+    assert_eq!(
+        qemu_virtual_size(&out),
+        chs,
+        "qemu sizes a 'vpc ' image by CHS"
+    );
+    let img = open_image(&out, &OpenOptions::default()).unwrap();
+    assert_eq!(img.len(), len, "we use current_size");
+    let note = format!("qemu (creator 'vpc ') would see {chs} bytes");
+    assert!(
+        img.info().notes.iter().any(|x| x.contains(&note)),
+        "{:?}",
+        img.info().notes
+    );
+    // The bytes both see agree.
+    let qraw = dir.path().join("q.raw");
+    let o = qemu_img(&["convert", "-f", "vpc", "-O", "raw", s(&out), s(&qraw)]);
+    assert!(o.status.success());
+    let want = std::fs::read(&qraw).unwrap();
+    let mut got = vec![0u8; chs as usize];
+    img.read_at(&mut got, 0).unwrap();
+    assert!(got == want);
+}

@@ -110,6 +110,33 @@ fn assert_same_by_extents(src: &dyn DiskImage, vhd: &dyn DiskImage, what: &str) 
     }
 }
 
+/// Reads every byte of `img` and checks it against the known content: `chunks` of
+/// `pattern(i + 1)`, zeros elsewhere (no second image read: cheap for huge sparse disks).
+fn assert_content(img: &dyn DiskImage, chunks: &[(u64, usize)], what: &str) {
+    let win = 16u64 << 20;
+    let mut got = vec![0u8; win as usize];
+    let mut want = vec![0u8; win as usize];
+    let mut pos = 0;
+    while pos < img.len() {
+        let n = (img.len() - pos).min(win);
+        img.read_at(&mut got[..n as usize], pos).unwrap();
+        want[..n as usize].fill(0);
+        for (i, &(off, len)) in chunks.iter().enumerate() {
+            let (a, b) = (off.max(pos), (off + len as u64).min(pos + n));
+            if a < b {
+                let p = pattern(i as u64 + 1, len);
+                want[(a - pos) as usize..(b - pos) as usize]
+                    .copy_from_slice(&p[(a - off) as usize..(b - off) as usize]);
+            }
+        }
+        if got[..n as usize] != want[..n as usize] {
+            let i = (0..n as usize).find(|&i| got[i] != want[i]).unwrap();
+            panic!("{what}: wrong byte at {}", pos + i as u64);
+        }
+        pos += n;
+    }
+}
+
 fn allocated(p: &Path) -> u64 {
     std::fs::metadata(p).unwrap().blocks() * 512
 }
@@ -250,8 +277,11 @@ fn sparse_disk_over_4_gib() {
     ];
     sparse_raw(&raw, len, &chunks);
     let src = open_image(&raw, &OpenOptions::default()).unwrap();
+    // Every byte is read back for the default dynamic layout (about 4 s here); the others are
+    // compared wherever either side has data (a misplaced block shows up as data where the
+    // source has none), plus spot checks.
     for (fmt, block, full) in [
-        (TargetFormat::Vhd, None, true),
+        (TargetFormat::Vhd, None, false),
         (TargetFormat::VhdDynamic, None, true),
         (TargetFormat::VhdDynamic, Some(512 << 10), false),
         (TargetFormat::VhdDynamic, Some(16 * MIB), false),
@@ -267,10 +297,9 @@ fn sparse_disk_over_4_gib() {
         let img = open_image(&out, &OpenOptions::default()).unwrap();
         assert_eq!(img.len(), len, "{what}");
         if full {
-            assert_same(src.as_ref(), img.as_ref(), &what);
-        } else {
-            assert_same_by_extents(src.as_ref(), img.as_ref(), &what);
+            assert_content(img.as_ref(), &chunks, &what);
         }
+        assert_same_by_extents(src.as_ref(), img.as_ref(), &what);
         // Spot checks at the far end, independent of extents.
         for &(off, n) in &chunks {
             let mut b = vec![0u8; n];

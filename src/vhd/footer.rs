@@ -253,7 +253,7 @@ impl Footer {
             }
         };
         let current_size = be64(b, 48);
-        if current_size % 512 != 0 {
+        if !current_size.is_multiple_of(512) {
             return Err(err!(
                 AbsurdSize,
                 "current size {current_size} is not a multiple of 512"

@@ -2,9 +2,9 @@
 //!
 //! - [`footer`]: the 512-byte footer (`conectix`) and CHS geometry (pure parse / encode).
 //! - [`header`]: the dynamic disk header (`cxsparse`) and parent locators (pure parse / encode).
-//! - [`read`]: [`DiskImage`] backends, with every size and BAT entry checked against the file
+//! - [`mod@read`]: [`DiskImage`] backends, with every size and BAT entry checked against the file
 //!   before anything is allocated or read.
-//! - [`write`]: streaming, sparse writers for fixed and dynamic disks.
+//! - [`mod@write`]: streaming, sparse writers for fixed and dynamic disks.
 
 pub mod footer;
 pub mod header;
@@ -26,6 +26,11 @@ pub use header::{DynHeader, ParentLocator};
 /// opened through [`crate::disk::probe::open_image_at_depth`] at `depth + 1`.
 pub fn open(path: &Path, opts: &OpenOptions, depth: u32) -> Result<Box<dyn DiskImage>> {
     read::open(path, opts, depth)
+}
+
+/// Opens a fixed or dynamic VHD for in-place writes (see [`read::open_rw`]).
+pub fn open_rw(path: &Path) -> Result<Box<dyn crate::disk::DiskImageMut>> {
+    read::open_rw(path)
 }
 
 /// Writes `src` into `out` (an empty file) as a dynamic (`dynamic == true`) or fixed VHD.

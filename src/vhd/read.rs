@@ -14,7 +14,9 @@ use super::header::{DynHeader, HEADER_SIZE, decode_locator, is_relative_code};
 use crate::context::guid_string;
 use crate::disk::probe::OpenOptions;
 use crate::disk::raw::{RawImage, copy_file_bytes, data_ranges};
-use crate::disk::{DiskImage, Extent, ExtentKind, ImageInfo, clamp_window, push_extent};
+use crate::disk::{
+    DiskImage, DiskImageMut, Extent, ExtentKind, ImageInfo, clamp_window, push_extent,
+};
 use crate::err;
 use crate::error::{Error, IoContext, Result};
 use std::fs::File;
@@ -91,7 +93,40 @@ fn end_footer(file: &File, path: &Path, len: u64) -> Result<(Footer, u64)> {
 /// Opens a VHD image (fixed, dynamic or differencing) at `path`. `depth` is the position in a
 /// differencing chain (parents are opened at `depth + 1`).
 pub fn open(path: &Path, opts: &OpenOptions, depth: u32) -> Result<Box<dyn DiskImage>> {
-    let file = File::open(path).ctx(path, "opening image")?;
+    Ok(match open_vhd(path, opts, depth, false)? {
+        Opened::Fixed(f) => Box::new(f),
+        Opened::Dynamic(d) => d,
+    })
+}
+
+/// Opens a fixed or dynamic VHD for in-place writes ([`DiskImageMut`]). Writes to unallocated
+/// blocks of a dynamic disk allocate them at the end of the file. Differencing disks are
+/// refused (`Unsupported`).
+pub fn open_rw(path: &Path) -> Result<Box<dyn DiskImageMut>> {
+    Ok(match open_vhd(path, &OpenOptions::default(), 0, true)? {
+        Opened::Fixed(f) => Box::new(f),
+        Opened::Dynamic(d) if d.parent.is_none() => d,
+        Opened::Dynamic(_) => {
+            return Err(err!(
+                Unsupported,
+                "writing into a differencing VHD is not supported"
+            )
+            .with_path(path));
+        }
+    })
+}
+
+enum Opened {
+    Fixed(VhdFixed),
+    Dynamic(Box<VhdDynamic>),
+}
+
+fn open_vhd(path: &Path, opts: &OpenOptions, depth: u32, writable: bool) -> Result<Opened> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(writable)
+        .open(path)
+        .ctx(path, "opening image")?;
     let file_size = file.metadata().ctx(path, "reading metadata")?.len();
     let mut notes = Vec::new();
     let (footer, footer_off, end_ok) = match end_footer(&file, path, file_size) {
@@ -125,6 +160,21 @@ pub fn open(path: &Path, opts: &OpenOptions, depth: u32) -> Result<Box<dyn DiskI
             }
         }
     };
+    if end_ok && footer.disk_type != DiskType::Fixed && file_size >= FOOTER_SIZE as u64 {
+        let mut b = [0u8; FOOTER_SIZE];
+        read_exact(&file, path, &mut b, 0, "VHD footer copy")?;
+        match Footer::parse(&b) {
+            Err(e) => notes.push(format!(
+                "the footer copy at offset 0 is unusable ({}); using the footer at the end",
+                e.message()
+            )),
+            Ok(h) if h != footer => notes.push(
+                "the footer copy at offset 0 differs from the footer at the end; using the latter"
+                    .to_string(),
+            ),
+            Ok(_) => {}
+        }
+    }
     if footer.geometry.bytes() != footer.current_size {
         let g = footer.geometry;
         let mut n = format!(
@@ -166,7 +216,7 @@ pub fn open(path: &Path, opts: &OpenOptions, depth: u32) -> Result<Box<dyn DiskI
                 ));
             }
             let raw = RawImage::window(file, path, 0, footer.current_size, "vhd-fixed");
-            Ok(Box::new(VhdFixed {
+            Ok(Opened::Fixed(VhdFixed {
                 raw,
                 footer,
                 file_size,
@@ -174,10 +224,24 @@ pub fn open(path: &Path, opts: &OpenOptions, depth: u32) -> Result<Box<dyn DiskI
             }))
         }
         DiskType::Dynamic | DiskType::Differencing => {
+            if writable && footer.disk_type == DiskType::Differencing {
+                return Err(err!(
+                    Unsupported,
+                    "writing into a differencing VHD is not supported"
+                )
+                .with_path(path));
+            }
+            if writable && !end_ok {
+                return Err(err!(
+                    Unsupported,
+                    "refusing to write into a VHD whose trailing footer is damaged"
+                )
+                .with_path(path));
+            }
             let d = VhdDynamic::open(
                 file, path, footer, footer_off, end_ok, file_size, notes, opts, depth,
             )?;
-            Ok(Box::new(d))
+            Ok(Opened::Dynamic(Box::new(d)))
         }
     }
 }
@@ -245,6 +309,8 @@ pub struct VhdDynamic {
     bitmap_size: u64,
     file_size: u64,
     allocated_blocks: u64,
+    /// Where the trailing footer is (the end of the data area): new blocks go here.
+    footer_off: u64,
     parent: Option<Box<dyn DiskImage>>,
     parents: Vec<String>,
     notes: Vec<String>,
@@ -519,6 +585,7 @@ impl VhdDynamic {
             bitmap_size,
             file_size,
             allocated_blocks,
+            footer_off,
             parent: None,
             parents: Vec::new(),
             notes,
@@ -866,6 +933,100 @@ impl DiskImage for VhdDynamic {
             done += n;
         }
         Ok(())
+    }
+}
+
+impl DiskImageMut for VhdFixed {
+    fn write_at(&mut self, buf: &[u8], offset: u64) -> Result<()> {
+        self.raw.write_at(buf, offset)
+    }
+    fn flush(&mut self) -> Result<()> {
+        self.raw.flush()
+    }
+}
+
+impl VhdDynamic {
+    /// Allocates block `b` at the end of the data area: sector bitmap all ones, data a hole
+    /// (zeros), footer moved behind it, then the BAT entry written (qemu's order: a crash
+    /// leaves at worst an unreferenced block).
+    fn allocate(&mut self, b: u64) -> Result<u64> {
+        let w = |e: std::io::Error, what: &str, at: u64| {
+            Error::io(e, what.to_string()).with_path(&self.path).at(at)
+        };
+        let data = (self.footer_off + self.bitmap_size).next_multiple_of(4096);
+        let bm = data - self.bitmap_size;
+        let entry = u32::try_from(bm / 512)
+            .ok()
+            .filter(|&e| e != UNALLOCATED)
+            .ok_or_else(|| {
+                err!(
+                    LimitExceeded,
+                    "the VHD file is too large to address block {b}"
+                )
+                .with_path(&self.path)
+            })?;
+        let new_end = data + self.block_size;
+        self.file
+            .write_all_at(&vec![0xffu8; self.bitmap_size as usize], bm)
+            .map_err(|e| w(e, "writing a sector bitmap", bm))?;
+        self.file
+            .set_len(new_end)
+            .map_err(|e| w(e, "growing the file", new_end))?;
+        self.file
+            .write_all_at(&self.footer.encode(), new_end)
+            .map_err(|e| w(e, "writing the VHD footer", new_end))?;
+        let at = self.header.table_offset + 4 * b;
+        self.file
+            .write_all_at(&entry.to_be_bytes(), at)
+            .map_err(|e| w(e, "writing a BAT entry", at))?;
+        if let Some(slot) = self.bat.get_mut(b as usize) {
+            *slot = entry;
+        }
+        self.footer_off = new_end;
+        self.file_size = new_end + FOOTER_SIZE as u64;
+        self.allocated_blocks += 1;
+        Ok(bm)
+    }
+}
+
+impl DiskImageMut for VhdDynamic {
+    fn write_at(&mut self, buf: &[u8], offset: u64) -> Result<()> {
+        self.check_range(offset, buf.len() as u64)?;
+        if self.is_diff() {
+            return Err(err!(Unsupported, "writing into a differencing VHD").with_path(&self.path));
+        }
+        let bs = self.block_size;
+        let mut pos = 0usize;
+        while pos < buf.len() {
+            let v = offset + pos as u64;
+            let (b, inb) = (v / bs, v % bs);
+            let n = ((bs - inb).min((buf.len() - pos) as u64)) as usize;
+            let start = match self.block_start(b) {
+                Some(s) => s,
+                None => {
+                    if buf[pos..pos + n].iter().all(|&x| x == 0) {
+                        // Zeros into an unallocated block: nothing to store.
+                        pos += n;
+                        continue;
+                    }
+                    self.allocate(b)?
+                }
+            };
+            let at = start + self.bitmap_size + inb;
+            self.file
+                .write_all_at(&buf[pos..pos + n], at)
+                .map_err(|e| {
+                    Error::io(e, "writing disk data")
+                        .with_path(&self.path)
+                        .at(at)
+                })?;
+            pos += n;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        self.file.sync_all().ctx(&self.path, "syncing")
     }
 }
 

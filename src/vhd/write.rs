@@ -228,7 +228,7 @@ fn write_dynamic(
                     }
                     let off = lay.data_offset(written);
                     let bm_off = off - lay.bitmap_size;
-                    if bm_off % 512 != 0 || bm_off / 512 > u64::from(u32::MAX - 1) {
+                    if !bm_off.is_multiple_of(512) || bm_off / 512 > u64::from(u32::MAX - 1) {
                         return Err(err!(
                             LimitExceeded,
                             "block {b} would start at byte {bm_off}, beyond what a VHD BAT can address"
