@@ -167,12 +167,15 @@ fn harness_fixture_has_the_ubuntu_18_04_3_shape() {
             .any(|l| pred(&l.split_whitespace().collect::<Vec<_>>()))
     };
     assert!(
-        has_line(&|w| w.starts_with(&["El", "Torito", "boot", "img", ":", "1", "BIOS", "y", "none"])
+        has_line(&|w| w
+            .starts_with(&["El", "Torito", "boot", "img", ":", "1", "BIOS", "y", "none"])
             && w.get(11) == Some(&"4")),
         "no BIOS no-emulation El Torito entry with load size 4:\n{report}"
     );
     assert!(
-        has_line(&|w| w.starts_with(&["El", "Torito", "boot", "img", ":", "2", "UEFI", "y", "none"])),
+        has_line(
+            &|w| w.starts_with(&["El", "Torito", "boot", "img", ":", "2", "UEFI", "y", "none"])
+        ),
         "no UEFI El Torito entry:\n{report}"
     );
     assert!(
@@ -193,7 +196,10 @@ fn harness_fixture_has_the_ubuntu_18_04_3_shape() {
     let md5 = dir.join("md5sum.txt");
     iso_extract(&iso, "/md5sum.txt", &md5);
     let md5 = fs::read_to_string(&md5).expect("read md5sum.txt");
-    let txt_line = format!("{}  ./isolinux/txt.cfg", isotool::checksum::md5_hex(txt.as_bytes()));
+    let txt_line = format!(
+        "{}  ./isolinux/txt.cfg",
+        isotool::checksum::md5_hex(txt.as_bytes())
+    );
     assert!(
         md5.lines().any(|l| l == txt_line),
         "md5sum.txt lacks `{txt_line}`:\n{md5}"
@@ -206,17 +212,27 @@ fn harness_sees_boot_and_wait(firmware: Firmware, label: &str) {
     let fixture = fixture_iso();
     let markers = unattended_markers(PRESEED_NAME, &hand.preseed_sha256);
     let positive = boot_expect_markers(
-        &Boot::new(&format!("hand-remaster-{label}-cd"), &hand.iso, firmware, Media::Cdrom)
-            .markers(&markers),
+        &Boot::new(
+            &format!("hand-remaster-{label}-cd"),
+            &hand.iso,
+            firmware,
+            Media::Cdrom,
+        )
+        .markers(&markers),
     );
     // The init saw the preseed on the CD and printed the cmdline it was given.
     assert!(positive.saw("CDROM: /dev/sr0"), "{}", positive.describe());
 
     let limit = wait_limit(&positive);
     let negative = boot_expect_wait(
-        &Boot::new(&format!("unmodified-{label}-cd"), &fixture, firmware, Media::Cdrom)
-            .markers(&[INIT_MARKER])
-            .limit(limit),
+        &Boot::new(
+            &format!("unmodified-{label}-cd"),
+            &fixture,
+            firmware,
+            Media::Cdrom,
+        )
+        .markers(&[INIT_MARKER])
+        .limit(limit),
         &[INIT_MARKER, "auto=true", "PRESEED-SHA256"],
     );
     if firmware == Firmware::Bios {

@@ -250,12 +250,24 @@ impl Outcome {
         if !self.missing.is_empty() {
             let _ = writeln!(s, "markers not seen: {:?}", self.missing);
         }
-        let _ = writeln!(s, "--- serial log (last 40 lines) ---\n{}", tail(&self.serial, 40));
+        let _ = writeln!(
+            s,
+            "--- serial log (last 40 lines) ---\n{}",
+            tail(&self.serial, 40)
+        );
         if !self.screen.is_empty() {
-            let _ = writeln!(s, "--- screen text (last 30 lines) ---\n{}", tail(&self.screen, 30));
+            let _ = writeln!(
+                s,
+                "--- screen text (last 30 lines) ---\n{}",
+                tail(&self.screen, 30)
+            );
         }
         if !self.stderr.trim().is_empty() {
-            let _ = writeln!(s, "--- qemu stderr (last 15 lines) ---\n{}", tail(&self.stderr, 15));
+            let _ = writeln!(
+                s,
+                "--- qemu stderr (last 15 lines) ---\n{}",
+                tail(&self.stderr, 15)
+            );
         }
         s
     }
@@ -314,9 +326,8 @@ pub fn boot_expect_markers(boot: &Boot) -> Outcome {
 
 /// Like `boot_expect_markers` without the assertion: the outcome of the best accelerator.
 pub fn boot_reaching(boot: &Boot) -> Outcome {
-    match forced_accel() {
-        Some(accel) => return run_qemu(boot, accel),
-        None => {}
+    if let Some(accel) = forced_accel() {
+        return run_qemu(boot, accel);
     }
     if KVM_STATE.load(Ordering::SeqCst) != KVM_BROKEN && kvm_usable() {
         let out = run_qemu(boot, Accel::Kvm);
@@ -437,7 +448,9 @@ pub fn run_qemu(boot: &Boot, accel: Accel) -> Outcome {
     match boot.media {
         Media::Cdrom => {
             args.push("-drive".into());
-            args.push(format!("file={image},format=raw,if=ide,media=cdrom,readonly=on"));
+            args.push(format!(
+                "file={image},format=raw,if=ide,media=cdrom,readonly=on"
+            ));
             if boot.firmware == Firmware::Bios {
                 args.push("-boot".into());
                 args.push("order=d".into());
@@ -445,7 +458,9 @@ pub fn run_qemu(boot: &Boot, accel: Accel) -> Outcome {
         }
         Media::Disk => {
             args.push("-drive".into());
-            args.push(format!("file={image},format=raw,if=ide,media=disk,snapshot=on"));
+            args.push(format!(
+                "file={image},format=raw,if=ide,media=disk,snapshot=on"
+            ));
             if boot.firmware == Firmware::Bios {
                 args.push("-boot".into());
                 args.push("order=c".into());
@@ -668,7 +683,10 @@ impl Qmp {
             .map_err(|e| e.to_string())?;
         loop {
             let mut line = String::new();
-            let n = self.reader.read_line(&mut line).map_err(|e| e.to_string())?;
+            let n = self
+                .reader
+                .read_line(&mut line)
+                .map_err(|e| e.to_string())?;
             if n == 0 {
                 return Err("QMP connection closed".into());
             }
@@ -751,13 +769,22 @@ pub fn iso_extract(iso: &Path, iso_path: &str, dest: &Path) {
 pub fn third_party_boots(ipxe: &Path, grub_rescue: &Path) -> Vec<Boot> {
     vec![
         // iPXE's banner, on the VGA text screen under SeaBIOS.
-        Boot::new("ipxe-bios-cd", ipxe, Firmware::Bios, Media::Cdrom)
-            .markers(&["iPXE initialising devices", "Open Source Network Boot Firmware"]),
+        Boot::new("ipxe-bios-cd", ipxe, Firmware::Bios, Media::Cdrom).markers(&[
+            "iPXE initialising devices",
+            "Open Source Network Boot Firmware",
+        ]),
         // iPXE's EFI build, whose console OVMF mirrors to the serial port.
-        Boot::new("ipxe-uefi-cd", ipxe, Firmware::Uefi, Media::Cdrom)
-            .markers(&["iPXE initialising devices", "Open Source Network Boot Firmware"]),
+        Boot::new("ipxe-uefi-cd", ipxe, Firmware::Uefi, Media::Cdrom).markers(&[
+            "iPXE initialising devices",
+            "Open Source Network Boot Firmware",
+        ]),
         // GRUB's menu of grub-mkrescue images, on the VGA text screen.
-        Boot::new("grub-rescue-bios-cd", grub_rescue, Firmware::Bios, Media::Cdrom)
-            .markers(&["GNU GRUB  version", "GNU/Linux"]),
+        Boot::new(
+            "grub-rescue-bios-cd",
+            grub_rescue,
+            Firmware::Bios,
+            Media::Cdrom,
+        )
+        .markers(&["GNU GRUB  version", "GNU/Linux"]),
     ]
 }
