@@ -77,13 +77,35 @@ pub fn require_ovmf() {
 /// Directory for this test process's scratch files (under the cargo target dir).
 pub fn scratch_dir(name: &str) -> PathBuf {
     static SEQ: AtomicUsize = AtomicUsize::new(0);
+    static SWEPT: OnceLock<()> = OnceLock::new();
+    let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("boot-tests");
+    SWEPT.get_or_init(|| sweep_dead_runs(&root));
     let n = SEQ.fetch_add(1, Ordering::SeqCst);
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join("boot-tests")
-        .join(format!("{name}-{}-{n}", std::process::id()));
+    let dir = root.join(format!("{name}-{}-{n}", std::process::id()));
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
     dir
+}
+
+/// Removes the scratch directories of test processes that are gone (`NAME-PID-N`): the ISOs
+/// of earlier runs would pile up otherwise. Directories of live processes are left alone.
+fn sweep_dead_runs(root: &Path) {
+    let Ok(entries) = fs::read_dir(root) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let mut parts = name.rsplit('-');
+        let (Some(_seq), Some(pid)) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        let Ok(pid) = pid.parse::<u32>() else {
+            continue;
+        };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// Path of the fixture ISO, built by fixtures/ubuntu-like/build.sh when missing or stale.
@@ -232,6 +254,8 @@ pub struct Outcome {
     pub screen: String,
     pub stderr: String,
     pub missing: Vec<String>,
+    /// Scratch directory of the run (logs); removed when the run reached its markers.
+    pub dir: PathBuf,
 }
 
 impl Outcome {
@@ -398,6 +422,7 @@ pub fn boot_expect_wait(boot: &Boot, forbidden: &[&str]) -> Outcome {
         boot.limit.as_secs(),
         accel.name()
     );
+    let _ = fs::remove_dir_all(&out.dir);
     out
 }
 
@@ -557,6 +582,7 @@ pub fn run_qemu(boot: &Boot, accel: Accel) -> Outcome {
         screen: screen.text,
         stderr: stderr_text,
         missing,
+        dir: dir.clone(),
     };
     // Keep the logs of runs that did not reach their markers, for inspection.
     if reached {
