@@ -74,9 +74,11 @@ fn remastered_markers(r: &Remastered) -> Vec<String> {
     m
 }
 
-fn boots_unattended(firmware: Firmware, label: &str) {
+/// Boots the remastered fixture from CD and as a disk; returns the CD boot's outcome.
+fn boots_unattended(firmware: Firmware, label: &str) -> Outcome {
     let r = remastered_fixture();
     let markers = remastered_markers(r);
+    let mut cd_outcome = None;
     for (media, media_label, device) in [
         (Media::Cdrom, "cd", "CDROM: /dev/sr0"),
         (Media::Disk, "disk", "CDROM: /dev/sda"),
@@ -95,12 +97,48 @@ fn boots_unattended(firmware: Firmware, label: &str) {
             "the init found the disc elsewhere than {device}:\n{}",
             out.describe()
         );
+        if media == Media::Cdrom {
+            cd_outcome = Some(out);
+        }
     }
+    cd_outcome.expect("the CD boot ran")
 }
 
 #[test]
 fn remastered_fixture_boots_unattended_bios_cd_and_disk() {
-    boots_unattended(Firmware::Bios, "bios");
+    let positive = boots_unattended(Firmware::Bios, "bios");
+
+    // The boot edits are what makes it boot: the same remaster with --no-boot-edit (preseed on
+    // the disc, configs untouched) still waits at isolinux's prompt.
+    let fixture = fixture_iso();
+    let dir = scratch_dir("isotool-remaster-no-boot-edit");
+    let preseed = write_test_preseed(&dir, "answers.seed");
+    let iso = dir.join("no-boot-edit.iso");
+    run_ok(
+        isotool()
+            .arg("remaster")
+            .arg(&fixture)
+            .arg("-o")
+            .arg(&iso)
+            .arg("--preseed")
+            .arg(&preseed)
+            .args(["--preseed-name", PRESEED_NAME])
+            .arg("--no-boot-edit")
+            .env("SOURCE_DATE_EPOCH", "1565049600"),
+        "isotool remaster --no-boot-edit of the fixture",
+    );
+    boot_expect_wait(
+        &Boot::new(
+            "isotool-remaster-no-boot-edit-bios-cd",
+            &iso,
+            Firmware::Bios,
+            Media::Cdrom,
+        )
+        .markers(&[INIT_MARKER])
+        .limit(wait_limit(&positive)),
+        &[INIT_MARKER, "auto=true", "PRESEED-SHA256"],
+    );
+    let _ = fs::remove_dir_all(&dir);
 }
 
 #[test]

@@ -41,6 +41,8 @@ pub const DONE_MARKER: &str = "FIXTURE-DONE";
 /// Time limit for a boot that must reach its markers (generous: TCG on a busy 2-core machine;
 /// an uncontended TCG boot of the fixture takes 20-30 s).
 pub const BOOT_LIMIT: Duration = Duration::from_secs(240);
+/// Time limit of a first try under KVM before falling back to TCG.
+pub const KVM_LIMIT: Duration = Duration::from_secs(90);
 /// Least time an unmodified disc is watched to prove it waits (see `wait_limit`).
 pub const MIN_WAIT_LIMIT: Duration = Duration::from_secs(60);
 
@@ -354,7 +356,13 @@ pub fn boot_reaching(boot: &Boot) -> Outcome {
         return run_qemu(boot, accel);
     }
     if KVM_STATE.load(Ordering::SeqCst) != KVM_BROKEN && kvm_usable() {
-        let out = run_qemu(boot, Accel::Kvm);
+        // KVM boots the fixture in seconds: a KVM run that hangs silently must not cost the
+        // whole TCG limit before the fallback.
+        let kvm_boot = Boot {
+            limit: std::cmp::min(boot.limit, KVM_LIMIT),
+            ..boot.clone()
+        };
+        let out = run_qemu(&kvm_boot, Accel::Kvm);
         if out.reached {
             KVM_STATE.store(KVM_WORKS, Ordering::SeqCst);
             return out;
