@@ -447,7 +447,14 @@ pub fn run_qemu(boot: &Boot, accel: Accel) -> Outcome {
     let dir = scratch_dir(&format!("{}-{}", sanitize(&boot.label), accel.name()));
     let serial = dir.join("serial.log");
     let stderr_path = dir.join("qemu.stderr");
-    let qmp_path = dir.join("qmp.sock");
+    // Unix socket paths are limited to 107 bytes: keep the QMP socket short, outside `dir`.
+    static SOCK_SEQ: AtomicUsize = AtomicUsize::new(0);
+    let qmp_path = std::env::temp_dir().join(format!(
+        "isotool-boot-{}-{}.qmp",
+        std::process::id(),
+        SOCK_SEQ.fetch_add(1, Ordering::SeqCst)
+    ));
+    let _ = fs::remove_file(&qmp_path);
     let vga_path = dir.join("vga.bin");
 
     let mut args: Vec<String> = vec![
@@ -566,6 +573,7 @@ pub fn run_qemu(boot: &Boot, accel: Accel) -> Outcome {
     let elapsed = reached_at.unwrap_or_else(|| start.elapsed());
     drop(qmp);
     guard.stop();
+    let _ = fs::remove_file(&qmp_path);
 
     let serial_text = read_clean(&serial);
     let stderr_text = fs::read_to_string(&stderr_path).unwrap_or_default();
