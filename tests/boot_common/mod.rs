@@ -369,8 +369,10 @@ pub fn boot_reaching(boot: &Boot) -> Outcome {
         }
         KVM_STATE.store(KVM_BROKEN, Ordering::SeqCst);
         eprintln!(
-            "KVM did not boot `{}` (accel failure: {}); using TCG from now on",
-            boot.label, out.accel_failed
+            "KVM did not boot `{}` (accel failure: {}, after {:.1} s); using TCG from now on",
+            boot.label,
+            out.accel_failed,
+            out.elapsed.as_secs_f64()
         );
     }
     run_qemu(boot, Accel::Tcg)
