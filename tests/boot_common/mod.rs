@@ -401,8 +401,17 @@ pub fn wait_limit(positive: &Outcome) -> Duration {
 /// Boots a disc that must NOT reach its markers (it waits at its boot menu). Panics when any of
 /// `forbidden` shows up; returns the outcome (the caller may check what did show up).
 pub fn boot_expect_wait(boot: &Boot, forbidden: &[&str]) -> Outcome {
-    let accel = accel_for_negative();
-    let out = run_qemu(boot, accel);
+    let mut accel = accel_for_negative();
+    let mut out = run_qemu(boot, accel);
+    if out.accel_failed && accel == Accel::Kvm && forced_accel().is_none() {
+        KVM_STATE.store(KVM_BROKEN, Ordering::SeqCst);
+        eprintln!(
+            "KVM failed while watching `{}`; watching again under TCG",
+            boot.label
+        );
+        accel = Accel::Tcg;
+        out = run_qemu(boot, accel);
+    }
     assert!(
         !out.accel_failed,
         "qemu failed under {} while watching `{}`: proves nothing\n{}",
