@@ -3,7 +3,7 @@
 
 use isotool::context::BuildContext;
 use isotool::disk::NoProgress;
-use isotool::disk::convert::{TargetFormat, WriteOptions, create};
+use isotool::disk::convert::{CreateOptions, TargetFormat, WriteOptions, create};
 use isotool::disk::probe::{OpenOptions, open_image};
 use std::path::Path;
 use std::process::Command;
@@ -47,7 +47,14 @@ fn writes_allocate_blocks_and_read_back() {
             block_size: block,
             ..Default::default()
         };
-        create(&p, len, fmt, &w, false, false, &ctx, &NoProgress).unwrap();
+        let opts = CreateOptions {
+            size: len,
+            format: fmt,
+            write: w,
+            force: false,
+            sha256: false,
+        };
+        create(&p, &opts, &ctx, &NoProgress).unwrap();
         let mut mirror = vec![0u8; len as usize];
         {
             let mut img = isotool::vhd::open_rw(&p).unwrap();
@@ -109,17 +116,14 @@ fn differencing_disks_are_not_writable() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("d.vhd");
     let ctx = BuildContext::fixed(1);
-    create(
-        &p,
-        MIB,
-        TargetFormat::VhdDynamic,
-        &WriteOptions::default(),
-        false,
-        false,
-        &ctx,
-        &NoProgress,
-    )
-    .unwrap();
+    let opts = CreateOptions {
+        size: MIB,
+        format: TargetFormat::VhdDynamic,
+        write: WriteOptions::default(),
+        force: false,
+        sha256: false,
+    };
+    create(&p, &opts, &ctx, &NoProgress).unwrap();
     // Turn it into a differencing disk (without parent): refused for writing before any
     // parent lookup.
     let mut b = std::fs::read(&p).unwrap();
