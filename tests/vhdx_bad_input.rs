@@ -158,6 +158,33 @@ fn headers() {
 }
 
 #[test]
+fn the_valid_header_with_the_higher_sequence_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = base(dir.path(), "seq");
+    let f = rw(&v);
+    let mut b = vec![0u8; 4096];
+    f.read_exact_at(&mut b, HEADER1_OFFSET).unwrap();
+    let mut h = Header::parse(&b, HEADER1_OFFSET).unwrap();
+    h.sequence = 10;
+    h.data_write_guid = [0x10; 16];
+    f.write_all_at(&h.encode(), HEADER1_OFFSET).unwrap();
+    h.sequence = 9;
+    h.data_write_guid = [0x09; 16];
+    f.write_all_at(&h.encode(), HEADER2_OFFSET).unwrap();
+    let open_guid = || {
+        isotool::vhdx::image::open_vhdx(&v, &OpenOptions::default(), 0)
+            .unwrap()
+            .data_write_guid()
+    };
+    assert_eq!(open_guid(), [0x10; 16]);
+    // the newer header is corrupt: the older valid one is used
+    f.write_all_at(&[0xff], HEADER1_OFFSET + 300).unwrap();
+    assert_eq!(open_guid(), [0x09; 16]);
+    let img = isotool::vhdx::open(&v, &OpenOptions::default(), 0).unwrap();
+    assert!(img.info().notes.iter().any(|n| n.contains("header")));
+}
+
+#[test]
 fn region_tables() {
     let dir = tempfile::tempdir().unwrap();
     let v = base(dir.path(), "r1");
