@@ -94,7 +94,7 @@ impl VhdxImage {
             let first = off - off % log::SECTOR;
             for (&so, s) in self.overlay.range(first..end) {
                 let a = so.max(off);
-                let b = (so + log::SECTOR).min(end);
+                let b = so.saturating_add(log::SECTOR).min(end);
                 if a >= b {
                     continue;
                 }
@@ -922,6 +922,10 @@ fn check_bat(
             }
         } else {
             let block = i - i / (cr + 1);
+            if block >= img.geo.data_blocks {
+                // entries of a differencing disk's last chunk past the disk's end
+                continue;
+            }
             match st {
                 PAYLOAD_NOT_PRESENT | PAYLOAD_UNDEFINED | PAYLOAD_ZERO | PAYLOAD_UNMAPPED => {
                     (false, 0)

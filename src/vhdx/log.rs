@@ -219,7 +219,7 @@ pub fn replay(
                     }
                     out.overlay
                         .insert(file_offset, Sector::Data(v.into_boxed_slice()));
-                    out.file_size = out.file_size.max(file_offset + SECTOR);
+                    out.file_size = out.file_size.max(file_offset.saturating_add(SECTOR));
                 }
             }
         }
