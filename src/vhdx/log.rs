@@ -437,6 +437,30 @@ mod tests {
     }
 
     #[test]
+    fn an_entry_may_wrap_around_the_end_of_the_log() {
+        let g = [9u8; 16];
+        let mut log = vec![0u8; 1 << 20];
+        let e = encode_entry(
+            &EntryParams {
+                log_guid: g,
+                sequence: 5,
+                tail: (1 << 20) - 4096,
+                flushed_file_offset: 0,
+                last_file_offset: 0,
+            },
+            &[LogWrite::Data(8192, sector(4))],
+        )
+        .unwrap();
+        assert_eq!(e.len(), 8192);
+        // header sector in the last log sector, data sector wrapped to the first
+        log[(1 << 20) - 4096..].copy_from_slice(&e[..4096]);
+        log[..4096].copy_from_slice(&e[4096..]);
+        let r = run(&log, &g, 1 << 20).unwrap();
+        assert_eq!(r.entries, 1);
+        assert_eq!(r.overlay.get(&8192), Some(&Sector::Data(sector(4))));
+    }
+
+    #[test]
     fn empty_log_is_clean() {
         let log = vec![0u8; 1 << 20];
         let r = run(&log, &[7; 16], 1 << 30).unwrap();
