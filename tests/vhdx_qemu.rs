@@ -240,6 +240,12 @@ fn we_read_qemus() {
                     Some(isotool::disk::convert::parse_size(bs).unwrap())
                 );
                 assert!(info.format.starts_with("vhdx"), "{}", info.format);
+                assert!(
+                    info.creator.as_deref().unwrap_or("").starts_with("QEMU"),
+                    "{:?}",
+                    info.creator
+                );
+                assert_eq!((info.logical_sector_size, info.virtual_size), (512, len));
             }
         }
     }
