@@ -83,10 +83,15 @@ fn edit_metadata_table(p: &Path, f: impl Fn(&mut MetadataTable)) {
 
 fn open(p: &Path) -> isotool::Result<Box<dyn DiskImage>> {
     let img = isotool::vhdx::open(p, &OpenOptions::default(), 0)?;
-    // read everything that opens, so lazy corruption is found too
-    let mut buf = vec![0u8; img.len() as usize];
-    img.read_at(&mut buf, 0)?;
-    img.extents(0, u64::MAX)?;
+    // read what opens (up to 64 MiB, 1 MiB at a time), so lazy corruption is found too
+    let mut buf = vec![0u8; MIB as usize];
+    let mut pos = 0;
+    while pos < img.len().min(64 * MIB) {
+        let n = (img.len() - pos).min(MIB) as usize;
+        img.read_at(&mut buf[..n], pos)?;
+        pos += n as u64;
+    }
+    img.extents(0, 64 * MIB)?;
     Ok(img)
 }
 
@@ -155,6 +160,33 @@ fn headers() {
     let v = base(dir.path(), "id");
     poke(&v, 0, b"vhdxfila");
     expect(&v, ErrorKind::BadSignature, "file identifier");
+}
+
+#[test]
+fn the_valid_header_with_the_higher_sequence_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = base(dir.path(), "seq");
+    let f = rw(&v);
+    let mut b = vec![0u8; 4096];
+    f.read_exact_at(&mut b, HEADER1_OFFSET).unwrap();
+    let mut h = Header::parse(&b, HEADER1_OFFSET).unwrap();
+    h.sequence = 10;
+    h.data_write_guid = [0x10; 16];
+    f.write_all_at(&h.encode(), HEADER1_OFFSET).unwrap();
+    h.sequence = 9;
+    h.data_write_guid = [0x09; 16];
+    f.write_all_at(&h.encode(), HEADER2_OFFSET).unwrap();
+    let open_guid = || {
+        isotool::vhdx::image::open_vhdx(&v, &OpenOptions::default(), 0)
+            .unwrap()
+            .data_write_guid()
+    };
+    assert_eq!(open_guid(), [0x10; 16]);
+    // the newer header is corrupt: the older valid one is used
+    f.write_all_at(&[0xff], HEADER1_OFFSET + 300).unwrap();
+    assert_eq!(open_guid(), [0x09; 16]);
+    let img = isotool::vhdx::open(&v, &OpenOptions::default(), 0).unwrap();
+    assert!(img.info().notes.iter().any(|n| n.contains("header")));
 }
 
 #[test]
@@ -522,17 +554,17 @@ fn flipped_bytes_never_panic() {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
-        let mut bytes = orig.clone();
         let base_off = targets[(i as usize) % targets.len()];
-        let off = (base_off + x % 96) as usize;
-        bytes[off] ^= (x >> 32) as u8 | 1;
+        let off = base_off + x % 96;
         // also a second byte further in the structure
-        let off2 = (base_off + (x >> 8) % 4096) as usize;
-        bytes[off2] = (x >> 40) as u8;
-        std::fs::write(&v, &bytes).unwrap();
+        let off2 = base_off + (x >> 8) % 4096;
+        poke(&v, off, &[orig[off as usize] ^ ((x >> 32) as u8 | 1)]);
+        poke(&v, off2, &[(x >> 40) as u8]);
         if open(&v).is_err() {
             failures += 1;
         }
+        poke(&v, off2, &[orig[off2 as usize]]);
+        poke(&v, off, &[orig[off as usize]]);
     }
     assert!(failures > 0, "corruptions must be noticed");
 }

@@ -33,6 +33,15 @@ pub struct VhdxImage {
     disk_id: [u8; 16],
     data_write_guid: [u8; 16],
     notes: Vec<String>,
+    /// Write state when opened with [`open_rw`].
+    rw: Option<RwState>,
+}
+
+/// What in-place writing needs.
+struct RwState {
+    bat_offset: u64,
+    header: Header,
+    headers_updated: bool,
 }
 
 fn structure_err(e: Error, path: &Path) -> Error {
@@ -85,7 +94,7 @@ impl VhdxImage {
             let first = off - off % log::SECTOR;
             for (&so, s) in self.overlay.range(first..end) {
                 let a = so.max(off);
-                let b = (so + log::SECTOR).min(end);
+                let b = so.saturating_add(log::SECTOR).min(end);
                 if a >= b {
                     continue;
                 }
@@ -417,7 +426,29 @@ impl DiskImage for VhdxImage {
 pub fn open_vhdx(path: &Path, opts: &OpenOptions, depth: u32) -> Result<VhdxImage> {
     let file = File::open(path).ctx(path, "opening image")?;
     let real_len = file.metadata().ctx(path, "reading metadata")?.len();
-    open_file(file, path, real_len, opts, depth).map_err(|e| structure_err(e, path))
+    let mut img =
+        open_file(file, path, real_len, opts, depth).map_err(|e| structure_err(e, path))?;
+    img.rw = None;
+    Ok(img)
+}
+
+/// Opens the VHDX at `path` for in-place writing ([`DiskImageMut`]). A pending log or a
+/// differencing disk is refused. Writes allocate blocks at the end of the file and update the
+/// BAT entry in place (not through the log); the headers get new write GUIDs before the first
+/// write, as the format requires.
+pub fn open_rw(path: &Path) -> Result<VhdxImage> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .ctx(path, "opening image for writing")?;
+    let real_len = file.metadata().ctx(path, "reading metadata")?.len();
+    let img = open_file(file, path, real_len, &OpenOptions::default(), 0)
+        .map_err(|e| structure_err(e, path))?;
+    if img.parent.is_some() {
+        return Err(err!(Unsupported, "writing into a differencing VHDX").with_path(path));
+    }
+    Ok(img)
 }
 
 fn open_file(
@@ -573,6 +604,7 @@ fn open_file(
         disk_id: [0; 16],
         data_write_guid: hdr.data_write_guid,
         notes,
+        rw: None,
     };
 
     // region tables (read through the overlay: the log may rewrite them)
@@ -834,6 +866,12 @@ fn open_file(
         fp.has_parent,
     )?;
 
+    img.rw = Some(RwState {
+        bat_offset: bat_off,
+        header: hdr.clone(),
+        headers_updated: false,
+    });
+
     // parent
     if fp.has_parent {
         let (loc, loc_at) = locator.ok_or_else(|| {
@@ -884,6 +922,10 @@ fn check_bat(
             }
         } else {
             let block = i - i / (cr + 1);
+            if block >= img.geo.data_blocks {
+                // entries of a differencing disk's last chunk past the disk's end
+                continue;
+            }
             match st {
                 PAYLOAD_NOT_PRESENT | PAYLOAD_UNDEFINED | PAYLOAD_ZERO | PAYLOAD_UNMAPPED => {
                     (false, 0)
@@ -1044,4 +1086,100 @@ fn open_parent(
     img.parent_paths.push(pp.display().to_string());
     img.parent = Some(parent);
     Ok(())
+}
+
+impl VhdxImage {
+    fn write_err(&self, e: std::io::Error, what: &str, at: u64) -> Error {
+        Error::io(e, what.to_string()).with_path(&self.path).at(at)
+    }
+
+    /// Before the first write: both headers get new file/data write GUIDs and higher sequence
+    /// numbers (the non-current copy first).
+    fn touch_headers(&mut self) -> Result<()> {
+        let Some(rw) = self.rw.as_mut() else {
+            return Err(err!(InvalidArgument, "image opened read-only").with_path(&self.path));
+        };
+        if rw.headers_updated {
+            return Ok(());
+        }
+        let ctx = crate::context::BuildContext::random();
+        let mut h = rw.header.clone();
+        h.file_write_guid = guid_to_disk(ctx.guid("vhdx file write guid"));
+        h.data_write_guid = guid_to_disk(ctx.guid("vhdx data write guid"));
+        for at in [HEADER1_OFFSET, HEADER2_OFFSET] {
+            h.sequence += 1;
+            self.file.write_all_at(&h.encode(), at).map_err(|e| {
+                Error::io(e, "writing VHDX header")
+                    .with_path(&self.path)
+                    .at(at)
+            })?;
+        }
+        self.file
+            .sync_data()
+            .map_err(|e| Error::io(e, "syncing VHDX headers").with_path(&self.path))?;
+        self.data_write_guid = h.data_write_guid;
+        rw.header = h;
+        rw.headers_updated = true;
+        Ok(())
+    }
+
+    /// File offset of block `b`, allocating it (at the end of the file, zero-filled) if needed.
+    fn block_for_write(&mut self, b: u64) -> Result<u64> {
+        let e = self.payload(b);
+        if bat_state(e) == PAYLOAD_FULLY_PRESENT {
+            return Ok(bat_offset(e));
+        }
+        let bat_off = self.rw.as_ref().map(|r| r.bat_offset).unwrap_or(0);
+        let at = self.real_len.div_ceil(MIB) * MIB;
+        let end = at + self.block_size;
+        self.file
+            .set_len(end)
+            .map_err(|e| self.write_err(e, "growing the VHDX", at))?;
+        self.real_len = end;
+        self.file_size = self.file_size.max(end);
+        let idx = self.geo.payload_index(b);
+        let entry = bat_entry(PAYLOAD_FULLY_PRESENT, at);
+        let eat = bat_off + idx * 8;
+        self.file
+            .write_all_at(&entry.to_le_bytes(), eat)
+            .map_err(|e| self.write_err(e, "writing the VHDX BAT", eat))?;
+        if let Some(slot) = self.bat.get_mut(idx as usize) {
+            *slot = entry;
+        }
+        Ok(at)
+    }
+}
+
+impl crate::disk::DiskImageMut for VhdxImage {
+    fn write_at(&mut self, buf: &[u8], offset: u64) -> Result<()> {
+        self.check_range(offset, buf.len() as u64)?;
+        self.touch_headers()?;
+        let mut done = 0u64;
+        let total = buf.len() as u64;
+        while done < total {
+            let off = offset + done;
+            let within = off % self.block_size;
+            let n = (self.block_size - within).min(total - done);
+            let b = off / self.block_size;
+            let st = bat_state(self.payload(b));
+            let part = &buf[done as usize..(done + n) as usize];
+            if st != PAYLOAD_FULLY_PRESENT && part.iter().all(|&x| x == 0) {
+                // zeros into a block that reads as zeros: nothing to allocate
+                done += n;
+                continue;
+            }
+            let at = self.block_for_write(b)? + within;
+            self.file
+                .write_all_at(part, at)
+                .map_err(|e| self.write_err(e, "writing VHDX data", at))?;
+            done += n;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        self.file
+            .sync_all()
+            .map_err(|e| Error::io(e, "syncing").with_path(&self.path))
+    }
 }

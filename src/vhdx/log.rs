@@ -219,7 +219,7 @@ pub fn replay(
                     }
                     out.overlay
                         .insert(file_offset, Sector::Data(v.into_boxed_slice()));
-                    out.file_size = out.file_size.max(file_offset + SECTOR);
+                    out.file_size = out.file_size.max(file_offset.saturating_add(SECTOR));
                 }
             }
         }
@@ -434,6 +434,30 @@ mod tests {
         s[0] = 0xAA;
         s[4095] = 0xBB;
         s.into_boxed_slice()
+    }
+
+    #[test]
+    fn an_entry_may_wrap_around_the_end_of_the_log() {
+        let g = [9u8; 16];
+        let mut log = vec![0u8; 1 << 20];
+        let e = encode_entry(
+            &EntryParams {
+                log_guid: g,
+                sequence: 5,
+                tail: (1 << 20) - 4096,
+                flushed_file_offset: 0,
+                last_file_offset: 0,
+            },
+            &[LogWrite::Data(8192, sector(4))],
+        )
+        .unwrap();
+        assert_eq!(e.len(), 8192);
+        // header sector in the last log sector, data sector wrapped to the first
+        log[(1 << 20) - 4096..].copy_from_slice(&e[..4096]);
+        log[..4096].copy_from_slice(&e[4096..]);
+        let r = run(&log, &g, 1 << 20).unwrap();
+        assert_eq!(r.entries, 1);
+        assert_eq!(r.overlay.get(&8192), Some(&Sector::Data(sector(4))));
     }
 
     #[test]

@@ -17,7 +17,7 @@ use crate::error::Result;
 use std::fs::File;
 use std::path::Path;
 
-pub use image::VhdxImage;
+pub use image::{VhdxImage, open_rw};
 
 /// Opens the VHDX at `path` (`depth`: position in a differencing chain).
 pub fn open(path: &Path, opts: &OpenOptions, depth: u32) -> Result<Box<dyn DiskImage>> {

@@ -352,3 +352,110 @@ pub fn write(
     progress.finish();
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wo(bs: Option<u64>, lss: u32, pss: u32) -> WriteOptions {
+        WriteOptions {
+            block_size: bs,
+            logical_sector_size: lss,
+            physical_sector_size: pss,
+        }
+    }
+
+    #[test]
+    fn layouts() {
+        let l = Layout::new(64 << 40, &wo(Some(MIB), 512, 4096)).unwrap();
+        assert_eq!(l.geo.entries, (64 << 20) + ((64 << 20) - 1) / 4096);
+        assert_eq!(l.bat_length, 513 * MIB);
+        assert_eq!(l.payload_start, 516 * MIB);
+        let l = Layout::new(10 << 30, &wo(None, 4096, 4096)).unwrap();
+        assert_eq!(l.block_size, 32 * MIB);
+        assert_eq!(l.geo.chunk_ratio, 1024);
+        assert_eq!(l.bat_length, MIB);
+        assert_eq!(l.payload_start, 4 * MIB);
+        let kind = |r: Result<Layout>| r.unwrap_err().kind();
+        use crate::ErrorKind::*;
+        assert_eq!(
+            kind(Layout::new((64 << 40) + 512, &wo(None, 512, 512))),
+            LimitExceeded
+        );
+        assert_eq!(kind(Layout::new(0, &wo(None, 512, 512))), InvalidArgument);
+        assert_eq!(
+            kind(Layout::new(1000, &wo(None, 512, 512))),
+            InvalidArgument
+        );
+        assert_eq!(
+            kind(Layout::new(MIB, &wo(Some(3 * MIB), 512, 512))),
+            InvalidArgument
+        );
+        assert_eq!(
+            kind(Layout::new(MIB, &wo(Some(512 << 20), 512, 512))),
+            InvalidArgument
+        );
+        assert_eq!(
+            kind(Layout::new(MIB, &wo(None, 2048, 512))),
+            InvalidArgument
+        );
+        assert_eq!(
+            kind(Layout::new(MIB, &wo(None, 512, 1024))),
+            InvalidArgument
+        );
+    }
+
+    #[test]
+    fn metadata_golden() {
+        let l = Layout::new(10 << 30, &wo(Some(2 * MIB), 512, 4096)).unwrap();
+        let m = encode_metadata(&l, true, [0x42; 16], None);
+        assert_eq!(m.len(), 64 * 1024 + 8 + 8 + 16 + 4 + 4);
+        let t = MetadataTable::parse(&m, 0).unwrap();
+        let got: Vec<(u32, u32, bool, bool)> = t
+            .entries
+            .iter()
+            .map(|e| (e.offset, e.length, e.is_virtual_disk, e.is_required))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (65536, 8, false, true),
+                (65544, 8, true, true),
+                (65552, 16, true, true),
+                (65568, 4, true, true),
+                (65572, 4, true, true),
+            ]
+        );
+        assert_eq!(t.entries[0].guid, FILE_PARAMETERS_GUID);
+        // block size 2 MiB, LeaveBlockAllocated
+        assert_eq!(&m[65536..65544], &[0, 0, 0x20, 0, 1, 0, 0, 0]);
+        assert_eq!(&m[65544..65552], &(10u64 << 30).to_le_bytes());
+        assert_eq!(&m[65552..65568], &[0x42; 16]);
+        assert_eq!(&m[65568..65576], &[0, 2, 0, 0, 0, 0x10, 0, 0]);
+    }
+
+    #[test]
+    fn structures_are_deterministic_and_valid() {
+        let l = Layout::new(100 * MIB, &wo(None, 512, 4096)).unwrap();
+        let ctx = BuildContext::fixed(1);
+        let a = encode_structures(&l, false, &ctx, "x");
+        assert_eq!(a, encode_structures(&l, false, &ctx, "x"));
+        assert_ne!(a, encode_structures(&l, false, &ctx, "y"));
+        let h1 = Header::parse(&a[1].1, HEADER1_OFFSET).unwrap();
+        let h2 = Header::parse(&a[2].1, HEADER2_OFFSET).unwrap();
+        assert_eq!((h1.sequence, h2.sequence), (0, 1));
+        assert_eq!(h1.log_guid, [0; 16]);
+        assert_eq!((h1.log_offset, h1.log_length), (MIB, MIB as u32));
+        let rt = RegionTable::parse(&a[3].1, REGION1_OFFSET, true).unwrap();
+        assert_eq!(rt.entries[0].guid, BAT_GUID);
+        assert_eq!(
+            (rt.entries[0].offset, rt.entries[0].length),
+            (3 * MIB, MIB as u32)
+        );
+        assert_eq!(rt.entries[1].guid, METADATA_GUID);
+        assert_eq!(
+            FileIdentifier::parse(&a[0].1).unwrap().creator,
+            format!("isotool {}", env!("CARGO_PKG_VERSION"))
+        );
+    }
+}
