@@ -47,6 +47,7 @@ fn bench(c: &mut Criterion) {
             sha256: false,
             force: true,
             open: OpenOptions::default(),
+            sync: true,
         };
         g.bench_function(format.name(), |b| {
             b.iter(|| convert(&input, &out, &opts, &ctx, &NoProgress).expect("convert"))

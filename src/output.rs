@@ -133,9 +133,19 @@ impl AtomicOutput {
     }
 
     /// Syncs the data, renames the file into place and syncs the directory.
-    pub fn commit(mut self) -> Result<PathBuf> {
+    pub fn commit(self) -> Result<PathBuf> {
+        self.commit_with(true)
+    }
+
+    /// Renames the file into place; syncs data and directory first when `sync` (the default of
+    /// [`commit`](Self::commit)). Without sync the rename is still atomic for readers, but a
+    /// power loss soon after may leave an incomplete file (the `--no-sync` trade-off, as
+    /// `qemu-img convert` makes by default).
+    pub fn commit_with(mut self, sync: bool) -> Result<PathBuf> {
         let file = self.file.take().expect("file present until commit");
-        file.sync_all().ctx(&self.tmp_path, "syncing the output")?;
+        if sync {
+            file.sync_all().ctx(&self.tmp_path, "syncing the output")?;
+        }
         drop(file);
         std::fs::rename(&self.tmp_path, &self.final_path)
             .ctx(&self.final_path, "renaming the output into place")?;
@@ -145,7 +155,7 @@ impl AtomicOutput {
             } else {
                 dir
             };
-            if let Ok(d) = File::open(dir) {
+            if sync && let Ok(d) = File::open(dir) {
                 let _ = d.sync_all();
             }
         }

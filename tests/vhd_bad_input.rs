@@ -40,6 +40,7 @@ fn good_images(dir: &Path) -> (Vec<u8>, Vec<u8>) {
             sha256: false,
             force: false,
             open: OpenOptions::default(),
+            sync: true,
         };
         convert(
             &raw,

@@ -63,6 +63,7 @@ fn ours(raw: &Path, out: &Path, format: TargetFormat, block: Option<u64>) {
         sha256: false,
         force: false,
         open: OpenOptions::default(),
+        sync: true,
     };
     convert(
         raw,

@@ -45,6 +45,7 @@ fn opts(format: TargetFormat, block: Option<u64>) -> ConvertOptions {
         sha256: false,
         force: false,
         open: OpenOptions::default(),
+        sync: true,
     }
 }
 

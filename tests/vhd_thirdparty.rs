@@ -164,6 +164,7 @@ fn windows_differencing_with_parent_reads_child_sectors_then_parent() {
         sha256: false,
         force: false,
         open: OpenOptions::default(),
+        sync: true,
     };
     isotool::disk::convert::convert(&raw, &parent, &opts, &ctx, &isotool::disk::NoProgress)
         .unwrap();

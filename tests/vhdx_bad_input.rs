@@ -35,6 +35,7 @@ fn base(dir: &Path, name: &str) -> PathBuf {
         sha256: false,
         force: true,
         open: OpenOptions::default(),
+        sync: true,
     };
     convert(&raw, &v, &o, &BuildContext::fixed(5), &NoProgress).unwrap();
     assert_eq!(std::fs::metadata(&v).unwrap().len(), 6 * MIB);
@@ -472,6 +473,7 @@ fn differencing_reads_child_then_parent() {
         sha256: false,
         force: true,
         open: OpenOptions::default(),
+        sync: true,
     };
     convert(&praw, &parent, &o, &BuildContext::fixed(6), &NoProgress).unwrap();
     let pimg = isotool::vhdx::image::open_vhdx(&parent, &OpenOptions::default(), 0).unwrap();

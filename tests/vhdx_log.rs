@@ -28,6 +28,7 @@ fn conv(input: &Path, output: &Path, format: TargetFormat, replay: bool) -> isot
         sha256: false,
         force: true,
         open: OpenOptions { replay_log: replay },
+        sync: true,
     };
     convert(input, output, &o, &BuildContext::fixed(9), &NoProgress).map(|_| ())
 }

@@ -45,6 +45,7 @@ fn opts(format: TargetFormat, block: Option<u64>, lss: u32) -> ConvertOptions {
         sha256: false,
         force: true,
         open: OpenOptions::default(),
+        sync: true,
     }
 }
 

@@ -104,6 +104,7 @@ fn write_into_our_vhdx() {
         sha256: false,
         force: true,
         open: OpenOptions::default(),
+        sync: true,
     };
     convert(&raw, &v, &o, &BuildContext::fixed(3), &NoProgress).unwrap();
     apply_and_check(dir.path(), &v, &raw);

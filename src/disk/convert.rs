@@ -232,6 +232,8 @@ pub struct ConvertOptions {
     pub force: bool,
     /// How to open the input.
     pub open: OpenOptions,
+    /// Flush the output to stable storage before renaming it into place (default true).
+    pub sync: bool,
 }
 
 /// What `convert` did.
@@ -319,7 +321,7 @@ pub fn convert(
     } else {
         None
     };
-    let output = out.commit()?;
+    let output = out.commit_with(opts.sync)?;
     Ok(ConvertReport {
         output,
         format,
