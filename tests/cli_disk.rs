@@ -223,3 +223,66 @@ fn disk_create_raw_is_sparse_and_sized() {
     let o = isotool(&["disk", "create", s(&out), "--size", "12Q", "--force"]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("unknown unit"));
 }
+
+#[test]
+fn azure_rounds_to_whole_mib_prints_it_and_validates() {
+    require("qemu-img");
+    let dir = tempfile::tempdir().unwrap();
+    // 5 MiB + 3 sectors, with data in the last sector.
+    let raw = dir.path().join("odd.raw");
+    let f = std::fs::File::create(&raw).unwrap();
+    let len = (5 << 20) + 1536;
+    f.set_len(len).unwrap();
+    f.write_all_at(&[0x5a; 512], len - 512).unwrap();
+    drop(f);
+    let out = dir.path().join("azure.vhd");
+    let o = isotool(&["convert", s(&raw), s(&out), "--azure", "-q"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.contains(&format!(
+            "rounded up from {len} to {} bytes (6 MiB)",
+            6 << 20
+        )),
+        "{stdout}"
+    );
+    assert_eq!(std::fs::metadata(&out).unwrap().len(), (6 << 20) + 512);
+    // qemu-img (told the format: it would probe a fixed VHD as raw) sees exactly 6 MiB, and the
+    // data: the first 5 MiB + 1536 equal the input, the rest is zeros.
+    let q = Command::new("qemu-img")
+        .args(["info", "-f", "vpc", "--output=json", s(&out)])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&q.stdout).unwrap();
+    assert_eq!(v["virtual-size"], 6u64 << 20);
+    let back = dir.path().join("back.raw");
+    let q = Command::new("qemu-img")
+        .args(["convert", "-f", "vpc", "-O", "raw", s(&out), s(&back)])
+        .output()
+        .unwrap();
+    assert!(q.status.success());
+    let b = std::fs::read(&back).unwrap();
+    assert_eq!(&b[..len as usize], &std::fs::read(&raw).unwrap()[..]);
+    assert!(b[len as usize..].iter().all(|&x| x == 0));
+    let o = isotool(&["validate", s(&out), "--for", "azure"]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("OK for azure"), "{text}");
+    assert!(!text.contains("azure-size-not-mib"));
+    // --azure with another format is refused, not silently changed.
+    let o = isotool(&[
+        "convert",
+        s(&raw),
+        s(&dir.path().join("x.vhdx")),
+        "--azure",
+        "--to",
+        "vhdx",
+    ]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--azure writes a fixed VHD"));
+    // Without --to the format comes from the extension; none known is an error.
+    let o = isotool(&["convert", s(&raw), s(&dir.path().join("y.vhdx"))]);
+    assert!(o.status.success());
+    assert!(String::from_utf8_lossy(&o.stdout).contains("(vhdx,"));
+    let o = isotool(&["convert", s(&raw), s(&dir.path().join("z.bin"))]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("give the output format with --to"));
+}

@@ -45,9 +45,10 @@ pub(crate) struct ConvertArgs {
     input: PathBuf,
     /// Output image.
     output: PathBuf,
-    /// Output format: raw, vhd (fixed), vhd-dynamic, vhdx (dynamic), vhdx-fixed.
-    #[arg(long = "to", value_name = "FORMAT", default_value = "vhdx")]
-    to: String,
+    /// Output format: raw, vhd (fixed), vhd-dynamic, vhdx (dynamic), vhdx-fixed. Default: from
+    /// the output's extension (.vhdx, .vhd, .raw/.img); with --azure, vhd.
+    #[arg(long = "to", value_name = "FORMAT")]
+    to: Option<String>,
     #[command(flatten)]
     write: WriteArgs,
     /// Produce what Azure accepts: fixed VHD, virtual size rounded up to a whole MiB.
@@ -75,7 +76,17 @@ pub(crate) fn convert(a: ConvertArgs, quiet: bool) -> Result<Outcome> {
     let ctx = BuildContext::from_env()?;
     let bars = super::progress::Bars::new(quiet || a.json);
     let opts = ConvertOptions {
-        format: TargetFormat::parse(&a.to)?,
+        format: match (&a.to, a.azure) {
+            (Some(t), _) => TargetFormat::parse(t)?,
+            (None, true) => TargetFormat::Vhd,
+            (None, false) => TargetFormat::from_extension(&a.output).ok_or_else(|| {
+                crate::err!(
+                    InvalidArgument,
+                    "give the output format with --to (raw, vhd, vhd-dynamic, vhdx, vhdx-fixed): {} has no known extension",
+                    a.output.display()
+                )
+            })?,
+        },
         write: a.write.options()?,
         azure: a.azure,
         sha256: a.sha256,
@@ -98,6 +109,14 @@ pub(crate) fn convert(a: ConvertArgs, quiet: bool) -> Result<Outcome> {
             r.virtual_size,
             human_bytes(r.data_bytes)
         );
+        if r.virtual_size != r.input_size {
+            println!(
+                "virtual size rounded up from {} to {} bytes ({} MiB) for Azure",
+                r.input_size,
+                r.virtual_size,
+                r.virtual_size >> 20
+            );
+        }
         if let Some(h) = &r.sha256 {
             println!("{h}  {}", r.output.display());
         }

@@ -34,6 +34,17 @@ pub enum TargetFormat {
 }
 
 impl TargetFormat {
+    /// The format an output file name implies: `.vhdx` -> dynamic VHDX, `.vhd` -> fixed VHD,
+    /// `.raw` / `.img` -> raw.
+    pub fn from_extension(path: &Path) -> Option<Self> {
+        match path.extension()?.to_str()?.to_ascii_lowercase().as_str() {
+            "vhdx" => Some(TargetFormat::Vhdx),
+            "vhd" => Some(TargetFormat::Vhd),
+            "raw" | "img" => Some(TargetFormat::Raw),
+            _ => None,
+        }
+    }
+
     /// Parses the command-line name.
     pub fn parse(s: &str) -> Result<Self> {
         Ok(match s {
@@ -268,15 +279,13 @@ pub fn convert(
     ctx: &BuildContext,
     progress: &dyn Progress,
 ) -> Result<ConvertReport> {
-    let mut format = opts.format;
-    if opts.azure {
-        if format != TargetFormat::Vhd {
-            progress.note(&format!(
-                "--azure: writing a fixed VHD (Azure accepts nothing else), not {}",
-                format.name()
-            ));
-        }
-        format = TargetFormat::Vhd;
+    let format = opts.format;
+    if opts.azure && format != TargetFormat::Vhd {
+        return Err(err!(
+            InvalidArgument,
+            "--azure writes a fixed VHD (Azure accepts nothing else), not {}: drop --to or use --to vhd",
+            format.name()
+        ));
     }
     let out = AtomicOutput::create(
         output,
