@@ -54,9 +54,18 @@ const CASES: &[Case] = &[
     },
     Case {
         name: "bad JSON",
-        mutate: |r| write(r, "consul/consul_region.json", b"{\"datacenter\": \"dc1\",,}"),
+        mutate: |r| {
+            write(
+                r,
+                "consul/consul_region.json",
+                b"{\"datacenter\": \"dc1\",,}",
+            )
+        },
         role: None,
-        expect: &["consul/consul_region.json: is not valid JSON", "line 1, column"],
+        expect: &[
+            "consul/consul_region.json: is not valid JSON",
+            "line 1, column",
+        ],
     },
     Case {
         name: "bad JSON in a resource file",
@@ -79,16 +88,30 @@ const CASES: &[Case] = &[
     Case {
         name: "gossip key of 11 bytes",
         mutate: |r| {
-            write(r, "consul/consul_secrets.json", b"{\"encrypt\": \"dG9vLXNob3J0ISE=\"}")
+            write(
+                r,
+                "consul/consul_secrets.json",
+                b"{\"encrypt\": \"dG9vLXNob3J0ISE=\"}",
+            )
         },
         role: None,
-        expect: &["consul/consul_secrets.json: key `encrypt`: bad gossip key: it decodes to 11 bytes"],
+        expect: &[
+            "consul/consul_secrets.json: key `encrypt`: bad gossip key: it decodes to 11 bytes",
+        ],
     },
     Case {
         name: "gossip key not base64",
-        mutate: |r| write(r, "consul/consul_secrets.json", b"{\"encrypt\": \"n0t base64 %%%\"}"),
+        mutate: |r| {
+            write(
+                r,
+                "consul/consul_secrets.json",
+                b"{\"encrypt\": \"n0t base64 %%%\"}",
+            )
+        },
         role: None,
-        expect: &["consul/consul_secrets.json: key `encrypt`: bad gossip key: it is not valid base64"],
+        expect: &[
+            "consul/consul_secrets.json: key `encrypt`: bad gossip key: it is not valid base64",
+        ],
     },
     Case {
         name: "certificate without key",
@@ -114,7 +137,11 @@ const CASES: &[Case] = &[
         name: "RSA key with EC certificate",
         mutate: |r| {
             add_certs(r, &ec_certs());
-            write(r, "consul/certs/consul_cert.key", rsa_certs().key_pem.as_bytes());
+            write(
+                r,
+                "consul/certs/consul_cert.key",
+                rsa_certs().key_pem.as_bytes(),
+            );
         },
         role: None,
         expect: &["consul/certs/consul_cert.key: key does not match: the key is RSA"],
@@ -165,7 +192,11 @@ const CASES: &[Case] = &[
         name: "every problem at once",
         mutate: |r| {
             rm(r, "consul/consul_region.json");
-            write(r, "consul/consul_secrets.json", b"{\"encrypt\": \"dG9vLXNob3J0ISE=\"}");
+            write(
+                r,
+                "consul/consul_secrets.json",
+                b"{\"encrypt\": \"dG9vLXNob3J0ISE=\"}",
+            );
             rm(r, "unbound/unbound_zones.conf");
         },
         role: None,
@@ -212,7 +243,10 @@ fn broken_trees_get_named_messages_and_no_output() {
             }
         }
         if !err.contains("[invalid-config]") {
-            failures.push(format!("{}: not an invalid-config error:\n{err}", case.name));
+            failures.push(format!(
+                "{}: not an invalid-config error:\n{err}",
+                case.name
+            ));
         }
         for secret in [GOSSIP_KEY, "dG9vLXNob3J0ISE=", "n0t base64", "PRIVATE KEY"] {
             if err.contains(secret) {
@@ -220,7 +254,11 @@ fn broken_trees_get_named_messages_and_no_output() {
             }
         }
         if !names_in(&outdir).is_empty() {
-            failures.push(format!("{}: left {:?} behind", case.name, names_in(&outdir)));
+            failures.push(format!(
+                "{}: left {:?} behind",
+                case.name,
+                names_in(&outdir)
+            ));
         }
         // The Azure custom data and NoCloud seed refuse the same tree.
         let cd = outdir.join("custom-data.txt");
@@ -288,10 +326,15 @@ fn absent_optional_files_are_warnings_naming_the_consequence() {
     assert!(o.status.success(), "{}", stderr(&o));
     let err = stderr(&o);
     assert!(
-        err.contains("warning: run_provisioning.json: absent: the first-boot service will do nothing"),
+        err.contains(
+            "warning: run_provisioning.json: absent: the first-boot service will do nothing"
+        ),
         "{err}"
     );
-    assert!(err.contains("warning: allow_ssh.json: absent: SSH will be blocked"), "{err}");
+    assert!(
+        err.contains("warning: allow_ssh.json: absent: SSH will be blocked"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -310,8 +353,16 @@ fn role_is_found_from_the_tree_or_asked_for() {
     ];
     let o = run(&args);
     assert!(!o.status.success());
-    assert!(stderr(&o).contains("cannot tell the role"), "{}", stderr(&o));
-    write(&tree, "consul/server/consul_server_bootstrap.json", b"{\"expect\": 3}");
+    assert!(
+        stderr(&o).contains("cannot tell the role"),
+        "{}",
+        stderr(&o)
+    );
+    write(
+        &tree,
+        "consul/server/consul_server_bootstrap.json",
+        b"{\"expect\": 3}",
+    );
     write(&tree, "consul/server/consul_server_location.json", b"{}");
     let o = run(&args);
     assert!(o.status.success(), "{}", stderr(&o));

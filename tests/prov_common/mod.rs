@@ -73,7 +73,9 @@ pub fn ec_certs() -> Certs {
 pub fn to_sec1(pkcs8_pem: &str) -> String {
     use p256::pkcs8::DecodePrivateKey;
     let k = p256::SecretKey::from_pkcs8_pem(pkcs8_pem).unwrap();
-    k.to_sec1_pem(p256::pkcs8::LineEnding::LF).unwrap().to_string()
+    k.to_sec1_pem(p256::pkcs8::LineEnding::LF)
+        .unwrap()
+        .to_string()
 }
 
 /// RSA 2048 certificate and key (PKCS#1 PEM).
@@ -82,11 +84,15 @@ pub fn rsa_certs() -> Certs {
     use rsa::pkcs8::EncodePrivateKey;
     let k = rsa::RsaPrivateKey::new(&mut rand_core::OsRng, 2048).unwrap();
     let pkcs8 = k.to_pkcs8_pem(rsa::pkcs8::LineEnding::LF).unwrap();
-    let key = rcgen::KeyPair::from_pkcs8_pem_and_sign_algo(&pkcs8, &rcgen::PKCS_RSA_SHA256).unwrap();
+    let key =
+        rcgen::KeyPair::from_pkcs8_pem_and_sign_algo(&pkcs8, &rcgen::PKCS_RSA_SHA256).unwrap();
     let params = rcgen::CertificateParams::new(vec!["server.dc1.consul".to_string()]).unwrap();
     let cert = params.self_signed(&key).unwrap();
     Certs {
-        key_pem: k.to_pkcs1_pem(rsa::pkcs8::LineEnding::LF).unwrap().to_string(),
+        key_pem: k
+            .to_pkcs1_pem(rsa::pkcs8::LineEnding::LF)
+            .unwrap()
+            .to_string(),
         cert_pem: cert.pem(),
         bundle_pem: cert.pem(),
     }
@@ -122,7 +128,11 @@ pub fn valid_tree(root: &Path) {
 pub fn add_certs(root: &Path, c: &Certs) {
     write(root, "consul/certs/consul_cert.key", c.key_pem.as_bytes());
     write(root, "consul/certs/consul_cert.crt", c.cert_pem.as_bytes());
-    write(root, "consul/certs/consul_cert_bundle.crt", c.bundle_pem.as_bytes());
+    write(
+        root,
+        "consul/certs/consul_cert_bundle.crt",
+        c.bundle_pem.as_bytes(),
+    );
 }
 
 /// Every file of a directory tree (relative path -> bytes), following nothing.
