@@ -90,7 +90,7 @@ pub fn write_fat(
     let mut disk = f;
     std::io::Seek::seek(&mut disk, std::io::SeekFrom::Start(0)).ctx(&path, "seeking")?;
     fatfs::format_volume(
-        &mut disk,
+        disk,
         FormatVolumeOptions::new()
             .fat_type(fat_type)
             .bytes_per_cluster(cluster)

@@ -158,7 +158,7 @@ pub(crate) fn cloud_init_seed(a: CloudInitSeedArgs, quiet: bool) -> Result<Outco
                         mode: 0o600,
                     },
                 )?;
-                (&*o.file()).write_all(doc.as_bytes()).map_err(|e| {
+                o.file().write_all(doc.as_bytes()).map_err(|e| {
                     crate::Error::io(e, "writing the custom data").with_path(o.tmp_path())
                 })?;
                 o.commit()?;

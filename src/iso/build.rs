@@ -144,7 +144,7 @@ impl IsoBuilder {
     /// Splits files into extents of at most `n` bytes (a multiple of the sector size; tests use
     /// it to exercise multi-extent files without 4 GiB inputs).
     pub fn set_max_extent(&mut self, n: u64) -> Result<()> {
-        if n == 0 || n % SECTOR != 0 || n > MAX_EXTENT {
+        if n == 0 || !n.is_multiple_of(SECTOR) || n > MAX_EXTENT {
             return Err(err!(InvalidArgument, "bad extent size {n}"));
         }
         self.max_extent = n;
@@ -385,7 +385,7 @@ fn joliet_name(name: &str, is_dir: bool, n: u32) -> Vec<u8> {
         .chars()
         .map(|c| {
             let v = c as u32;
-            if v < 0x20 || v > 0xFFFF || matches!(c, '*' | '/' | ':' | ';' | '?' | '\\') {
+            if !(0x20..=0xFFFF).contains(&v) || matches!(c, '*' | '/' | ':' | ';' | '?' | '\\') {
                 u16::from(b'_')
             } else {
                 v as u16
@@ -897,7 +897,7 @@ fn both32(v: u32) -> [u8; 8] {
 }
 
 fn record(lba: u32, size: u64, mtime: i64, flags: u8, id: &[u8], su: &[u8]) -> Result<Vec<u8>> {
-    let pad = usize::from(id.len() % 2 == 0);
+    let pad = usize::from(id.len().is_multiple_of(2));
     let len = 33 + id.len() + pad + su.len();
     if len > 255 {
         return Err(err!(
