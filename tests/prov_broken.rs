@@ -173,6 +173,12 @@ const CASES: &[Case] = &[
         expect: &["res/link: symlink to ../../outside.txt leaves the tree; refused"],
     },
     Case {
+        name: "name too long for the media",
+        mutate: |r| write(r, &format!("resource/{}", "n".repeat(120)), b"x"),
+        role: None,
+        expect: &["the name is 120 bytes long; at most 100 fit on the media"],
+    },
+    Case {
         name: "fifo",
         mutate: |r| {
             let p = std::ffi::CString::new(r.join("pipe").to_str().unwrap()).unwrap();

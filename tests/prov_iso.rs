@@ -382,3 +382,50 @@ fn builder_symlinks_and_multi_extent_files_read_back() {
         "multi-extent content differs"
     );
 }
+
+#[test]
+fn directories_spanning_several_sectors_list_completely() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("config");
+    valid_tree(&tree);
+    for i in 0..300 {
+        write(
+            &tree,
+            &format!("resource/many/resource-file-number-{i:04}.json"),
+            format!("{{\"i\": {i}}}").as_bytes(),
+        );
+    }
+    let iso = dir.path().join("many.iso");
+    let o = build(&tree, &iso, "1700000000");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let l = xorriso_listing(&iso);
+    assert_eq!(
+        l.keys()
+            .filter(|k| k.starts_with("/resource/many/"))
+            .count(),
+        300
+    );
+    let j = sh(Command::new(need("isoinfo", "genisoimage")).args([
+        "-J",
+        "-f",
+        "-i",
+        iso.to_str().unwrap(),
+    ]));
+    assert_eq!(
+        j.lines()
+            .filter(|k| k.starts_with("/resource/many/"))
+            .count(),
+        300
+    );
+    let dest = dir.path().join("x");
+    sh(Command::new(need("xorriso", "xorriso")).args([
+        "-osirrox",
+        "on",
+        "-indev",
+        iso.to_str().unwrap(),
+        "-extract",
+        "/",
+        dest.to_str().unwrap(),
+    ]));
+    assert_eq!(files_of(&dest), files_of(&tree));
+}

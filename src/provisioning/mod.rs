@@ -207,6 +207,18 @@ impl ConfigTree {
                 continue;
             };
             let rel = format!("{prefix}{name}");
+            if name.len() > crate::iso::build::MAX_RR_NAME {
+                report.error(
+                    &rel,
+                    None,
+                    format!(
+                        "the name is {} bytes long; at most {} fit on the media",
+                        name.len(),
+                        crate::iso::build::MAX_RR_NAME
+                    ),
+                );
+                continue;
+            }
             if depth > MAX_TREE_DEPTH {
                 report.error(
                     &rel,
