@@ -127,3 +127,44 @@ pub fn key_matches(cert: &Certificate, key: &PrivateKey) -> Result<(), String> {
         Err("the private key does not match the certificate's public key".to_string())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_and_certificates_match_or_not() {
+        let k1 = rcgen::KeyPair::generate().unwrap();
+        let k2 = rcgen::KeyPair::generate().unwrap();
+        let params = rcgen::CertificateParams::new(vec!["a.consul".to_string()]).unwrap();
+        let cert = params.self_signed(&k1).unwrap();
+        let c = parse_certificate(cert.pem().as_bytes()).unwrap();
+        let key1 = parse_private_key(k1.serialize_pem().as_bytes()).unwrap();
+        let key2 = parse_private_key(k2.serialize_pem().as_bytes()).unwrap();
+        assert!(key_matches(&c, &key1).is_ok());
+        assert!(key_matches(&c, &key2).unwrap_err().contains("does not match"));
+        assert_eq!(parse_bundle(format!("{}{}", cert.pem(), cert.pem()).as_bytes()), Ok(2));
+    }
+
+    #[test]
+    fn unsupported_and_broken_keys_are_named_without_their_bytes() {
+        let p384 = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).unwrap();
+        let e = parse_private_key(p384.serialize_pem().as_bytes()).unwrap_err();
+        assert!(e.contains("other curves are not supported"), "{e}");
+        let body = "MHcCAQEEIBADBADBADBADBADBADBADBADBADBADBADBADBADBADBADBAD";
+        let e = parse_private_key(
+            format!("-----BEGIN EC PRIVATE KEY-----\n{body}\n-----END EC PRIVATE KEY-----\n")
+                .as_bytes(),
+        )
+        .unwrap_err();
+        assert!(!e.contains("BADBAD"), "{e}");
+        let e = parse_private_key(
+            b"-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n",
+        )
+        .unwrap_err();
+        assert!(e.contains("encrypted"), "{e}");
+        let e = parse_certificate(p384.serialize_pem().as_bytes()).unwrap_err();
+        assert!(e.contains("not a CERTIFICATE"), "{e}");
+        assert!(parse_bundle(b"").is_err());
+    }
+}
