@@ -142,8 +142,15 @@ mod tests {
         let key1 = parse_private_key(k1.serialize_pem().as_bytes()).unwrap();
         let key2 = parse_private_key(k2.serialize_pem().as_bytes()).unwrap();
         assert!(key_matches(&c, &key1).is_ok());
-        assert!(key_matches(&c, &key2).unwrap_err().contains("does not match"));
-        assert_eq!(parse_bundle(format!("{}{}", cert.pem(), cert.pem()).as_bytes()), Ok(2));
+        assert!(
+            key_matches(&c, &key2)
+                .unwrap_err()
+                .contains("does not match")
+        );
+        assert_eq!(
+            parse_bundle(format!("{}{}", cert.pem(), cert.pem()).as_bytes()),
+            Ok(2)
+        );
     }
 
     #[test]
