@@ -62,14 +62,27 @@ fn sh(cmd: &mut Command) -> String {
 /// path -> (mode string, uid, gid, size) from `xorriso -find / -exec lsdl`.
 fn xorriso_listing(iso: &Path) -> BTreeMap<String, (String, String, String, u64)> {
     let xorriso = need("xorriso", "xorriso");
-    let out = sh(Command::new(xorriso).args([
-        "-indev",
-        iso.to_str().unwrap(),
-        "-find",
-        "/",
-        "-exec",
-        "lsdl",
-    ]));
+    let o = Command::new(xorriso)
+        .args([
+            "-indev",
+            iso.to_str().unwrap(),
+            "-find",
+            "/",
+            "-exec",
+            "lsdl",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "xorriso: {err}");
+    // libisofs reports malformed SUSP/RRIP entries, directory records, path tables as these.
+    for bad in ["WARNING", "SORRY", "FAILURE", "FATAL", "MISHAP"] {
+        assert!(
+            !err.contains(bad),
+            "xorriso complained about the image: {err}"
+        );
+    }
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
     let mut m = BTreeMap::new();
     for line in out.lines() {
         let Some(q) = line.find('\'') else { continue };
