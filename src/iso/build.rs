@@ -1121,4 +1121,114 @@ mod tests {
         assert!(IsoBuilder::new("", Meta::root(0o755, 0)).is_err());
         assert!(IsoBuilder::new(&"v".repeat(33), Meta::root(0o755, 0)).is_err());
     }
+
+    fn u32le(b: &[u8], at: usize) -> u32 {
+        u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+    }
+    fn u32be(b: &[u8], at: usize) -> u32 {
+        u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+    }
+
+    /// Walks a tree from its root record; checks both-endian fields, sector boundaries and the
+    /// order of records. Returns (directory LBA, parent LBA, identifier) of every directory.
+    fn walk(img: &[u8], lba: u32, size: u32, parent: u32, out: &mut Vec<(u32, u32, Vec<u8>)>) {
+        let start = lba as usize * 2048;
+        let mut at = 0usize;
+        let mut prev: Option<Vec<u8>> = None;
+        let mut n = 0;
+        while at < size as usize {
+            let len = img[start + at] as usize;
+            if len == 0 {
+                at = (at / 2048 + 1) * 2048;
+                continue;
+            }
+            assert!(at % 2048 + len <= 2048, "record crosses a sector");
+            let r = &img[start + at..start + at + len];
+            assert_eq!(u32le(r, 2), u32be(r, 6), "extent both-endian");
+            assert_eq!(u32le(r, 10), u32be(r, 14), "size both-endian");
+            let id = r[33..33 + r[32] as usize].to_vec();
+            if n == 0 {
+                assert_eq!(u32le(r, 2), lba, "'.' points at itself");
+            } else if n == 1 {
+                assert_eq!(u32le(r, 2), parent, "'..' points at the parent");
+            } else {
+                if let Some(p) = &prev {
+                    assert!(p <= &id, "records out of order");
+                }
+                if r[25] & 2 != 0 {
+                    out.push((u32le(r, 2), lba, id.clone()));
+                    walk(img, u32le(r, 2), u32le(r, 10), lba, out);
+                }
+                prev = Some(id);
+            }
+            n += 1;
+            at += len;
+        }
+    }
+
+    #[test]
+    fn records_and_path_tables_are_consistent() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("o.iso");
+        let mut b = IsoBuilder::new("T", Meta::root(0o755, 1_700_000_000)).unwrap();
+        for d in ["zeta", "alpha", "Mid", "alpha/sub", "alpha/sub/deeper"] {
+            b.add_dir(d, Meta::root(0o755, 1)).unwrap();
+        }
+        for i in 0..120 {
+            let p = format!("alpha/file-{i:03}-with-a-long-name-to-fill-sectors.txt");
+            b.add_file(
+                &p,
+                FileData::Bytes(vec![i as u8; i]),
+                i as u64,
+                Meta::root(0o644, 2),
+            )
+            .unwrap();
+        }
+        let o = AtomicOutput::create(&out, &[], OutputOptions::default()).unwrap();
+        b.write(&o).unwrap();
+        o.commit().unwrap();
+        let img = std::fs::read(&out).unwrap();
+        for vd in [16usize, 17] {
+            let d = &img[vd * 2048..(vd + 1) * 2048];
+            assert_eq!(u32le(d, 80) as usize * 2048, img.len(), "volume space size");
+            let root = &d[156..190];
+            let (rl, rs) = (u32le(root, 2), u32le(root, 10));
+            let mut dirs = vec![(rl, rl, vec![0u8])];
+            walk(&img, rl, rs, rl, &mut dirs);
+            assert_eq!(dirs.len(), 6);
+            // Path tables (L then M) list the same directories with the right parents.
+            let pt_size = u32le(d, 132) as usize;
+            for (table, big) in [(u32le(d, 140), false), (u32be(d, 148), true)] {
+                let t = &img[table as usize * 2048..table as usize * 2048 + pt_size];
+                let mut at = 0;
+                let mut lbas = Vec::new();
+                while at < t.len() {
+                    let l = t[at] as usize;
+                    let lba = if big {
+                        u32be(t, at + 2)
+                    } else {
+                        u32le(t, at + 2)
+                    };
+                    let parent = if big {
+                        u16::from_be_bytes([t[at + 6], t[at + 7]])
+                    } else {
+                        u16::from_le_bytes([t[at + 6], t[at + 7]])
+                    };
+                    let id = t[at + 8..at + 8 + l].to_vec();
+                    let parent_lba = if lbas.is_empty() {
+                        lba
+                    } else {
+                        lbas[parent as usize - 1]
+                    };
+                    assert!(
+                        dirs.contains(&(lba, parent_lba, id.clone())),
+                        "path table entry {id:?} does not match the tree"
+                    );
+                    lbas.push(lba);
+                    at += 8 + l + (l & 1);
+                }
+                assert_eq!(lbas.len(), 6);
+            }
+        }
+    }
 }
