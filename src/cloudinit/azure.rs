@@ -110,6 +110,16 @@ fn render(items: &[Item]) -> String {
 }
 
 fn items(tree: &ConfigTree) -> Result<Vec<Item>> {
+    // Everything is held in memory to be encoded: bound it before reading anything.
+    let total: u64 = tree.files().map(|e| e.size).sum();
+    if total > super::MAX_USER_DATA {
+        return Err(err!(
+            LimitExceeded,
+            "the tree holds {total} bytes of files; a cloud-config carries at most {}",
+            super::MAX_USER_DATA
+        )
+        .with_path(&tree.root));
+    }
     let mut v = Vec::new();
     for e in tree.files() {
         let data = tree.read_any(e)?;
