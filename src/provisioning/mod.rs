@@ -252,7 +252,7 @@ impl ConfigTree {
                     Err(_) => report.error(
                         &rel,
                         None,
-                        format!("symlink to {} dangles; refused", target.display()),
+                        format!("symlink to {} dangles or loops; refused", target.display()),
                     ),
                     Ok(t) if !t.starts_with(canon_root) => report.error(
                         &rel,
