@@ -19,7 +19,11 @@ pub mod vhd;
 pub mod vhdx;
 
 // ISO 9660 and remastering
+pub mod iso;
 
 // provisioning media and cloud-init
+pub mod cloudinit;
+pub mod fat;
+pub mod provisioning;
 
 pub use error::{Error, ErrorKind, Result};

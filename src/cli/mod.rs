@@ -2,6 +2,7 @@
 
 mod disk;
 mod progress;
+mod provisioning;
 
 use crate::error::Error;
 use clap::{Parser, Subcommand};
@@ -32,6 +33,10 @@ enum Command {
     // ISO commands
 
     // provisioning and cloud-init commands
+    /// Build the provisioning DVD (Rock Ridge + Joliet) from a checked config tree.
+    ProvisioningCd(provisioning::ProvisioningCdArgs),
+    /// Build a NoCloud seed (cidata ISO or FAT), or Azure custom data from a config tree.
+    CloudInitSeed(provisioning::CloudInitSeedArgs),
 }
 
 /// What a subcommand returns: success, or an exit code with nothing more to print.
@@ -52,6 +57,8 @@ pub fn main() -> ExitCode {
         // ISO commands
 
         // provisioning and cloud-init commands
+        Command::ProvisioningCd(a) => provisioning::provisioning_cd(a, quiet),
+        Command::CloudInitSeed(a) => provisioning::cloud_init_seed(a, quiet),
     };
     match result {
         Ok(Outcome::Ok) => ExitCode::SUCCESS,

@@ -3,3 +3,4 @@
 // reading, inspection and remaster patching
 
 // building from a tree
+pub mod build;
