@@ -17,6 +17,8 @@ pub mod vhd;
 pub mod vhdx;
 
 // ISO 9660 and remastering
+pub mod iso;
+pub mod remaster;
 
 // provisioning media and cloud-init
 

@@ -1,0 +1,1 @@
+//! Remastering installer ISOs.
