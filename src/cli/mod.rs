@@ -1,6 +1,8 @@
 //! The `isotool` command line: argument parsing and rendering only; the work is in the library.
 
 mod disk;
+mod iso;
+mod remaster;
 mod progress;
 
 use crate::error::Error;
@@ -30,6 +32,11 @@ enum Command {
     /// Check a disk image against a target platform (azure, hyperv-gen1, hyperv-gen2).
     Validate(disk::ValidateArgs),
     // ISO commands
+    /// Inspect ISO 9660 images: ls, extract, info.
+    #[command(subcommand)]
+    Iso(iso::IsoCommand),
+    /// Make a stock installer ISO unattended (preseed / kickstart), keeping its boot records.
+    Remaster(remaster::RemasterArgs),
 
     // provisioning and cloud-init commands
 }
@@ -50,6 +57,8 @@ pub fn main() -> ExitCode {
         Command::Info(a) => disk::info(a),
         Command::Validate(a) => disk::validate(a),
         // ISO commands
+        Command::Iso(c) => iso::iso(c),
+        Command::Remaster(a) => remaster::remaster(a, quiet),
 
         // provisioning and cloud-init commands
     };
