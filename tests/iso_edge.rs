@@ -1,6 +1,6 @@
 //! ISOs the remaster did not expect, kickstart media, and corrupted images.
 
-#[path = "iso_common.rs"]
+#[path = "iso_common/mod.rs"]
 mod common;
 use common::*;
 use std::os::unix::fs::FileExt;
@@ -10,7 +10,11 @@ use std::process::Command;
 fn mkiso(root: &Path, out: &Path, extra: &[&str]) {
     need("xorriso", "xorriso");
     let mut c = Command::new("xorriso");
-    c.args(["-as", "mkisofs", "-quiet", "-r", "-J", "-V", "EDGE"]).args(extra).arg("-o").arg(out).arg(root);
+    c.args(["-as", "mkisofs", "-quiet", "-r", "-J", "-V", "EDGE"])
+        .args(extra)
+        .arg("-o")
+        .arg(out)
+        .arg(root);
     c.env("SOURCE_DATE_EPOCH", "1600000000");
     run(&mut c);
 }
@@ -30,10 +34,25 @@ fn plain_iso_needs_no_boot_edit_and_seed_goes_to_root() {
     let seed = d.path().join("s.seed");
     std::fs::write(&seed, "x\n").unwrap();
     let out = d.path().join("o.iso");
-    let o = isotool(&["remaster", iso.to_str().unwrap(), "-o", out.to_str().unwrap(), "--preseed", seed.to_str().unwrap()]);
+    let o = isotool(&[
+        "remaster",
+        iso.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--preseed",
+        seed.to_str().unwrap(),
+    ]);
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("--no-boot-edit"));
-    let e = isotool_ok(&["remaster", iso.to_str().unwrap(), "-o", out.to_str().unwrap(), "--preseed", seed.to_str().unwrap(), "--no-boot-edit"]);
+    let e = isotool_ok(&[
+        "remaster",
+        iso.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--preseed",
+        seed.to_str().unwrap(),
+        "--no-boot-edit",
+    ]);
     assert!(e.contains("no /preseed directory"), "{e}");
     let l = lsdl(&out);
     assert!(l.contains_key("/s.seed"));
@@ -44,17 +63,35 @@ fn plain_iso_needs_no_boot_edit_and_seed_goes_to_root() {
 fn grub_only_iso_gets_uefi_entry_and_note() {
     let d = tempfile::tempdir().unwrap();
     let r = d.path().join("r");
-    write(r.join("boot/grub/grub.cfg"), "set timeout=30\nmenuentry \"Install\" {\n\tlinux\t/install/vmlinuz file=/cdrom/preseed/x.seed quiet ---\n\tinitrd\t/install/initrd.gz\n}\n");
+    write(
+        r.join("boot/grub/grub.cfg"),
+        "set timeout=30\nmenuentry \"Install\" {\n\tlinux\t/install/vmlinuz file=/cdrom/preseed/x.seed quiet ---\n\tinitrd\t/install/initrd.gz\n}\n",
+    );
     write(r.join("preseed/x.seed"), "stock\n");
     let iso = d.path().join("g.iso");
     mkiso(&r, &iso, &[]);
     let seed = d.path().join("auto.seed");
     std::fs::write(&seed, "x\n").unwrap();
     let out = d.path().join("o.iso");
-    let e = isotool_ok(&["remaster", iso.to_str().unwrap(), "-o", out.to_str().unwrap(), "--preseed", seed.to_str().unwrap(), "--timeout", "0"]);
-    assert!(e.contains("BIOS path: no /isolinux/isolinux.cfg found; skipped"), "{e}");
+    let e = isotool_ok(&[
+        "remaster",
+        iso.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--preseed",
+        seed.to_str().unwrap(),
+        "--timeout",
+        "0",
+    ]);
+    assert!(
+        e.contains("BIOS path: no /isolinux/isolinux.cfg found; skipped"),
+        "{e}"
+    );
     let g = String::from_utf8(extract(&out, "/boot/grub/grub.cfg", &d.path().join("x"))).unwrap();
-    assert!(g.contains("set timeout=0\n") && g.contains("preseed/file=/cdrom/preseed/auto.seed"), "{g}");
+    assert!(
+        g.contains("set timeout=0\n") && g.contains("preseed/file=/cdrom/preseed/auto.seed"),
+        "{g}"
+    );
     assert!(lsdl(&out).contains_key("/preseed/auto.seed"));
 }
 
@@ -63,17 +100,56 @@ fn kickstart_centos_like() {
     need("mkfs.vfat", "dosfstools");
     let d = tempfile::tempdir().unwrap();
     let r = d.path().join("r");
-    write(r.join("isolinux/isolinux.cfg"), "default vesamenu.c32\ntimeout 600\nlabel linux\n  menu label ^Install CentOS 7\n  kernel vmlinuz\n  append initrd=initrd.img inst.stage2=hd:LABEL=CentOS\\x207\\x20x86_64 quiet\nlabel check\n  menu label Test this ^media & install CentOS 7\n  menu default\n  kernel vmlinuz\n  append initrd=initrd.img inst.stage2=hd:LABEL=CentOS\\x207\\x20x86_64 rd.live.check quiet\n");
-    write(r.join("EFI/BOOT/grub.cfg"), "set default=\"1\"\nset timeout=60\nmenuentry 'Install CentOS 7' --class fedora --class gnu-linux --class gnu --class os {\n\tlinuxefi /images/pxeboot/vmlinuz inst.stage2=hd:LABEL=CentOS\\x207\\x20x86_64 quiet\n\tinitrdefi /images/pxeboot/initrd.img\n}\n");
-    std::fs::copy("/usr/lib/ISOLINUX/isolinux.bin", r.join("isolinux/isolinux.bin")).expect("install isolinux");
+    write(
+        r.join("isolinux/isolinux.cfg"),
+        "default vesamenu.c32\ntimeout 600\nlabel linux\n  menu label ^Install CentOS 7\n  kernel vmlinuz\n  append initrd=initrd.img inst.stage2=hd:LABEL=CentOS\\x207\\x20x86_64 quiet\nlabel check\n  menu label Test this ^media & install CentOS 7\n  menu default\n  kernel vmlinuz\n  append initrd=initrd.img inst.stage2=hd:LABEL=CentOS\\x207\\x20x86_64 rd.live.check quiet\n",
+    );
+    write(
+        r.join("EFI/BOOT/grub.cfg"),
+        "set default=\"1\"\nset timeout=60\nmenuentry 'Install CentOS 7' --class fedora --class gnu-linux --class gnu --class os {\n\tlinuxefi /images/pxeboot/vmlinuz inst.stage2=hd:LABEL=CentOS\\x207\\x20x86_64 quiet\n\tinitrdefi /images/pxeboot/initrd.img\n}\n",
+    );
+    std::fs::copy(
+        "/usr/lib/ISOLINUX/isolinux.bin",
+        r.join("isolinux/isolinux.bin"),
+    )
+    .expect("install isolinux");
     std::fs::create_dir_all(r.join("images")).unwrap();
-    run(Command::new("mkfs.vfat").arg("-C").arg(r.join("images/efiboot.img")).arg("1440"));
+    run(Command::new("mkfs.vfat")
+        .arg("-C")
+        .arg(r.join("images/efiboot.img"))
+        .arg("1440"));
     let iso = d.path().join("c.iso");
-    mkiso(&r, &iso, &["-b", "isolinux/isolinux.bin", "-c", "isolinux/boot.cat", "-no-emul-boot", "-boot-load-size", "4", "-boot-info-table", "-eltorito-alt-boot", "-e", "images/efiboot.img", "-no-emul-boot"]);
+    mkiso(
+        &r,
+        &iso,
+        &[
+            "-b",
+            "isolinux/isolinux.bin",
+            "-c",
+            "isolinux/boot.cat",
+            "-no-emul-boot",
+            "-boot-load-size",
+            "4",
+            "-boot-info-table",
+            "-eltorito-alt-boot",
+            "-e",
+            "images/efiboot.img",
+            "-no-emul-boot",
+        ],
+    );
     let ks = d.path().join("ks.cfg");
     std::fs::write(&ks, "rootpw --plaintext SECRET\n").unwrap();
     let out = d.path().join("o.iso");
-    let e = isotool_ok(&["remaster", iso.to_str().unwrap(), "-o", out.to_str().unwrap(), "--kickstart", ks.to_str().unwrap(), "--kernel-arg", "console=ttyS0"]);
+    let e = isotool_ok(&[
+        "remaster",
+        iso.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--kickstart",
+        ks.to_str().unwrap(),
+        "--kernel-arg",
+        "console=ttyS0",
+    ]);
     assert!(!e.contains("SECRET"));
     let x = d.path().join("x");
     let c = String::from_utf8(extract(&out, "/isolinux/isolinux.cfg", &x)).unwrap();
@@ -81,10 +157,19 @@ fn kickstart_centos_like() {
     assert!(c.contains("timeout 10\n"));
     assert_eq!(c.matches("menu default").count(), 1);
     let g = String::from_utf8(extract(&out, "/EFI/BOOT/grub.cfg", &x)).unwrap();
-    assert!(g.contains("linuxefi\t/images/pxeboot/vmlinuz inst.ks=cdrom:/ks.cfg"), "{g}");
+    assert!(
+        g.contains("linuxefi\t/images/pxeboot/vmlinuz inst.ks=cdrom:/ks.cfg"),
+        "{g}"
+    );
     assert!(g.contains("set default=0\n"));
     assert_eq!(extract(&out, "/ks.cfg", &x), std::fs::read(&ks).unwrap());
-    assert_eq!(boot_report(&out, false).iter().filter(|l| l.contains("El Torito boot img")).count(), 2);
+    assert_eq!(
+        boot_report(&out, false)
+            .iter()
+            .filter(|l| l.contains("El Torito boot img"))
+            .count(),
+        2
+    );
 }
 
 fn corrupt(src: &Path, dst: &Path, off: u64, bytes: &[u8]) {
@@ -94,9 +179,18 @@ fn corrupt(src: &Path, dst: &Path, off: u64, bytes: &[u8]) {
 }
 
 fn ls_fails(iso: &Path, code: &str) -> String {
-    let o = Command::new(BIN).args(["iso", "ls", "-R"]).arg(iso).output().unwrap();
+    let o = Command::new(BIN)
+        .args(["iso", "ls", "-R"])
+        .arg(iso)
+        .output()
+        .unwrap();
     let e = String::from_utf8_lossy(&o.stderr).to_string();
-    assert_eq!(o.status.code(), Some(1), "expected a clean failure, got {:?}: {e}", o.status);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "expected a clean failure, got {:?}: {e}",
+        o.status
+    );
     assert!(e.contains(&format!("[{code}]")), "expected [{code}]: {e}");
     assert!(!e.contains("panicked"), "{e}");
     e
@@ -132,21 +226,49 @@ fn corrupted_images_give_named_errors() {
     assert!(e.contains("loop"), "{e}");
 
     // an absurd directory size
-    corrupt(&good, &bad, many.rec().offset + 10, &[0xff, 0xff, 0xff, 0x7f]);
+    corrupt(
+        &good,
+        &bad,
+        many.rec().offset + 10,
+        &[0xff, 0xff, 0xff, 0x7f],
+    );
     ls_fails(&bad, "absurd-size");
 
     // a truncated image
     std::fs::copy(&good, &bad).unwrap();
-    std::fs::OpenOptions::new().write(true).open(&bad).unwrap().set_len(17 * 2048).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&bad)
+        .unwrap()
+        .set_len(17 * 2048)
+        .unwrap();
     ls_fails(&bad, "truncated");
 
     // remaster of a corrupted image fails cleanly and leaves no output
     corrupt(&good, &bad, many.rec().offset + 2, &ext);
     let out = d.path().join("o.iso");
-    let o = isotool(&["remaster", bad.to_str().unwrap(), "-o", out.to_str().unwrap(), "--add", &format!("{}=/x", good.display())]);
+    let o = isotool(&[
+        "remaster",
+        bad.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--add",
+        &format!("{}=/x", good.display()),
+    ]);
     assert!(!o.status.success());
     assert!(!out.exists());
-    assert_eq!(std::fs::read_dir(d.path()).unwrap().filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().contains(".tmp")).count(), 0);
+    assert_eq!(
+        std::fs::read_dir(d.path())
+            .unwrap()
+            .filter(|e| e
+                .as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .contains(".tmp"))
+            .count(),
+        0
+    );
 
     // info of a good image
     let j = run(Command::new(BIN).args(["iso", "info", "--json"]).arg(&good));

@@ -1,9 +1,8 @@
 //! Remaster of an Ubuntu-shaped ISO checked with xorriso, isoinfo and sgdisk as oracles.
 
-#[path = "iso_common.rs"]
+#[path = "iso_common/mod.rs"]
 mod common;
 use common::*;
-use std::path::Path;
 use std::process::Command;
 
 const CHANGED: &[&str] = &[
@@ -35,7 +34,10 @@ fn remaster_preseed_keeps_tree_and_boot_equipment() {
         "--timeout",
         "2",
     ]);
-    assert!(!stderr.contains("SECRET-VALUE"), "the preseed content was printed");
+    assert!(
+        !stderr.contains("SECRET-VALUE"),
+        "the preseed content was printed"
+    );
     assert_eq!(sha(&input), before, "the input was modified");
 
     // same tree but for the intended changes
@@ -49,8 +51,16 @@ fn remaster_preseed_keeps_tree_and_boot_equipment() {
     }
     let added: Vec<&String> = b.keys().filter(|k| !a.contains_key(*k)).collect();
     assert_eq!(added, vec!["/preseed/auto.seed"]);
-    assert!(b["/preseed/auto.seed"].starts_with("-rw-r--r--"), "{}", b["/preseed/auto.seed"]);
-    assert!(b["/ubuntu"].contains("-> '.'"), "symlink kept: {}", b["/ubuntu"]);
+    assert!(
+        b["/preseed/auto.seed"].starts_with("-rw-r--r--"),
+        "{}",
+        b["/preseed/auto.seed"]
+    );
+    assert!(
+        b["/ubuntu"].contains("-> '.'"),
+        "symlink kept: {}",
+        b["/ubuntu"]
+    );
 
     // isoinfo reads both trees
     let rr = run(Command::new("isoinfo").args(["-R", "-l", "-i"]).arg(&out));
@@ -63,24 +73,50 @@ fn remaster_preseed_keeps_tree_and_boot_equipment() {
 
     // contents
     let x = d.path().join("x");
-    assert_eq!(extract(&out, "/preseed/auto.seed", &x), std::fs::read(&seed).unwrap());
+    assert_eq!(
+        extract(&out, "/preseed/auto.seed", &x),
+        std::fs::read(&seed).unwrap()
+    );
     let txt = String::from_utf8(extract(&out, "/isolinux/txt.cfg", &x)).unwrap();
-    assert!(txt.starts_with("default unattended\nlabel unattended\n"), "{txt}");
+    assert!(
+        txt.starts_with("default unattended\nlabel unattended\n"),
+        "{txt}"
+    );
     assert!(txt.contains("append auto=true priority=critical preseed/file=/cdrom/preseed/auto.seed vga=788 console=ttyS0 initrd=/install/initrd.gz quiet ---"));
     assert!(txt.contains("label install\n"), "stock entry kept");
     let cfg = String::from_utf8(extract(&out, "/isolinux/isolinux.cfg", &x)).unwrap();
-    assert!(cfg.contains("timeout 20\n") && cfg.contains("prompt 0\n") && cfg.contains("# ui gfxboot"), "{cfg}");
+    assert!(
+        cfg.contains("timeout 20\n") && cfg.contains("prompt 0\n") && cfg.contains("# ui gfxboot"),
+        "{cfg}"
+    );
     let grub = String::from_utf8(extract(&out, "/boot/grub/grub.cfg", &x)).unwrap();
-    assert!(grub.contains("set timeout=2\n") && grub.contains("set default=0\n"), "{grub}");
+    assert!(
+        grub.contains("set timeout=2\n") && grub.contains("set default=0\n"),
+        "{grub}"
+    );
     assert!(grub.contains("linux\t/install/vmlinuz auto=true priority=critical preseed/file=/cdrom/preseed/auto.seed console=ttyS0 quiet ---"), "{grub}");
-    assert_eq!(extract(&out, "/boot/grub/efi.img", &x), extract(&input, "/boot/grub/efi.img", &x), "efi.img changed");
+    assert_eq!(
+        extract(&out, "/boot/grub/efi.img", &x),
+        extract(&input, "/boot/grub/efi.img", &x),
+        "efi.img changed"
+    );
 
     // md5sum.txt true for every line
     let tree = d.path().join("tree");
-    run(Command::new("xorriso").args(["-osirrox", "on", "-indev"]).arg(&out).args(["-extract", "/"]).arg(&tree));
-    run(Command::new("md5sum").args(["--quiet", "-c", "md5sum.txt"]).current_dir(&tree));
+    run(Command::new("xorriso")
+        .args(["-osirrox", "on", "-indev"])
+        .arg(&out)
+        .args(["-extract", "/"])
+        .arg(&tree));
+    run(Command::new("md5sum")
+        .args(["--quiet", "-c", "md5sum.txt"])
+        .current_dir(&tree));
     let sums = std::fs::read_to_string(tree.join("md5sum.txt")).unwrap();
-    for p in ["./preseed/auto.seed", "./isolinux/txt.cfg", "./boot/grub/grub.cfg"] {
+    for p in [
+        "./preseed/auto.seed",
+        "./isolinux/txt.cfg",
+        "./boot/grub/grub.cfg",
+    ] {
         assert!(sums.contains(&format!("  {p}\n")), "{p} not in md5sum.txt");
     }
 
@@ -92,15 +128,33 @@ fn remaster_preseed_keeps_tree_and_boot_equipment() {
     assert_eq!(ours, theirs, "boot equipment differs from xorriso's replay");
     let exact = boot_report(&out, false);
     let len = std::fs::metadata(&out).unwrap().len();
-    assert!(exact.iter().any(|l| l.contains("boot-info-table")), "{exact:?}");
-    assert!(exact.contains(&format!("ISO image size/512 : {}", len / 512)), "{exact:?}");
     assert!(
-        exact.iter().any(|l| l.starts_with("MBR partition      :   1   0x80  0x00") && l.ends_with(&format!(" {}", len / 512))),
+        exact.iter().any(|l| l.contains("boot-info-table")),
+        "{exact:?}"
+    );
+    assert!(
+        exact.contains(&format!("ISO image size/512 : {}", len / 512)),
+        "{exact:?}"
+    );
+    assert!(
+        exact
+            .iter()
+            .any(|l| l.starts_with("MBR partition      :   1   0x80  0x00")
+                && l.ends_with(&format!(" {}", len / 512))),
         "MBR partition 1 does not cover the image: {exact:?}"
     );
-    assert!(exact.iter().any(|l| l.starts_with("GPT lba range") && l.ends_with(&format!(" {}", len / 512 - 1))), "{exact:?}");
+    assert!(
+        exact
+            .iter()
+            .any(|l| l.starts_with("GPT lba range") && l.ends_with(&format!(" {}", len / 512 - 1))),
+        "{exact:?}"
+    );
     let old = boot_report(&input, false);
-    for l in old.iter().filter(|l| l.contains("El Torito boot img") || l.contains("APM start") || l.contains("MBR partition      :   2")) {
+    for l in old.iter().filter(|l| {
+        l.contains("El Torito boot img")
+            || l.contains("APM start")
+            || l.contains("MBR partition      :   2")
+    }) {
         assert!(exact.contains(l), "boot image / EFI partition moved: {l}");
     }
 
@@ -109,7 +163,9 @@ fn remaster_preseed_keeps_tree_and_boot_equipment() {
     let w = |o: usize| u32::from_le_bytes(bin[o..o + 4].try_into().unwrap());
     assert_eq!(w(8), 16, "bi_pvd");
     assert_eq!(w(16) as usize, bin.len(), "bi_length");
-    let sum = (64..bin.len()).step_by(4).fold(0u32, |s, o| s.wrapping_add(w(o)));
+    let sum = (64..bin.len())
+        .step_by(4)
+        .fold(0u32, |s, o| s.wrapping_add(w(o)));
     assert_eq!(sum, w(20), "bi_csum");
     let bios_lba: u32 = exact
         .iter()
@@ -121,18 +177,36 @@ fn remaster_preseed_keeps_tree_and_boot_equipment() {
     assert_eq!(w(12), bios_lba, "bi_file");
 
     // GPT: sgdisk sees what it saw in the input (xorriso's layout has inherent overlaps)
-    let v_in = Command::new("sgdisk").arg("-v").arg(&input).output().unwrap();
+    let v_in = Command::new("sgdisk")
+        .arg("-v")
+        .arg(&input)
+        .output()
+        .unwrap();
     let v_out = Command::new("sgdisk").arg("-v").arg(&out).output().unwrap();
     assert_eq!(
         String::from_utf8_lossy(&v_in.stdout),
         String::from_utf8_lossy(&v_out.stdout),
         "sgdisk -v differs"
     );
-    assert!(!String::from_utf8_lossy(&v_out.stdout).contains("CRC"), "GPT CRC problem");
+    assert!(
+        !String::from_utf8_lossy(&v_out.stdout).contains("CRC"),
+        "GPT CRC problem"
+    );
 
     // reproducible
     let out2 = d.path().join("out2.iso");
-    isotool_ok(&["remaster", input.to_str().unwrap(), "-o", out2.to_str().unwrap(), "--preseed", seed.to_str().unwrap(), "--kernel-arg", "console=ttyS0", "--timeout", "2"]);
+    isotool_ok(&[
+        "remaster",
+        input.to_str().unwrap(),
+        "-o",
+        out2.to_str().unwrap(),
+        "--preseed",
+        seed.to_str().unwrap(),
+        "--kernel-arg",
+        "console=ttyS0",
+        "--timeout",
+        "2",
+    ]);
     assert_eq!(sha(&out), sha(&out2), "two runs differ");
 }
 
@@ -143,7 +217,14 @@ fn directories_that_overflow_move_with_path_tables() {
     let input = ubuntu_mini(d.path());
     let src = d.path().join("add.txt");
     std::fs::write(&src, "added\n").unwrap();
-    let mut args: Vec<String> = vec!["remaster".into(), input.to_str().unwrap().into(), "-o".into(), d.path().join("o.iso").to_str().unwrap().into(), "--volume-id".into(), "NEWVOL".into()];
+    let mut args: Vec<String> = vec![
+        "remaster".into(),
+        input.to_str().unwrap().into(),
+        "-o".into(),
+        d.path().join("o.iso").to_str().unwrap().into(),
+        "--volume-id".into(),
+        "NEWVOL".into(),
+    ];
     let mut want = Vec::new();
     for i in 0..40 {
         let p = format!("/doc/many/added-file-with-a-long-name-{i:03}.txt");
@@ -161,8 +242,14 @@ fn directories_that_overflow_move_with_path_tables() {
     let o = isotool(&a);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("rewritten at the end: Primary:/doc/many"), "{err}");
-    assert!(err.contains("rewritten at the end: Primary:/\n") || err.contains("Primary:/\n"), "root did not move: {err}");
+    assert!(
+        err.contains("rewritten at the end: Primary:/doc/many"),
+        "{err}"
+    );
+    assert!(
+        err.contains("rewritten at the end: Primary:/\n") || err.contains("Primary:/\n"),
+        "root did not move: {err}"
+    );
     let out = d.path().join("o.iso");
     let before = lsdl(&input);
     let after = lsdl(&out);
@@ -181,7 +268,10 @@ fn directories_that_overflow_move_with_path_tables() {
     let pl = run(Command::new("isoinfo").args(["-l", "-i"]).arg(&out));
     assert!(pl.contains("Directory listing of /DOC/MANY/"), "{pl}");
     let pt = run(Command::new("isoinfo").args(["-p", "-i"]).arg(&out));
-    let info = run(Command::new(BIN).args(["iso", "ls", "--json"]).arg(&out).arg("/doc"));
+    let info = run(Command::new(BIN)
+        .args(["iso", "ls", "--json"])
+        .arg(&out)
+        .arg("/doc"));
     assert!(info.contains("/doc/many"));
     // the path table entry of /doc/many points at the moved extent
     let iso = isotool::iso::read::IsoFile::open(&out).unwrap();
@@ -190,10 +280,20 @@ fn directories_that_overflow_move_with_path_tables() {
         isotool::iso::read::Lookup::Found { parent, index } => parent.entries[index].rec().extent,
         _ => panic!("no /doc/many"),
     };
-    assert!(pt.lines().any(|l| l.contains("MANY") && l.contains(&format!(" {many:x} "))), "path table not re-pointed to {many}: {pt}");
+    assert!(
+        pt.lines()
+            .any(|l| l.contains("MANY") && l.contains(&format!(" {many:x} "))),
+        "path table not re-pointed to {many}: {pt}"
+    );
     let dsc = run(Command::new("isoinfo").args(["-d", "-i"]).arg(&out));
     assert!(dsc.contains("Volume id: NEWVOL"), "{dsc}");
     let x = d.path().join("x");
-    assert_eq!(extract(&out, "/doc/many/added-file-with-a-long-name-007.txt", &x), b"added\n");
-    assert_eq!(extract(&out, "/doc/many/many-file-number-77.txt", &x), b"file 77\n");
+    assert_eq!(
+        extract(&out, "/doc/many/added-file-with-a-long-name-007.txt", &x),
+        b"added\n"
+    );
+    assert_eq!(
+        extract(&out, "/doc/many/many-file-number-77.txt", &x),
+        b"file 77\n"
+    );
 }

@@ -62,9 +62,14 @@ pub(crate) fn iso(c: IsoCommand) -> Result<Outcome> {
                 print_json(&v)?;
             } else {
                 for e in v {
-                    let mode = e.mode.map(|m| format!("{:06o}", m)).unwrap_or_else(|| "-".into());
+                    let mode = e
+                        .mode
+                        .map(|m| format!("{:06o}", m))
+                        .unwrap_or_else(|| "-".into());
                     match e.target {
-                        Some(t) => println!("{:<7} {mode} {:>12} {} -> {t}", e.kind, e.size, e.path),
+                        Some(t) => {
+                            println!("{:<7} {mode} {:>12} {} -> {t}", e.kind, e.size, e.path)
+                        }
                         None => println!("{:<7} {mode} {:>12} {}", e.kind, e.size, e.path),
                     }
                 }
@@ -79,7 +84,11 @@ pub(crate) fn iso(c: IsoCommand) -> Result<Outcome> {
             if a.json {
                 print_json(&i)?;
             } else {
-                println!("file size:   {} ({})", i.file_size, human_bytes(i.file_size));
+                println!(
+                    "file size:   {} ({})",
+                    i.file_size,
+                    human_bytes(i.file_size)
+                );
                 println!("volume id:   {}", i.volume_id);
                 for t in &i.trees {
                     println!(
@@ -88,18 +97,27 @@ pub(crate) fn iso(c: IsoCommand) -> Result<Outcome> {
                         t.volume_id,
                         t.volume_space_blocks,
                         if t.rock_ridge { ", Rock Ridge" } else { "" },
-                        t.joliet_level.map(|l| format!(", Joliet level {l}")).unwrap_or_default()
+                        t.joliet_level
+                            .map(|l| format!(", Joliet level {l}"))
+                            .unwrap_or_default()
                     );
                 }
                 match (i.boot_catalog, &i.boot_catalog_path) {
-                    (Some(l), p) => println!("El Torito:   catalog at LBA {l} {}", p.as_deref().unwrap_or("(hidden)")),
+                    (Some(l), p) => println!(
+                        "El Torito:   catalog at LBA {l} {}",
+                        p.as_deref().unwrap_or("(hidden)")
+                    ),
                     (None, _) => println!("El Torito:   none"),
                 }
                 for b in &i.boot_images {
                     println!(
                         "  boot:      {} {} emulation {} load {} sectors at LBA {} {}{}",
                         b.platform_name,
-                        if b.entry.bootable { "bootable" } else { "not-bootable" },
+                        if b.entry.bootable {
+                            "bootable"
+                        } else {
+                            "not-bootable"
+                        },
                         b.entry.emulation,
                         b.entry.load_sectors,
                         b.entry.lba,
@@ -113,18 +131,30 @@ pub(crate) fn iso(c: IsoCommand) -> Result<Outcome> {
                 }
                 let sa = &i.system_area;
                 for p in &sa.mbr {
-                    println!("MBR:         {} status 0x{:02x} type 0x{:02x} start {} sectors {}", p.index, p.status, p.ptype, p.start, p.sectors);
+                    println!(
+                        "MBR:         {} status 0x{:02x} type 0x{:02x} start {} sectors {}",
+                        p.index, p.status, p.ptype, p.start, p.sectors
+                    );
                 }
                 if let Some(g) = &sa.gpt {
-                    println!("GPT:         usable {}..{}, backup at {}", g.first_usable, g.last_usable, g.backup_lba);
+                    println!(
+                        "GPT:         usable {}..{}, backup at {}",
+                        g.first_usable, g.last_usable, g.backup_lba
+                    );
                     for p in &g.partitions {
-                        println!("  part:      {} {:?} {}..{} type {}", p.index, p.name, p.first, p.last, p.type_guid);
+                        println!(
+                            "  part:      {} {:?} {}..{} type {}",
+                            p.index, p.name, p.first, p.last, p.type_guid
+                        );
                     }
                 }
                 if let Some(bs) = sa.apm_block_size {
                     println!("APM:         block size {bs}");
                     for p in &sa.apm {
-                        println!("  part:      {} {:?} {:?} start {} blocks {}", p.index, p.name, p.ptype, p.start, p.blocks);
+                        println!(
+                            "  part:      {} {:?} {:?} start {} blocks {}",
+                            p.index, p.name, p.ptype, p.start, p.blocks
+                        );
                     }
                 }
             }

@@ -2,8 +2,8 @@
 
 mod disk;
 mod iso;
-mod remaster;
 mod progress;
+mod remaster;
 
 use crate::error::Error;
 use clap::{Parser, Subcommand};
@@ -37,7 +37,6 @@ enum Command {
     Iso(iso::IsoCommand),
     /// Make a stock installer ISO unattended (preseed / kickstart), keeping its boot records.
     Remaster(remaster::RemasterArgs),
-
     // provisioning and cloud-init commands
 }
 
@@ -59,7 +58,6 @@ pub fn main() -> ExitCode {
         // ISO commands
         Command::Iso(c) => iso::iso(c),
         Command::Remaster(a) => remaster::remaster(a, quiet),
-
         // provisioning and cloud-init commands
     };
     match result {

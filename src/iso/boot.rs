@@ -51,15 +51,36 @@ pub fn parse_catalog(iso: &IsoFile, lba: u32) -> Result<BootCatalog> {
     let off = lba as u64 * BLOCK;
     let len = (iso.len().saturating_sub(off)).min(4 * BLOCK);
     if len < 64 {
-        return Err(iso.bad(err!(Truncated, "boot catalog past the end of the image"), "El Torito boot catalog", off));
+        return Err(iso.bad(
+            err!(Truncated, "boot catalog past the end of the image"),
+            "El Torito boot catalog",
+            off,
+        ));
     }
     let c = iso.read(off, len, "El Torito boot catalog")?;
     if c[0] != 1 || c[30] != 0x55 || c[31] != 0xAA {
-        return Err(iso.bad(err!(BadSignature, "validation entry: header id {} key {:02x}{:02x}", c[0], c[30], c[31]), "El Torito validation entry", off));
+        return Err(iso.bad(
+            err!(
+                BadSignature,
+                "validation entry: header id {} key {:02x}{:02x}",
+                c[0],
+                c[30],
+                c[31]
+            ),
+            "El Torito validation entry",
+            off,
+        ));
     }
     let sum = (0..16).fold(0u16, |s, i| s.wrapping_add(le16(&c, i * 2)));
     if sum != 0 {
-        return Err(iso.bad(err!(BadChecksum, "validation entry words sum to 0x{sum:04x}, not 0"), "El Torito validation entry", off));
+        return Err(iso.bad(
+            err!(
+                BadChecksum,
+                "validation entry words sum to 0x{sum:04x}, not 0"
+            ),
+            "El Torito validation entry",
+            off,
+        ));
     }
     let mut platform = c[1];
     let mut entries = vec![entry(&c[32..64], platform, off + 32)];
@@ -113,7 +134,7 @@ pub struct BootInfoTable {
 /// Reads the boot-info-table of the image at `lba` of `len` bytes, if it looks like one
 /// (bi_pvd = 16 and bi_file = `lba`).
 pub fn boot_info_table(iso: &IsoFile, lba: u32, len: u64) -> Result<Option<BootInfoTable>> {
-    if len < 64 || len > 64 << 20 {
+    if !(64..=64 << 20).contains(&len) {
         return Ok(None);
     }
     let off = lba as u64 * BLOCK;
@@ -138,7 +159,10 @@ pub fn boot_info_table(iso: &IsoFile, lba: u32, len: u64) -> Result<Option<BootI
         sum = sum.wrapping_add(le32(&b, i));
         i += 4;
     }
-    Ok(Some(BootInfoTable { checksum_ok: sum == t.checksum, ..t }))
+    Ok(Some(BootInfoTable {
+        checksum_ok: sum == t.checksum,
+        ..t
+    }))
 }
 
 /// An MBR partition entry.
@@ -334,8 +358,11 @@ pub fn chs(lba: u64, heads: u64, secs: u64) -> [u8; 3] {
 /// reach the new one. `sys` is the first 32 KiB (patched in place); returns the backup GPT
 /// (entries then header) to write at `new_len - returned.len()`, if any.
 pub fn repoint_system_area(sys: &mut [u8], old_len: u64, new_len: u64) -> Result<Option<Vec<u8>>> {
-    if sys.len() < 32768 || new_len < old_len || new_len % 512 != 0 {
-        return Err(err!(InvalidArgument, "system area re-point: {old_len} -> {new_len}"));
+    if sys.len() < 32768 || new_len < old_len || !new_len.is_multiple_of(512) {
+        return Err(err!(
+            InvalidArgument,
+            "system area re-point: {old_len} -> {new_len}"
+        ));
     }
     let delta = (new_len - old_len) / 512;
     let old_sectors = old_len.div_ceil(512);
@@ -366,7 +393,9 @@ pub fn repoint_system_area(sys: &mut [u8], old_len: u64, new_len: u64) -> Result
     if &sys[512..520] == b"EFI PART" {
         let hsize = le32(sys, 512 + 12) as usize;
         if !(92..=512).contains(&hsize) {
-            return Err(err!(BadField, "GPT header size {hsize}").with_structure("GPT header").at(512));
+            return Err(err!(BadField, "GPT header size {hsize}")
+                .with_structure("GPT header")
+                .at(512));
         }
         let rd64 = |b: &[u8], o: usize| u64::from_le_bytes(b[o..o + 8].try_into().expect("8"));
         let h = 512usize;
@@ -376,13 +405,20 @@ pub fn repoint_system_area(sys: &mut [u8], old_len: u64, new_len: u64) -> Result
         let ebytes = count * esize;
         let eoff = entries_lba as usize * 512;
         if !(128..=4096).contains(&esize) || eoff + ebytes > sys.len() {
-            return Err(err!(Unsupported, "GPT entries at LBA {entries_lba} ({count} x {esize}) outside the system area").with_structure("GPT header").at(512));
+            return Err(err!(
+                Unsupported,
+                "GPT entries at LBA {entries_lba} ({count} x {esize}) outside the system area"
+            )
+            .with_structure("GPT header")
+            .at(512));
         }
         let stored = le32(sys, h + 16);
         let mut hdr = sys[h..h + hsize].to_vec();
         hdr[16..20].fill(0);
         if crc32fast::hash(&hdr) != stored {
-            return Err(err!(BadChecksum, "GPT header CRC mismatch").with_structure("GPT header").at(512));
+            return Err(err!(BadChecksum, "GPT header CRC mismatch")
+                .with_structure("GPT header")
+                .at(512));
         }
         let old_backup = rd64(sys, h + 32);
         let old_last_usable = rd64(sys, h + 48);
@@ -495,12 +531,23 @@ mod tests {
         sys[h + 88..h + 92].copy_from_slice(&ecrc.to_le_bytes());
         let c = crc32fast::hash(&sys[h..h + 92]);
         sys[h + 16..h + 20].copy_from_slice(&c.to_le_bytes());
-        let b = repoint_system_area(&mut sys, 6144 * 512, 8192 * 512).unwrap().unwrap();
+        let b = repoint_system_area(&mut sys, 6144 * 512, 8192 * 512)
+            .unwrap()
+            .unwrap();
         assert_eq!(le32(&sys, 446 + 12), 8192);
         assert_eq!(le32(&sys, 462 + 12), 2880, "small partition untouched");
-        assert_eq!(u64::from_le_bytes(sys[h + 32..h + 40].try_into().unwrap()), 8191);
-        assert_eq!(u64::from_le_bytes(sys[h + 48..h + 56].try_into().unwrap()), 8158);
-        assert_eq!(u64::from_le_bytes(sys[e + 40..e + 48].try_into().unwrap()), 8135);
+        assert_eq!(
+            u64::from_le_bytes(sys[h + 32..h + 40].try_into().unwrap()),
+            8191
+        );
+        assert_eq!(
+            u64::from_le_bytes(sys[h + 48..h + 56].try_into().unwrap()),
+            8158
+        );
+        assert_eq!(
+            u64::from_le_bytes(sys[e + 40..e + 48].try_into().unwrap()),
+            8135
+        );
         assert_eq!(b.len(), 32 * 512 + 512);
         assert_eq!(&b[b.len() - 512..b.len() - 504], b"EFI PART");
         // header CRC verifies

@@ -98,7 +98,9 @@ pub fn inspect(path: &Path) -> Result<IsoInfo> {
     let mut by_lba: std::collections::HashMap<u32, (String, u64)> = Default::default();
     primary.walk(&iso, &mut |p, e: &Entry, _d| {
         if !e.is_dir() && !e.is_symlink() {
-            by_lba.entry(e.rec().extent).or_insert((p.to_string(), e.size()));
+            by_lba
+                .entry(e.rec().extent)
+                .or_insert((p.to_string(), e.size()));
         }
         Ok(())
     })?;
@@ -206,12 +208,18 @@ pub fn file_extents(iso: &IsoFile, tree: &Tree, path: &str) -> Result<Vec<(u32, 
         Lookup::Found { parent, index } => {
             let e = &parent.entries[index];
             if e.is_dir() || e.is_symlink() {
-                return Err(err!(InvalidArgument, "{path} is not a regular file").with_path(iso.path()));
+                return Err(
+                    err!(InvalidArgument, "{path} is not a regular file").with_path(iso.path())
+                );
             }
             let ex: Vec<(u32, u32)> = e.records.iter().map(|r| (r.extent, r.size)).collect();
             for (lba, n) in &ex {
                 if *lba as u64 * BLOCK + *n as u64 > iso.len() {
-                    return Err(iso.bad(err!(Truncated, "{path}: extent past the end of the image"), "file extent", *lba as u64 * BLOCK));
+                    return Err(iso.bad(
+                        err!(Truncated, "{path}: extent past the end of the image"),
+                        "file extent",
+                        *lba as u64 * BLOCK,
+                    ));
                 }
             }
             Ok(ex)
@@ -225,7 +233,9 @@ pub fn read_file(iso: &IsoFile, tree: &Tree, path: &str, max: u64) -> Result<Vec
     let ex = file_extents(iso, tree, path)?;
     let total: u64 = ex.iter().map(|x| x.1 as u64).sum();
     if total > max {
-        return Err(err!(LimitExceeded, "{path} is {total} bytes, more than {max}").with_path(iso.path()));
+        return Err(
+            err!(LimitExceeded, "{path} is {total} bytes, more than {max}").with_path(iso.path()),
+        );
     }
     let mut out = Vec::with_capacity(total as usize);
     for (lba, n) in ex {
@@ -250,7 +260,9 @@ pub fn extract(path: &Path, file: &str, out: &Path, force: bool) -> Result<u64> 
             .ctx(o.tmp_path(), "copying the file out of the ISO")?;
         pos += n as u64;
     }
-    o.file().set_len(pos).ctx(o.tmp_path(), "sizing the output")?;
+    o.file()
+        .set_len(pos)
+        .ctx(o.tmp_path(), "sizing the output")?;
     o.commit()?;
     Ok(pos)
 }

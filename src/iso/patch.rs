@@ -189,7 +189,11 @@ fn iso_ident(name: &str, long: bool, version: bool, taken: &[Vec<u8>]) -> Result
             .chars()
             .map(|c| {
                 let u = c.to_ascii_uppercase();
-                if u.is_ascii_uppercase() || u.is_ascii_digit() || u == '_' { u } else { '_' }
+                if u.is_ascii_uppercase() || u.is_ascii_digit() || u == '_' {
+                    u
+                } else {
+                    '_'
+                }
             })
             .collect();
         o.truncate(max);
@@ -199,7 +203,11 @@ fn iso_ident(name: &str, long: bool, version: bool, taken: &[Vec<u8>]) -> Result
         Some(i) if i > 0 => (&name[..i], &name[i + 1..]),
         _ => (name, ""),
     };
-    let (bmax, emax) = if long { (30usize.saturating_sub(ext.len().min(3) + 1), 3) } else { (8, 3) };
+    let (bmax, emax) = if long {
+        (30usize.saturating_sub(ext.len().min(3) + 1), 3)
+    } else {
+        (8, 3)
+    };
     let b = clean(base, bmax);
     let e = clean(ext, emax);
     let strip = |t: &[u8]| -> Vec<u8> {
@@ -218,8 +226,14 @@ fn iso_ident(name: &str, long: bool, version: bool, taken: &[Vec<u8>]) -> Result
             let keep = bmax.saturating_sub(suffix.len()).min(b.len());
             format!("{}{suffix}", &b[..keep])
         };
-        let mut id = if e.is_empty() { format!("{bb}.") } else { format!("{bb}.{e}") };
-        if !taken.contains(&id.as_bytes().to_vec()) && !taken.contains(&id.trim_end_matches('.').as_bytes().to_vec()) {
+        let mut id = if e.is_empty() {
+            format!("{bb}.")
+        } else {
+            format!("{bb}.{e}")
+        };
+        if !taken.contains(&id.as_bytes().to_vec())
+            && !taken.contains(&id.trim_end_matches('.').as_bytes().to_vec())
+        {
             if version {
                 id.push_str(";1");
             }
@@ -239,7 +253,10 @@ fn build_record(ident: &[u8], extent: u32, size: u32, mtime: u64, su: &[u8]) -> 
         len += 1;
     }
     if len > 255 {
-        return Err(err!(LimitExceeded, "directory record of {len} bytes (the name is too long for one record)"));
+        return Err(err!(
+            LimitExceeded,
+            "directory record of {len} bytes (the name is too long for one record)"
+        ));
     }
     let mut r = vec![0u8; len];
     r[0] = len as u8;
@@ -310,10 +327,17 @@ pub fn patch_iso(input: &Path, output: &Path, plan: &PatchPlan) -> Result<PatchR
     let iso = IsoFile::open(input)?;
     let old_len = iso.len();
     if old_len % BLOCK != 0 {
-        return Err(err!(Unsupported, "image size {old_len} is not a multiple of 2048").with_path(input));
+        return Err(err!(
+            Unsupported,
+            "image size {old_len} is not a multiple of 2048"
+        )
+        .with_path(input));
     }
     let vol: Volume = parse_volume(&iso)?;
-    let trees: Vec<Tree> = vol.trees().map(|vd| Tree::new(&iso, vd)).collect::<Result<_>>()?;
+    let trees: Vec<Tree> = vol
+        .trees()
+        .map(|vd| Tree::new(&iso, vd))
+        .collect::<Result<_>>()?;
     let sys_info = boot::parse_system_area(&iso)?;
 
     // 1. Where the old data ends: every extent any tree references, path tables, the
@@ -325,7 +349,12 @@ pub fn patch_iso(input: &Path, output: &Path, plan: &PatchPlan) -> Result<PatchR
     for t in &trees {
         let vd = &t.vd;
         bump(vd.root.extent as u64 * BLOCK + vd.root.size as u64);
-        for lba in vd.l_tables.iter().chain(vd.m_tables.iter()).filter(|&&l| l != 0) {
+        for lba in vd
+            .l_tables
+            .iter()
+            .chain(vd.m_tables.iter())
+            .filter(|&&l| l != 0)
+        {
             bump(*lba as u64 * BLOCK + vd.path_table_size as u64);
         }
         let mut ends = Vec::new();
@@ -364,7 +393,11 @@ pub fn patch_iso(input: &Path, output: &Path, plan: &PatchPlan) -> Result<PatchR
         }
     }
     if data_end > old_len {
-        return Err(err!(Truncated, "the ISO references data up to byte {data_end} but the file has {old_len} bytes").with_path(input));
+        return Err(err!(
+            Truncated,
+            "the ISO references data up to byte {data_end} but the file has {old_len} bytes"
+        )
+        .with_path(input));
     }
     let data_start = data_end.div_ceil(BLOCK) * BLOCK;
     let mut cursor: u64 = data_start / BLOCK;
@@ -374,10 +407,16 @@ pub fn patch_iso(input: &Path, output: &Path, plan: &PatchPlan) -> Result<PatchR
     for op in &plan.ops {
         let len = match &op.source {
             Source::Bytes(b) => b.len() as u64,
-            Source::File(p) => std::fs::metadata(p).ctx(p, "reading the size of a file to add")?.len(),
+            Source::File(p) => std::fs::metadata(p)
+                .ctx(p, "reading the size of a file to add")?
+                .len(),
         };
         if len > u32::MAX as u64 {
-            return Err(err!(Unsupported, "{}: files of 4 GiB or more are not supported", op.path));
+            return Err(err!(
+                Unsupported,
+                "{}: files of 4 GiB or more are not supported",
+                op.path
+            ));
         }
         let lba = u32::try_from(cursor).map_err(|_| err!(LimitExceeded, "image beyond 8 TiB"))?;
         planned.push(Planned { lba, len });
@@ -387,13 +426,18 @@ pub fn patch_iso(input: &Path, output: &Path, plan: &PatchPlan) -> Result<PatchR
     // 3. Resolve every op in every tree.
     let mut patches: HashMap<u64, RecPatch> = HashMap::new();
     let mut edits: BTreeMap<(usize, u32), DirEdit> = BTreeMap::new();
-    let mut report = PatchReport { old_len, ..Default::default() };
+    let mut report = PatchReport {
+        old_len,
+        ..Default::default()
+    };
     let mut next_ino = max_ino + 1;
     for (ti, t) in trees.iter().enumerate() {
         report.trees.push(t.vd.kind);
         for (op, pl) in plan.ops.iter().zip(&planned) {
             let comps: Vec<&str> = op.path.split('/').filter(|c| !c.is_empty()).collect();
-            let name = *comps.last().ok_or_else(|| err!(InvalidArgument, "empty ISO path"))?;
+            let name = *comps
+                .last()
+                .ok_or_else(|| err!(InvalidArgument, "empty ISO path"))?;
             let parent_path = format!("/{}", comps[..comps.len() - 1].join("/"));
             match t.lookup(&iso, &op.path) {
                 Ok(Lookup::Found { parent, index }) => {
@@ -402,41 +446,73 @@ pub fn patch_iso(input: &Path, output: &Path, plan: &PatchPlan) -> Result<PatchR
                         return Err(err!(InvalidArgument, "{} is a directory or a symlink in the ISO; only regular files can be replaced", op.path).with_path(input));
                     }
                     if e.records.len() > 1 {
-                        return Err(err!(Unsupported, "{} is a multi-extent file; replacing it is not supported", op.path).with_path(input));
+                        return Err(err!(
+                            Unsupported,
+                            "{} is a multi-extent file; replacing it is not supported",
+                            op.path
+                        )
+                        .with_path(input));
                     }
-                    patches.insert(e.rec().offset, RecPatch { extent: Some(pl.lba), size: Some(pl.len as u32), mtime: Some(plan.mtime) });
+                    patches.insert(
+                        e.rec().offset,
+                        RecPatch {
+                            extent: Some(pl.lba),
+                            size: Some(pl.len as u32),
+                            mtime: Some(plan.mtime),
+                        },
+                    );
                     if ti == 0 {
                         report.replaced.push(op.path.clone());
                     }
                 }
                 Ok(Lookup::Missing { parent }) => {
                     let key = (ti, parent.extent);
+                    #[allow(clippy::map_entry)] // the entry needs a lookup that can fail
                     if !edits.contains_key(&key) {
                         let rec_in_parent = match t.lookup(&iso, &parent_path)? {
                             Lookup::Root(_) => None,
-                            Lookup::Found { parent: pp, index } => Some(pp.entries[index].rec().offset),
+                            Lookup::Found { parent: pp, index } => {
+                                Some(pp.entries[index].rec().offset)
+                            }
                             Lookup::Missing { .. } => None,
                         };
-                        let mut records = vec![(Some(parent.dot.offset), parent.dot.raw.clone()), (Some(parent.dotdot.offset), parent.dotdot.raw.clone())];
+                        let mut records = vec![
+                            (Some(parent.dot.offset), parent.dot.raw.clone()),
+                            (Some(parent.dotdot.offset), parent.dotdot.raw.clone()),
+                        ];
                         for e in &parent.entries {
                             for r in &e.records {
                                 records.push((Some(r.offset), r.raw.clone()));
                             }
                         }
-                        edits.insert(key, DirEdit {
-                            tree: ti,
-                            path: parent_path.clone(),
-                            depth: comps.len() - 1,
-                            new_extent: parent.extent,
-                            new_size: parent.size,
-                            dir: parent.clone(),
-                            rec_in_parent,
-                            records,
-                        });
+                        edits.insert(
+                            key,
+                            DirEdit {
+                                tree: ti,
+                                path: parent_path.clone(),
+                                depth: comps.len() - 1,
+                                new_extent: parent.extent,
+                                new_size: parent.size,
+                                dir: parent.clone(),
+                                rec_in_parent,
+                                records,
+                            },
+                        );
                     }
                     let edit = edits.get_mut(&key).expect("inserted above");
-                    let taken: Vec<Vec<u8>> = edit.records.iter().skip(2).map(|(_, r)| r[33..33 + r[32] as usize].to_vec()).collect();
-                    let siblings: Vec<&DirRecord> = edit.dir.entries.iter().map(|e| e.rec()).filter(|r| !r.is_dir()).collect();
+                    let taken: Vec<Vec<u8>> = edit
+                        .records
+                        .iter()
+                        .skip(2)
+                        .map(|(_, r)| r[33..33 + r[32] as usize].to_vec())
+                        .collect();
+                    let siblings: Vec<&DirRecord> = edit
+                        .dir
+                        .entries
+                        .iter()
+                        .map(|e| e.rec())
+                        .filter(|r| !r.is_dir())
+                        .collect();
                     let ident = match t.vd.kind {
                         TreeKind::Primary => {
                             let long = edit.dir.entries.iter().any(|e| {
@@ -447,28 +523,45 @@ pub fn patch_iso(input: &Path, output: &Path, plan: &PatchPlan) -> Result<PatchR
                                 let x = parts.next().map(|x| x.len()).unwrap_or(0);
                                 b > 8 || x > 3
                             });
-                            let version = siblings.is_empty() || siblings.iter().any(|r| r.ident.contains(&b';'));
+                            let version = siblings.is_empty()
+                                || siblings.iter().any(|r| r.ident.contains(&b';'));
                             iso_ident(name, long, version, &taken)?
                         }
                         TreeKind::Joliet => {
                             if name.chars().count() > 103 {
-                                return Err(err!(LimitExceeded, "{}: Joliet names are limited to 103 characters", op.path));
+                                return Err(err!(
+                                    LimitExceeded,
+                                    "{}: Joliet names are limited to 103 characters",
+                                    op.path
+                                ));
                             }
                             let mut id = ucs2_encode(name);
-                            let version = siblings.iter().any(|r| r.ident.ends_with(&[0, b';', 0, b'1']));
+                            let version = siblings
+                                .iter()
+                                .any(|r| r.ident.ends_with(&[0, b';', 0, b'1']));
                             if version {
                                 id.extend_from_slice(&ucs2_encode(";1"));
                             }
                             if taken.contains(&id) {
-                                return Err(err!(InvalidArgument, "{}: Joliet name already taken", op.path));
+                                return Err(err!(
+                                    InvalidArgument,
+                                    "{}: Joliet name already taken",
+                                    op.path
+                                ));
                             }
                             id
                         }
                         TreeKind::Enhanced => name.as_bytes().to_vec(),
                     };
                     let su = if t.rock_ridge {
-                        let long_px = edit.dir.entries.iter().any(|e| e.rr.ino.is_some()) || max_ino > 0;
-                        let ug = edit.dir.entries.iter().find_map(|e| e.rr.uid_gid).unwrap_or((0, 0));
+                        let long_px =
+                            edit.dir.entries.iter().any(|e| e.rr.ino.is_some()) || max_ino > 0;
+                        let ug = edit
+                            .dir
+                            .entries
+                            .iter()
+                            .find_map(|e| e.rr.uid_gid)
+                            .unwrap_or((0, 0));
                         let ino = next_ino;
                         next_ino += 1;
                         rr_fields(name, plan.mtime, long_px, ino, ug)
@@ -520,7 +613,11 @@ pub fn patch_iso(input: &Path, output: &Path, plan: &PatchPlan) -> Result<PatchR
         cursor += need / BLOCK;
         ed.new_extent = lba;
         ed.new_size = need as u32;
-        let p = RecPatch { extent: Some(lba), size: Some(need as u32), mtime: None };
+        let p = RecPatch {
+            extent: Some(lba),
+            size: Some(need as u32),
+            mtime: None,
+        };
         patches.insert(ed.dir.dot.offset, p);
         match ed.rec_in_parent {
             Some(off) => {
@@ -534,15 +631,28 @@ pub fn patch_iso(input: &Path, output: &Path, plan: &PatchPlan) -> Result<PatchR
         let t = &trees[ed.tree];
         for e in &ed.dir.entries {
             if e.is_dir() && !e.is_symlink() && e.rr.child_link.is_none() && !e.rr.relocated {
-                let first = iso.read(e.rec().extent as u64 * BLOCK, BLOCK.min(e.rec().size as u64), "directory")?;
-                let recs = parse_dir_records(&first, e.rec().extent as u64 * BLOCK).map_err(|x| x.with_path(input))?;
-                let dd = recs.get(1).filter(|r| r.is_dotdot()).ok_or_else(|| iso.bad(err!(BadField, "directory has no '..' record"), "directory", e.rec().extent as u64 * BLOCK))?;
+                let first = iso.read(
+                    e.rec().extent as u64 * BLOCK,
+                    BLOCK.min(e.rec().size as u64),
+                    "directory",
+                )?;
+                let recs = parse_dir_records(&first, e.rec().extent as u64 * BLOCK)
+                    .map_err(|x| x.with_path(input))?;
+                let dd = recs.get(1).filter(|r| r.is_dotdot()).ok_or_else(|| {
+                    iso.bad(
+                        err!(BadField, "directory has no '..' record"),
+                        "directory",
+                        e.rec().extent as u64 * BLOCK,
+                    )
+                })?;
                 patches.insert(dd.offset, p);
             }
         }
         let _ = t;
         moved.push((ed.tree, ed.dir.extent, lba));
-        report.moved_dirs.push(format!("{:?}:{}", trees[ed.tree].vd.kind, ed.path));
+        report
+            .moved_dirs
+            .push(format!("{:?}:{}", trees[ed.tree].vd.kind, ed.path));
     }
 
     // 5. Sizes: keep the padding the input had inside and after its volume space.
@@ -550,52 +660,79 @@ pub fn patch_iso(input: &Path, output: &Path, plan: &PatchPlan) -> Result<PatchR
     let new_data_end = cursor * BLOCK;
     let mut new_vol_end = new_data_end + old_vol_end.saturating_sub(data_start);
     let gpt_area = sys_info.gpt.as_ref().map(|g| {
-        ((g.entry_count as u64 * g.entry_size as u64).div_ceil(512) * 512 + 512).div_ceil(BLOCK) * BLOCK
+        ((g.entry_count as u64 * g.entry_size as u64).div_ceil(512) * 512 + 512).div_ceil(BLOCK)
+            * BLOCK
     });
     if let Some(a) = gpt_area {
         new_vol_end = new_vol_end.max(new_data_end + a);
     }
     let cyl = 64 * 32 * 512u64;
-    let cyl_aligned = sys_info.mbr_signature && old_len % cyl == 0 && old_len == old_vol_end.div_ceil(cyl) * cyl;
+    let cyl_aligned =
+        sys_info.mbr_signature && old_len % cyl == 0 && old_len == old_vol_end.div_ceil(cyl) * cyl;
     let mut new_len = if cyl_aligned {
         new_vol_end.div_ceil(cyl) * cyl
     } else {
         new_vol_end + old_len.saturating_sub(old_vol_end)
     };
     new_len = new_len.max(old_len);
-    let vol_blocks = if old_vol_end >= old_len { new_len / BLOCK } else { new_vol_end / BLOCK };
-    let vol_blocks = u32::try_from(vol_blocks).map_err(|_| err!(LimitExceeded, "volume beyond 8 TiB"))?;
+    let vol_blocks = if old_vol_end >= old_len {
+        new_len / BLOCK
+    } else {
+        new_vol_end / BLOCK
+    };
+    let vol_blocks =
+        u32::try_from(vol_blocks).map_err(|_| err!(LimitExceeded, "volume beyond 8 TiB"))?;
     report.new_len = new_len;
 
     // 6. Write.
-    let out = AtomicOutput::create(output, &[input], OutputOptions { force: plan.force, mode: 0o644 })?;
+    let out = AtomicOutput::create(
+        output,
+        &[input],
+        OutputOptions {
+            force: plan.force,
+            mode: 0o644,
+        },
+    )?;
     let of = out.file();
     let tmp = out.tmp_path().to_path_buf();
     let werr = |e: std::io::Error, what: &str| Error::io(e, what.to_string()).with_path(&tmp);
     if !clone_file(iso.file(), of) {
-        crate::disk::raw::copy_file_bytes(iso.file(), 0, of, 0, data_start).map_err(|e| werr(e, "copying the ISO"))?;
+        crate::disk::raw::copy_file_bytes(iso.file(), 0, of, 0, data_start)
+            .map_err(|e| werr(e, "copying the ISO"))?;
     }
-    of.set_len(data_start).map_err(|e| werr(e, "sizing the output"))?;
-    of.set_len(new_len).map_err(|e| werr(e, "sizing the output"))?;
+    of.set_len(data_start)
+        .map_err(|e| werr(e, "sizing the output"))?;
+    of.set_len(new_len)
+        .map_err(|e| werr(e, "sizing the output"))?;
     let mut written = 0u64;
     for (op, pl) in plan.ops.iter().zip(&planned) {
         let off = pl.lba as u64 * BLOCK;
         match &op.source {
             Source::Bytes(b) => {
-                of.write_all_at(b, off).map_err(|e| werr(e, "writing a new file"))?;
+                of.write_all_at(b, off)
+                    .map_err(|e| werr(e, "writing a new file"))?;
                 written += b.len() as u64;
             }
             Source::File(p) => {
                 let f = File::open(p).ctx(p, "opening a file to add")?;
                 let now = f.metadata().ctx(p, "reading its size")?.len();
                 if now != pl.len {
-                    return Err(err!(Io, "the file changed size while the ISO was written").with_path(p));
+                    return Err(
+                        err!(Io, "the file changed size while the ISO was written").with_path(p)
+                    );
                 }
-                crate::disk::raw::copy_file_bytes(&f, 0, of, off, pl.len).map_err(|e| werr(e, "copying a file into the ISO"))?;
+                crate::disk::raw::copy_file_bytes(&f, 0, of, off, pl.len)
+                    .map_err(|e| werr(e, "copying a file into the ISO"))?;
             }
         }
     }
-    let skip_of = |ti: usize| if trees[ti].rock_ridge { Some(trees[ti].susp_skip) } else { None };
+    let skip_of = |ti: usize| {
+        if trees[ti].rock_ridge {
+            Some(trees[ti].susp_skip)
+        } else {
+            None
+        }
+    };
     let mut in_edit: HashMap<u64, usize> = HashMap::new();
     for ed in edits.values() {
         for (o, _) in &ed.records {
@@ -613,7 +750,8 @@ pub fn patch_iso(input: &Path, output: &Path, plan: &PatchPlan) -> Result<PatchR
         }
         let size = (ed.new_size as u64).div_ceil(BLOCK) * BLOCK;
         let bytes = pack(&ed.records, size as usize);
-        of.write_all_at(&bytes, ed.new_extent as u64 * BLOCK).map_err(|e| werr(e, "writing a directory"))?;
+        of.write_all_at(&bytes, ed.new_extent as u64 * BLOCK)
+            .map_err(|e| werr(e, "writing a directory"))?;
         written += bytes.len() as u64;
     }
     // record offsets -> tree, to know the RR skip of in-place patches
@@ -636,31 +774,50 @@ pub fn patch_iso(input: &Path, output: &Path, plan: &PatchPlan) -> Result<PatchR
         if in_edit.contains_key(off) {
             continue;
         }
-        let ti = tree_of_dir.iter().find(|(s, e, _)| off >= s && off < e).map(|x| x.2).unwrap_or(0);
+        let ti = tree_of_dir
+            .iter()
+            .find(|(s, e, _)| off >= s && off < e)
+            .map(|x| x.2)
+            .unwrap_or(0);
         let len = iso.read(*off, 1, "directory record")?[0] as u64;
         let mut raw = iso.read(*off, len, "directory record")?;
         apply_patch(&mut raw, p, skip_of(ti));
-        of.write_all_at(&raw, *off).map_err(|e| werr(e, "patching a directory record"))?;
+        of.write_all_at(&raw, *off)
+            .map_err(|e| werr(e, "patching a directory record"))?;
         written += raw.len() as u64;
     }
     // path tables
     for (ti, t) in trees.iter().enumerate() {
-        let mv: Vec<(u32, u32)> = moved.iter().filter(|m| m.0 == ti).map(|m| (m.1, m.2)).collect();
+        let mv: Vec<(u32, u32)> = moved
+            .iter()
+            .filter(|m| m.0 == ti)
+            .map(|m| (m.1, m.2))
+            .collect();
         if mv.is_empty() {
             continue;
         }
-        for (lba, big) in t.vd.l_tables.iter().map(|l| (*l, false)).chain(t.vd.m_tables.iter().map(|m| (*m, true))) {
+        for (lba, big) in
+            t.vd.l_tables
+                .iter()
+                .map(|l| (*l, false))
+                .chain(t.vd.m_tables.iter().map(|m| (*m, true)))
+        {
             if lba == 0 {
                 continue;
             }
             let mut tab = super::read::read_path_table(&iso, lba, t.vd.path_table_size)?;
             for (o, ext) in path_table_extents(&tab, big)? {
                 if let Some((_, new)) = mv.iter().find(|(old, _)| *old == ext) {
-                    let b = if big { new.to_be_bytes() } else { new.to_le_bytes() };
+                    let b = if big {
+                        new.to_be_bytes()
+                    } else {
+                        new.to_le_bytes()
+                    };
                     tab[o..o + 4].copy_from_slice(&b);
                 }
             }
-            of.write_all_at(&tab, lba as u64 * BLOCK).map_err(|e| werr(e, "patching a path table"))?;
+            of.write_all_at(&tab, lba as u64 * BLOCK)
+                .map_err(|e| werr(e, "patching a path table"))?;
             written += tab.len() as u64;
         }
     }
@@ -690,21 +847,25 @@ pub fn patch_iso(input: &Path, output: &Path, plan: &PatchPlan) -> Result<PatchR
                 }
             }
         }
-        of.write_all_at(&d, off).map_err(|e| werr(e, "patching a volume descriptor"))?;
+        of.write_all_at(&d, off)
+            .map_err(|e| werr(e, "patching a volume descriptor"))?;
         written += BLOCK;
     }
     // system area
     if new_len != old_len {
         let mut sys = iso.read(0, 32768, "system area")?;
-        let backup = repoint_system_area(&mut sys, old_len, new_len).map_err(|e| e.with_path(input))?;
-        of.write_all_at(&sys, 0).map_err(|e| werr(e, "writing the system area"))?;
+        let backup =
+            repoint_system_area(&mut sys, old_len, new_len).map_err(|e| e.with_path(input))?;
+        of.write_all_at(&sys, 0)
+            .map_err(|e| werr(e, "writing the system area"))?;
         written += sys.len() as u64;
         if let Some(b) = backup {
             let at = new_len - b.len() as u64;
             if at < new_data_end {
                 return Err(err!(LimitExceeded, "no room for the backup GPT").with_path(&tmp));
             }
-            of.write_all_at(&b, at).map_err(|e| werr(e, "writing the backup GPT"))?;
+            of.write_all_at(&b, at)
+                .map_err(|e| werr(e, "writing the backup GPT"))?;
             written += b.len() as u64;
         }
     }
@@ -751,7 +912,11 @@ mod tests {
     #[test]
     fn ecma_sort_order() {
         assert!(ident_less(TreeKind::Primary, b"A.B;1", b"AB.;1"));
-        assert!(ident_less(TreeKind::Primary, b"CLI.SEE;1", b"UBUNTU_S.SEE;1"));
+        assert!(ident_less(
+            TreeKind::Primary,
+            b"CLI.SEE;1",
+            b"UBUNTU_S.SEE;1"
+        ));
         assert!(!ident_less(TreeKind::Primary, b"Z;1", b"A;1"));
     }
 

@@ -62,27 +62,34 @@ impl IsoFile {
 
     /// Reads `len` bytes at `off`, refusing reads past the end (`Truncated`, naming `what`).
     pub fn read(&self, off: u64, len: u64, what: &str) -> Result<Vec<u8>> {
-        let end = off.checked_add(len).filter(|&e| e <= self.len).ok_or_else(|| {
-            err!(
-                Truncated,
-                "{len} bytes needed but the file has {} bytes",
-                self.len
-            )
-            .with_structure(what.to_string())
-            .at(off)
-            .with_path(&self.path)
-        })?;
+        let end = off
+            .checked_add(len)
+            .filter(|&e| e <= self.len)
+            .ok_or_else(|| {
+                err!(
+                    Truncated,
+                    "{len} bytes needed but the file has {} bytes",
+                    self.len
+                )
+                .with_structure(what.to_string())
+                .at(off)
+                .with_path(&self.path)
+            })?;
         let _ = end;
         let mut buf = vec![0u8; len as usize];
-        self.file
-            .read_exact_at(&mut buf, off)
-            .map_err(|e| Error::io(e, format!("reading {what}")).at(off).with_path(&self.path))?;
+        self.file.read_exact_at(&mut buf, off).map_err(|e| {
+            Error::io(e, format!("reading {what}"))
+                .at(off)
+                .with_path(&self.path)
+        })?;
         Ok(buf)
     }
 
     /// Error helper naming this file.
     pub fn bad(&self, e: Error, what: &str, off: u64) -> Error {
-        e.with_structure(what.to_string()).at(off).with_path(&self.path)
+        e.with_structure(what.to_string())
+            .at(off)
+            .with_path(&self.path)
     }
 }
 
@@ -194,7 +201,11 @@ pub fn ucs2_decode(b: &[u8]) -> String {
 pub fn ucs2_encode(s: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(s.len() * 2);
     for c in s.chars() {
-        let u = if (c as u32) < 0x10000 { c as u32 as u16 } else { b'_' as u16 };
+        let u = if (c as u32) < 0x10000 {
+            c as u32 as u16
+        } else {
+            b'_' as u16
+        };
         out.extend_from_slice(&u.to_be_bytes());
     }
     out
@@ -209,7 +220,10 @@ pub fn parse_volume(iso: &IsoFile) -> Result<Volume> {
         let off = sector * BLOCK;
         if off + BLOCK > iso.len() {
             return Err(iso.bad(
-                err!(Truncated, "the volume descriptor set ends without a terminator"),
+                err!(
+                    Truncated,
+                    "the volume descriptor set ends without a terminator"
+                ),
                 "volume descriptor",
                 off,
             ));
@@ -224,16 +238,17 @@ pub fn parse_volume(iso: &IsoFile) -> Result<Volume> {
                 ));
             }
             return Err(iso.bad(
-                err!(BadSignature, "descriptor without CD001 before the set terminator"),
+                err!(
+                    BadSignature,
+                    "descriptor without CD001 before the set terminator"
+                ),
                 "volume descriptor",
                 off,
             ));
         }
         match d[0] {
-            0 => {
-                if &d[7..30] == b"EL TORITO SPECIFICATION" {
-                    boot_catalog = Some(le32(&d, 0x47));
-                }
+            0 if &d[7..30] == b"EL TORITO SPECIFICATION" => {
+                boot_catalog = Some(le32(&d, 0x47));
             }
             1 | 2 => {
                 let vd = parse_vd(iso, &d, sector)?;
@@ -248,12 +263,16 @@ pub fn parse_volume(iso: &IsoFile) -> Result<Volume> {
             255 => {
                 let primary = primary.ok_or_else(|| {
                     iso.bad(
-                        err!(NotFound, "no primary volume descriptor before the terminator"),
+                        err!(
+                            NotFound,
+                            "no primary volume descriptor before the terminator"
+                        ),
                         "volume descriptor set",
                         16 * BLOCK,
                     )
                 })?;
-                supplementary.sort_by_key(|v: &VolumeDescriptor| (v.kind != TreeKind::Joliet, v.sector));
+                supplementary
+                    .sort_by_key(|v: &VolumeDescriptor| (v.kind != TreeKind::Joliet, v.sector));
                 return Ok(Volume {
                     primary,
                     supplementary,
@@ -276,7 +295,10 @@ fn parse_vd(iso: &IsoFile, d: &[u8], sector: u64) -> Result<VolumeDescriptor> {
     let block_size = le16(d, 128);
     if block_size as u64 != BLOCK {
         return Err(iso.bad(
-            err!(Unsupported, "logical block size {block_size}, only 2048 is supported"),
+            err!(
+                Unsupported,
+                "logical block size {block_size}, only 2048 is supported"
+            ),
             "volume descriptor",
             off + 128,
         ));
@@ -303,7 +325,8 @@ fn parse_vd(iso: &IsoFile, d: &[u8], sector: u64) -> Result<VolumeDescriptor> {
     } else {
         (trim_id(&d[40..72]), trim_id(&d[8..40]))
     };
-    let root = parse_record(&d[156..190], off + 156).map_err(|e| iso.bad(e, "root directory record", off + 156))?;
+    let root = parse_record(&d[156..190], off + 156)
+        .map_err(|e| iso.bad(e, "root directory record", off + 156))?;
     if root.flags & 2 == 0 {
         return Err(iso.bad(
             err!(BadField, "the root directory record is not a directory"),
@@ -351,7 +374,11 @@ impl DirRecord {
     pub fn system_use(&self) -> &[u8] {
         let n = self.raw[32] as usize;
         let start = 33 + n + (1 - n % 2);
-        if start >= self.raw.len() { &[] } else { &self.raw[start..] }
+        if start >= self.raw.len() {
+            &[]
+        } else {
+            &self.raw[start..]
+        }
     }
     /// Start of the system use area in `raw`.
     pub fn su_start(&self) -> usize {
@@ -375,11 +402,18 @@ pub fn parse_record(b: &[u8], offset: u64) -> Result<DirRecord> {
     }
     let len = b[0] as usize;
     if len < 34 || len > b.len() {
-        return Err(err!(BadField, "directory record length {len} (needs 34..={})", b.len()));
+        return Err(err!(
+            BadField,
+            "directory record length {len} (needs 34..={})",
+            b.len()
+        ));
     }
     let nlen = b[32] as usize;
     if nlen == 0 || 33 + nlen > len {
-        return Err(err!(BadField, "file identifier length {nlen} does not fit the record of {len} bytes"));
+        return Err(err!(
+            BadField,
+            "file identifier length {nlen} does not fit the record of {len} bytes"
+        ));
     }
     Ok(DirRecord {
         offset,
@@ -405,9 +439,12 @@ pub fn parse_dir_records(data: &[u8], base: u64) -> Result<Vec<DirRecord>> {
         }
         let end = pos + len;
         if end > block_end.min(data.len()) {
-            return Err(err!(BadField, "directory record of {len} bytes crosses a block boundary")
-                .with_structure("directory record")
-                .at(base + pos as u64));
+            return Err(err!(
+                BadField,
+                "directory record of {len} bytes crosses a block boundary"
+            )
+            .with_structure("directory record")
+            .at(base + pos as u64));
         }
         let r = parse_record(&data[pos..end], base + pos as u64)
             .map_err(|e| e.with_structure("directory record").at(base + pos as u64))?;
@@ -467,10 +504,14 @@ pub fn parse_susp(iso: &IsoFile, su: &[u8], skip: usize, rec_off: u64) -> Result
                 if sig == [0, 0] {
                     break;
                 }
-                return Err(err!(BadField, "SUSP entry {:?} of length {len} overruns the area", String::from_utf8_lossy(&sig))
-                    .with_structure("SUSP entry")
-                    .at(area_off + pos as u64)
-                    .with_path(iso.path()));
+                return Err(err!(
+                    BadField,
+                    "SUSP entry {:?} of length {len} overruns the area",
+                    String::from_utf8_lossy(&sig)
+                )
+                .with_structure("SUSP entry")
+                .at(area_off + pos as u64)
+                .with_path(iso.path()));
             }
             let e = &area[pos + 4..pos + len];
             match &sig {
@@ -531,7 +572,7 @@ pub fn parse_susp(iso: &IsoFile, su: &[u8], skip: usize, rec_off: u64) -> Result
                     let w = if flags & 0x80 != 0 { 17 } else { 7 };
                     // creation (bit 0) comes before modify (bit 1)
                     let idx = if flags & 1 != 0 { 1 } else { 0 };
-                    if flags & 2 != 0 && 1 + (idx + 1) * w <= e.len() {
+                    if flags & 2 != 0 && (idx + 1) * w < e.len() {
                         rr.mtime = Some(e[1 + idx * w..1 + (idx + 1) * w].to_vec());
                     }
                 }
@@ -552,20 +593,25 @@ pub fn parse_susp(iso: &IsoFile, su: &[u8], skip: usize, rec_off: u64) -> Result
             Some((lba, off, len)) if hops < MAX_CE_HOPS => {
                 hops += 1;
                 if off as u64 >= BLOCK || len as u64 > BLOCK * 4 {
-                    return Err(err!(BadField, "continuation area offset {off} length {len}")
-                        .with_structure("SUSP CE entry")
-                        .at(rec_off)
-                        .with_path(iso.path()));
+                    return Err(
+                        err!(BadField, "continuation area offset {off} length {len}")
+                            .with_structure("SUSP CE entry")
+                            .at(rec_off)
+                            .with_path(iso.path()),
+                    );
                 }
                 area_off = lba as u64 * BLOCK + off as u64;
                 rr.ce_end = rr.ce_end.max(area_off + len as u64);
                 area = iso.read(area_off, len as u64, "SUSP continuation area")?;
             }
             Some(_) => {
-                return Err(err!(AbsurdSize, "more than {MAX_CE_HOPS} chained continuation areas")
-                    .with_structure("SUSP CE entry")
-                    .at(rec_off)
-                    .with_path(iso.path()));
+                return Err(err!(
+                    AbsurdSize,
+                    "more than {MAX_CE_HOPS} chained continuation areas"
+                )
+                .with_structure("SUSP CE entry")
+                .at(rec_off)
+                .with_path(iso.path()));
             }
             None => break,
         }
@@ -601,7 +647,12 @@ impl Entry {
     }
     /// True for a symlink.
     pub fn is_symlink(&self) -> bool {
-        self.rr.symlink.is_some() || self.rr.mode.map(|m| m & 0o170000 == 0o120000).unwrap_or(false)
+        self.rr.symlink.is_some()
+            || self
+                .rr
+                .mode
+                .map(|m| m & 0o170000 == 0o120000)
+                .unwrap_or(false)
     }
     /// Total size.
     pub fn size(&self) -> u64 {
@@ -689,10 +740,18 @@ impl Tree {
         let recs = parse_dir_records(&data, off).map_err(|e| e.with_path(iso.path()))?;
         let mut it = recs.into_iter();
         let dot = it.next().filter(|r| r.is_dot()).ok_or_else(|| {
-            iso.bad(err!(BadField, "directory does not start with '.'"), "directory", off)
+            iso.bad(
+                err!(BadField, "directory does not start with '.'"),
+                "directory",
+                off,
+            )
         })?;
         let dotdot = it.next().filter(|r| r.is_dotdot()).ok_or_else(|| {
-            iso.bad(err!(BadField, "directory has no '..' second record"), "directory", off)
+            iso.bad(
+                err!(BadField, "directory has no '..' second record"),
+                "directory",
+                off,
+            )
         })?;
         let mut entries: Vec<Entry> = Vec::new();
         let mut pending: Option<Entry> = None;
@@ -755,7 +814,10 @@ impl Tree {
     /// Looks `path` up (absolute, `/`-separated). Never follows symlinks. Returns the parent
     /// directory and the entry (None when the last component is missing but the parent exists).
     pub fn lookup(&self, iso: &IsoFile, path: &str) -> Result<Lookup> {
-        let comps: Vec<&str> = path.split('/').filter(|c| !c.is_empty() && *c != ".").collect();
+        let comps: Vec<&str> = path
+            .split('/')
+            .filter(|c| !c.is_empty() && *c != ".")
+            .collect();
         let mut dir = self.root(iso)?;
         let mut seen = HashSet::new();
         seen.insert(dir.extent);
@@ -773,15 +835,28 @@ impl Tree {
                 None => {
                     return Err(err!(NotFound, "{path}: no {c:?} in the ISO").with_path(iso.path()));
                 }
-                Some(ix) if last => return Ok(Lookup::Found { parent: dir, index: ix }),
+                Some(ix) if last => {
+                    return Ok(Lookup::Found {
+                        parent: dir,
+                        index: ix,
+                    });
+                }
                 Some(ix) => {
                     let e = &dir.entries[ix];
                     if e.is_symlink() || !e.is_dir() {
-                        return Err(err!(NotFound, "{path}: {c:?} is not a directory (symlinks are not followed)").with_path(iso.path()));
+                        return Err(err!(
+                            NotFound,
+                            "{path}: {c:?} is not a directory (symlinks are not followed)"
+                        )
+                        .with_path(iso.path()));
                     }
                     let ext = e.dir_extent();
                     if !seen.insert(ext) {
-                        return Err(iso.bad(err!(BadField, "directory loop at {c:?}"), "directory", ext as u64 * BLOCK));
+                        return Err(iso.bad(
+                            err!(BadField, "directory loop at {c:?}"),
+                            "directory",
+                            ext as u64 * BLOCK,
+                        ));
                     }
                     let size = if e.rr.child_link.is_some() {
                         let d0 = iso.read(ext as u64 * BLOCK, 34, "relocated directory")?;
@@ -829,7 +904,11 @@ impl Tree {
         f: &mut dyn FnMut(&str, &Entry, &Directory) -> Result<()>,
     ) -> Result<()> {
         if depth > MAX_DEPTH {
-            return Err(iso.bad(err!(LimitExceeded, "directories nested deeper than {MAX_DEPTH}"), "directory", dir.extent as u64 * BLOCK));
+            return Err(iso.bad(
+                err!(LimitExceeded, "directories nested deeper than {MAX_DEPTH}"),
+                "directory",
+                dir.extent as u64 * BLOCK,
+            ));
         }
         for e in &dir.entries {
             if e.rr.relocated {
@@ -840,7 +919,14 @@ impl Tree {
             if e.is_dir() && !e.is_symlink() {
                 let ext = e.dir_extent();
                 if !seen.insert(ext) {
-                    return Err(iso.bad(err!(BadField, "directory loop: {p} points back to an ancestor or a visited directory"), "directory record", e.rec().offset));
+                    return Err(iso.bad(
+                        err!(
+                            BadField,
+                            "directory loop: {p} points back to an ancestor or a visited directory"
+                        ),
+                        "directory record",
+                        e.rec().offset,
+                    ));
                 }
                 let size = if e.rr.child_link.is_some() {
                     let d0 = iso.read(ext as u64 * BLOCK, 34, "relocated directory")?;
@@ -878,7 +964,11 @@ pub enum Lookup {
 /// Reads a path table (bounded) and returns its bytes.
 pub fn read_path_table(iso: &IsoFile, lba: u32, size: u32) -> Result<Vec<u8>> {
     if size as u64 > MAX_PATH_TABLE {
-        return Err(iso.bad(err!(AbsurdSize, "path table of {size} bytes"), "path table", lba as u64 * BLOCK));
+        return Err(iso.bad(
+            err!(AbsurdSize, "path table of {size} bytes"),
+            "path table",
+            lba as u64 * BLOCK,
+        ));
     }
     iso.read(lba as u64 * BLOCK, size as u64, "path table")
 }
@@ -892,7 +982,11 @@ pub fn path_table_extents(t: &[u8], big_endian: bool) -> Result<Vec<(usize, u32)
         if nlen == 0 {
             break;
         }
-        let ext = if big_endian { be32(t, p + 2) } else { le32(t, p + 2) };
+        let ext = if big_endian {
+            be32(t, p + 2)
+        } else {
+            le32(t, p + 2)
+        };
         out.push((p + 2, ext));
         p += 8 + nlen + (nlen % 2);
     }

@@ -111,7 +111,9 @@ pub fn edit_isolinux_timeout(cfg: &str, timeout_s: u32) -> (String, bool) {
             }
             "ui" if rest.to_ascii_lowercase().starts_with("gfxboot") => {
                 gfx = true;
-                out.push_str(&format!("# {line} (disabled by isotool: gfxboot waits for a key)\n"));
+                out.push_str(&format!(
+                    "# {line} (disabled by isotool: gfxboot waits for a key)\n"
+                ));
             }
             _ => {
                 out.push_str(line);
@@ -173,7 +175,10 @@ pub fn edit_syslinux_labels(cfg: &str, u: &Unattended) -> Result<String> {
         })
         .collect();
     if labels.iter().any(|l| l == LABEL) {
-        return Err(err!(InvalidArgument, "the config already has a label {LABEL:?} (already remastered?)"));
+        return Err(err!(
+            InvalidArgument,
+            "the config already has a label {LABEL:?} (already remastered?)"
+        ));
     }
     let title = match u.flavor {
         Flavor::Preseed => "^Unattended install",
@@ -240,7 +245,10 @@ pub fn edit_grub(cfg: &str, u: &Unattended) -> Result<String> {
     let (body, start) =
         first_grub_entry(cfg).ok_or_else(|| err!(NotFound, "no menuentry with a linux line"))?;
     if cfg.contains(&format!("menuentry \"{GRUB_TITLE}\"")) {
-        return Err(err!(InvalidArgument, "grub.cfg already has an {GRUB_TITLE:?} entry (already remastered?)"));
+        return Err(err!(
+            InvalidArgument,
+            "grub.cfg already has an {GRUB_TITLE:?} entry (already remastered?)"
+        ));
     }
     let mut entry = format!("menuentry \"{GRUB_TITLE}\" {{\n");
     for l in body.iter().skip(1) {
@@ -292,8 +300,16 @@ pub fn edit_grub(cfg: &str, u: &Unattended) -> Result<String> {
 
 /// Refuses kernel arguments that would break the config lines.
 pub fn check_kernel_arg(a: &str) -> Result<()> {
-    if a.is_empty() || a == "---" || a.chars().any(|c| c.is_whitespace() || c.is_control() || c == '"' || c == '{' || c == '}' || c == ';') {
-        return Err(err!(InvalidArgument, "kernel argument {a:?}: must be one word without quotes, braces, ';' or '---'"));
+    if a.is_empty()
+        || a == "---"
+        || a.chars().any(|c| {
+            c.is_whitespace() || c.is_control() || c == '"' || c == '{' || c == '}' || c == ';'
+        })
+    {
+        return Err(err!(
+            InvalidArgument,
+            "kernel argument {a:?}: must be one word without quotes, braces, ';' or '---'"
+        ));
     }
     Ok(())
 }
@@ -317,18 +333,33 @@ mod tests {
     #[test]
     fn txt_cfg_gets_a_default_first_label() {
         let out = edit_syslinux_labels(TXT, &u()).unwrap();
-        assert!(out.starts_with("default unattended\nlabel unattended\n"), "{out}");
+        assert!(
+            out.starts_with("default unattended\nlabel unattended\n"),
+            "{out}"
+        );
         assert!(out.contains("  append auto=true priority=critical preseed/file=/cdrom/preseed/auto.seed vga=788 console=ttyS0 initrd=/install/initrd.gz quiet ---\n"), "{out}");
         assert!(out.contains("label install\n"), "stock entry kept");
-        assert!(out.contains("file=/cdrom/preseed/ubuntu-server.seed"), "stock args kept");
-        assert!(edit_syslinux_labels(&out, &u()).is_err(), "second edit refused");
+        assert!(
+            out.contains("file=/cdrom/preseed/ubuntu-server.seed"),
+            "stock args kept"
+        );
+        assert!(
+            edit_syslinux_labels(&out, &u()).is_err(),
+            "second edit refused"
+        );
     }
 
     #[test]
     fn isolinux_cfg_timeout_prompt_gfxboot() {
-        let (o, gfx) = edit_isolinux_timeout("default vesamenu.c32\nprompt 1\ntimeout 300\nui gfxboot bootlogo\n", 2);
+        let (o, gfx) = edit_isolinux_timeout(
+            "default vesamenu.c32\nprompt 1\ntimeout 300\nui gfxboot bootlogo\n",
+            2,
+        );
         assert!(gfx);
-        assert_eq!(o, "default vesamenu.c32\nprompt 0\ntimeout 20\n# ui gfxboot bootlogo (disabled by isotool: gfxboot waits for a key)\n");
+        assert_eq!(
+            o,
+            "default vesamenu.c32\nprompt 0\ntimeout 20\n# ui gfxboot bootlogo (disabled by isotool: gfxboot waits for a key)\n"
+        );
         let (o, _) = edit_isolinux_timeout("", 0);
         assert_eq!(o, "prompt 0\ntimeout 1\n");
     }
@@ -336,7 +367,10 @@ mod tests {
     #[test]
     fn grub_cfg_gets_default_entry() {
         let out = edit_grub(GRUB, &u()).unwrap();
-        assert!(out.starts_with("set timeout=1\nset default=0\nmenuentry \"Unattended install\" {\n"), "{out}");
+        assert!(
+            out.starts_with("set timeout=1\nset default=0\nmenuentry \"Unattended install\" {\n"),
+            "{out}"
+        );
         assert!(out.contains("\tlinux\t/install/vmlinuz auto=true priority=critical preseed/file=/cdrom/preseed/auto.seed console=ttyS0 quiet ---\n"), "{out}");
         assert!(out.contains("menuentry \"Install Ubuntu Server\""));
         assert!(!out.contains("set timeout=5"));
@@ -345,7 +379,12 @@ mod tests {
     #[test]
     fn kickstart_lines() {
         let iso = "default vesamenu.c32\ntimeout 600\nlabel linux\n  menu label ^Install CentOS 7\n  kernel vmlinuz\n  append initrd=initrd.img inst.stage2=hd:LABEL=CentOS\\x207\\x20x86_64 quiet\nlabel check\n  menu label Test this ^media & install CentOS 7\n  menu default\n  kernel vmlinuz\n  append initrd=initrd.img inst.stage2=hd:LABEL=CentOS\\x207\\x20x86_64 rd.live.check quiet\n";
-        let k = Unattended { flavor: Flavor::Kickstart, seed_path: "/ks.cfg".into(), extra_args: vec![], timeout: 1 };
+        let k = Unattended {
+            flavor: Flavor::Kickstart,
+            seed_path: "/ks.cfg".into(),
+            extra_args: vec![],
+            timeout: 1,
+        };
         let out = edit_syslinux_labels(iso, &k).unwrap();
         assert!(out.contains("  append inst.ks=cdrom:/ks.cfg initrd=initrd.img inst.stage2=hd:LABEL=CentOS\\x207\\x20x86_64 quiet\n"), "{out}");
         assert_eq!(out.matches("menu default").count(), 1);

@@ -26,7 +26,10 @@ pub fn update(old: &str, sums: &[(String, String)]) -> String {
     let mut done = vec![false; sums.len()];
     let mut out = String::with_capacity(old.len() + sums.len() * 80);
     for line in old.lines() {
-        let path = line.split_once("  ").map(|x| x.1).or_else(|| line.split_once(" *").map(|x| x.1));
+        let path = line
+            .split_once("  ")
+            .map(|x| x.1)
+            .or_else(|| line.split_once(" *").map(|x| x.1));
         let hit = path.and_then(|p| {
             let p = p.strip_prefix('.').unwrap_or(p);
             sums.iter().position(|(s, _)| s == p)
@@ -57,7 +60,16 @@ mod tests {
     #[test]
     fn replaces_in_place_and_appends() {
         let old = "aaa  ./README\nbbb  ./isolinux/txt.cfg\nccc  ./z\n";
-        let new = update(old, &[("/isolinux/txt.cfg".into(), "111".into()), ("/preseed/x.seed".into(), "222".into())]);
-        assert_eq!(new, "aaa  ./README\n111  ./isolinux/txt.cfg\nccc  ./z\n222  ./preseed/x.seed\n");
+        let new = update(
+            old,
+            &[
+                ("/isolinux/txt.cfg".into(), "111".into()),
+                ("/preseed/x.seed".into(), "222".into()),
+            ],
+        );
+        assert_eq!(
+            new,
+            "aaa  ./README\n111  ./isolinux/txt.cfg\nccc  ./z\n222  ./preseed/x.seed\n"
+        );
     }
 }

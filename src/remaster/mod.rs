@@ -93,12 +93,21 @@ fn is_dir(iso: &IsoFile, t: &Tree, p: &str) -> Result<bool> {
 
 fn text(iso: &IsoFile, t: &Tree, p: &str) -> Result<String> {
     let b = read_file(iso, t, p, MAX_TEXT)?;
-    String::from_utf8(b).map_err(|_| err!(Unsupported, "{p} is not UTF-8 text").with_path(iso.path()))
+    String::from_utf8(b)
+        .map_err(|_| err!(Unsupported, "{p} is not UTF-8 text").with_path(iso.path()))
 }
 
 fn check_iso_path(p: &str) -> Result<String> {
-    if !p.starts_with('/') || p.ends_with('/') || p.split('/').any(|c| c == ".." || c == ".") || p.contains("//") || p.chars().any(|c| c.is_control()) {
-        return Err(err!(InvalidArgument, "ISO path {p:?} must be absolute, without '.', '..' or empty components"));
+    if !p.starts_with('/')
+        || p.ends_with('/')
+        || p.split('/').any(|c| c == ".." || c == ".")
+        || p.contains("//")
+        || p.chars().any(|c| c.is_control())
+    {
+        return Err(err!(
+            InvalidArgument,
+            "ISO path {p:?} must be absolute, without '.', '..' or empty components"
+        ));
     }
     Ok(p.to_string())
 }
@@ -111,7 +120,10 @@ pub fn remaster(o: &RemasterOptions, ctx: &BuildContext) -> Result<RemasterRepor
     if let Some(v) = &o.volume_id
         && (v.is_empty() || v.len() > 32 || !v.is_ascii() || v.chars().any(|c| c.is_control()))
     {
-        return Err(err!(InvalidArgument, "volume id {v:?}: 1 to 32 ASCII characters"));
+        return Err(err!(
+            InvalidArgument,
+            "volume id {v:?}: 1 to 32 ASCII characters"
+        ));
     }
     let iso = IsoFile::open(&o.input)?;
     let tree = primary_tree(&iso)?;
@@ -120,23 +132,49 @@ pub fn remaster(o: &RemasterOptions, ctx: &BuildContext) -> Result<RemasterRepor
     let mut edited = Vec::new();
 
     if let Some(seed) = &o.seed {
-        if seed.name.is_empty() || seed.name.contains('/') || seed.name.chars().any(|c| c.is_whitespace() || c.is_control()) || seed.name.len() > 64 {
-            return Err(err!(InvalidArgument, "seed name {:?}: one file name, no spaces, at most 64 bytes", seed.name));
+        if seed.name.is_empty()
+            || seed.name.contains('/')
+            || seed
+                .name
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control())
+            || seed.name.len() > 64
+        {
+            return Err(err!(
+                InvalidArgument,
+                "seed name {:?}: one file name, no spaces, at most 64 bytes",
+                seed.name
+            ));
         }
         let meta = std::fs::metadata(&seed.file).ctx(&seed.file, "reading the seed file")?;
         if !meta.is_file() || meta.len() > MAX_TEXT {
-            return Err(err!(InvalidArgument, "the seed must be a regular file under 16 MiB").with_path(&seed.file));
+            return Err(err!(
+                InvalidArgument,
+                "the seed must be a regular file under 16 MiB"
+            )
+            .with_path(&seed.file));
         }
         let seed_path = match seed.flavor {
-            Flavor::Preseed if is_dir(&iso, &tree, "/preseed")? => format!("/preseed/{}", seed.name),
+            Flavor::Preseed if is_dir(&iso, &tree, "/preseed")? => {
+                format!("/preseed/{}", seed.name)
+            }
             Flavor::Preseed => {
-                notes.push("no /preseed directory on the disc: the preseed goes to the root".into());
+                notes
+                    .push("no /preseed directory on the disc: the preseed goes to the root".into());
                 format!("/{}", seed.name)
             }
             Flavor::Kickstart => format!("/{}", seed.name),
         };
-        ops.push(FileOp { path: seed_path.clone(), source: Source::File(seed.file.clone()) });
-        let u = Unattended { flavor: seed.flavor, seed_path, extra_args: o.kernel_args.clone(), timeout: o.timeout };
+        ops.push(FileOp {
+            path: seed_path.clone(),
+            source: Source::File(seed.file.clone()),
+        });
+        let u = Unattended {
+            flavor: seed.flavor,
+            seed_path,
+            extra_args: o.kernel_args.clone(),
+            timeout: o.timeout,
+        };
         if o.no_boot_edit {
             notes.push("--no-boot-edit: boot configs left as they are".into());
         } else {
@@ -148,22 +186,32 @@ pub fn remaster(o: &RemasterOptions, ctx: &BuildContext) -> Result<RemasterRepor
                 let cfg = text(&iso, &tree, iso_cfg)?;
                 let (mut new_cfg, gfx) = bootcfg::edit_isolinux_timeout(&cfg, o.timeout);
                 if gfx {
-                    notes.push(format!("{iso_cfg}: gfxboot UI disabled (it waits for a key)"));
+                    notes.push(format!(
+                        "{iso_cfg}: gfxboot UI disabled (it waits for a key)"
+                    ));
                 }
                 if seed.flavor == Flavor::Preseed && exists_file(&iso, &tree, txt_cfg)? {
                     let txt = text(&iso, &tree, txt_cfg)?;
-                    let t2 = bootcfg::edit_syslinux_labels(&txt, &u).map_err(|e| e.with_path(txt_cfg))?;
-                    ops.push(FileOp { path: txt_cfg.into(), source: Source::Bytes(t2.into_bytes()) });
+                    let t2 = bootcfg::edit_syslinux_labels(&txt, &u)
+                        .map_err(|e| e.with_path(txt_cfg))?;
+                    ops.push(FileOp {
+                        path: txt_cfg.into(),
+                        source: Source::Bytes(t2.into_bytes()),
+                    });
                     edited.push(txt_cfg.to_string());
                     bios = true;
                 } else if bootcfg::has_syslinux_entry(&new_cfg) {
-                    new_cfg = bootcfg::edit_syslinux_labels(&new_cfg, &u).map_err(|e| e.with_path(iso_cfg))?;
+                    new_cfg = bootcfg::edit_syslinux_labels(&new_cfg, &u)
+                        .map_err(|e| e.with_path(iso_cfg))?;
                     bios = true;
                 } else {
                     notes.push(format!("{iso_cfg}: no label with a kernel to copy; the BIOS menu has no unattended entry"));
                 }
                 if bios {
-                    ops.push(FileOp { path: iso_cfg.into(), source: Source::Bytes(new_cfg.into_bytes()) });
+                    ops.push(FileOp {
+                        path: iso_cfg.into(),
+                        source: Source::Bytes(new_cfg.into_bytes()),
+                    });
                     edited.push(iso_cfg.to_string());
                 }
             } else {
@@ -180,7 +228,10 @@ pub fn remaster(o: &RemasterOptions, ctx: &BuildContext) -> Result<RemasterRepor
                     let cfg = text(&iso, &tree, g)?;
                     if bootcfg::has_grub_entry(&cfg) {
                         let n = bootcfg::edit_grub(&cfg, &u).map_err(|e| e.with_path(g))?;
-                        ops.push(FileOp { path: g.to_string(), source: Source::Bytes(n.into_bytes()) });
+                        ops.push(FileOp {
+                            path: g.to_string(),
+                            source: Source::Bytes(n.into_bytes()),
+                        });
                         edited.push(g.to_string());
                         uefi = true;
                     } else {
@@ -189,14 +240,20 @@ pub fn remaster(o: &RemasterOptions, ctx: &BuildContext) -> Result<RemasterRepor
                 }
             }
             if !found_grub {
-                notes.push(format!("UEFI path: no {} found; skipped", grub_candidates.join(" or ")));
+                notes.push(format!(
+                    "UEFI path: no {} found; skipped",
+                    grub_candidates.join(" or ")
+                ));
             }
             if !bios && !uefi {
                 return Err(err!(NotFound, "no boot config to edit on this disc (isolinux or GRUB); use --no-boot-edit to only add the seed").with_path(&o.input));
             }
         }
     } else if !o.no_boot_edit && !o.kernel_args.is_empty() {
-        return Err(err!(InvalidArgument, "--kernel-arg needs --preseed or --kickstart"));
+        return Err(err!(
+            InvalidArgument,
+            "--kernel-arg needs --preseed or --kickstart"
+        ));
     }
 
     for (src, dst) in &o.adds {
@@ -208,12 +265,21 @@ pub fn remaster(o: &RemasterOptions, ctx: &BuildContext) -> Result<RemasterRepor
         if ops.iter().any(|x| x.path == dst) {
             return Err(err!(InvalidArgument, "{dst} is given twice"));
         }
-        ops.push(FileOp { path: dst, source: Source::File(src.clone()) });
+        ops.push(FileOp {
+            path: dst,
+            source: Source::File(src.clone()),
+        });
     }
     if ops.is_empty() && o.volume_id.is_none() {
-        return Err(err!(InvalidArgument, "nothing to do: give --preseed, --kickstart, --add or --volume-id"));
+        return Err(err!(
+            InvalidArgument,
+            "nothing to do: give --preseed, --kickstart, --add or --volume-id"
+        ));
     }
-    if ops.iter().any(|x| x.path.eq_ignore_ascii_case("/boot/grub/efi.img")) {
+    if ops
+        .iter()
+        .any(|x| x.path.eq_ignore_ascii_case("/boot/grub/efi.img"))
+    {
         return Err(err!(InvalidArgument, "boot/grub/efi.img is never modified"));
     }
 
@@ -229,16 +295,28 @@ pub fn remaster(o: &RemasterOptions, ctx: &BuildContext) -> Result<RemasterRepor
             sums.push((op.path.clone(), h));
         }
         let new = md5sum::update(&old, &sums);
-        ops.push(FileOp { path: "/md5sum.txt".into(), source: Source::Bytes(new.into_bytes()) });
+        ops.push(FileOp {
+            path: "/md5sum.txt".into(),
+            source: Source::Bytes(new.into_bytes()),
+        });
         edited.push("/md5sum.txt".into());
     } else if !ops.iter().any(|x| x.path == "/md5sum.txt") {
         notes.push("no /md5sum.txt on the disc; nothing to update".into());
     }
     drop(tree);
     drop(iso);
-    let plan = PatchPlan { ops, volume_id: o.volume_id.clone(), mtime: ctx.now(), force: o.force };
+    let plan = PatchPlan {
+        ops,
+        volume_id: o.volume_id.clone(),
+        mtime: ctx.now(),
+        force: o.force,
+    };
     let patch = patch_iso(&o.input, &o.output, &plan)?;
-    Ok(RemasterReport { patch, edited, notes })
+    Ok(RemasterReport {
+        patch,
+        edited,
+        notes,
+    })
 }
 
 /// Default seed name: the file's name.

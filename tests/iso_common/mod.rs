@@ -14,7 +14,10 @@ pub fn need(tool: &str, package: &str) {
         .output()
         .map(|o| o.status.success())
         .unwrap_or(false);
-    assert!(ok, "oracle `{tool}` is missing: install the Debian package `{package}`");
+    assert!(
+        ok,
+        "oracle `{tool}` is missing: install the Debian package `{package}`"
+    );
 }
 
 pub fn fixture_script() -> PathBuf {
@@ -36,7 +39,9 @@ pub fn ubuntu_mini(dir: &Path) -> PathBuf {
 }
 
 pub fn run(cmd: &mut Command) -> String {
-    let o = cmd.output().unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    let o = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
     assert!(
         o.status.success(),
         "{cmd:?} failed: {}\n{}",
@@ -77,23 +82,27 @@ pub fn lsdl(iso: &Path) -> std::collections::BTreeMap<String, String> {
             m.insert(path, l.to_string());
         }
     }
-    assert!(!m.is_empty(), "xorriso listed nothing for {}", iso.display());
+    assert!(
+        !m.is_empty(),
+        "xorriso listed nothing for {}",
+        iso.display()
+    );
     m
 }
 
 /// El Torito and system-area reports, with the lines that name the drive or random GUIDs
 /// dropped and decimal numbers masked (positions may differ).
 pub fn boot_report(iso: &Path, mask: bool) -> Vec<String> {
-    let out = run(Command::new("xorriso")
-        .arg("-indev")
-        .arg(iso)
-        .args(["-report_el_torito", "plain", "-report_system_area", "plain"]));
+    let out = run(Command::new("xorriso").arg("-indev").arg(iso).args([
+        "-report_el_torito",
+        "plain",
+        "-report_system_area",
+        "plain",
+    ]));
     out.lines()
         .filter(|l| !l.trim().is_empty())
         .filter(|l| {
-            !l.starts_with("Drive current")
-                && !l.starts_with("Media ")
-                && !l.contains("GUID")
+            !l.starts_with("Drive current") && !l.starts_with("Media ") && !l.contains("GUID")
         })
         .map(|l| if mask { mask_numbers(l) } else { l.to_string() })
         .collect()
@@ -104,7 +113,9 @@ fn mask_numbers(l: &str) -> String {
     let b = l.as_bytes();
     let mut i = 0;
     while i < b.len() {
-        if b[i].is_ascii_digit() && !(i > 0 && (b[i - 1] == b'x' || b[i - 1].is_ascii_alphanumeric())) {
+        if b[i].is_ascii_digit()
+            && !(i > 0 && (b[i - 1] == b'x' || b[i - 1].is_ascii_alphanumeric()))
+        {
             while i < b.len() && b[i].is_ascii_digit() {
                 i += 1;
             }
