@@ -39,6 +39,41 @@ fn remaster_preseed_keeps_tree_and_boot_equipment() {
         "the preseed content was printed"
     );
     assert_eq!(sha(&input), before, "the input was modified");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&out).unwrap().permissions().mode() & 0o777,
+        0o600,
+        "an output carrying the preseed must be 0600"
+    );
+    // boot images and the catalog cannot be replaced (their catalog entries would go stale)
+    let bad = isotool(&[
+        "remaster",
+        input.to_str().unwrap(),
+        "-o",
+        d.path().join("bad.iso").to_str().unwrap(),
+        "--add",
+        &format!("{}=/isolinux/isolinux.bin", seed.display()),
+    ]);
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("El Torito"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+    let bad = isotool(&[
+        "remaster",
+        input.to_str().unwrap(),
+        "-o",
+        d.path().join("bad.iso").to_str().unwrap(),
+        "--add",
+        &format!("{}=/nodir/x", seed.display()),
+    ]);
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("does not exist"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+    assert!(!d.path().join("bad.iso").exists());
 
     // same tree but for the intended changes
     let a = lsdl(&input);

@@ -561,3 +561,85 @@ mod tests {
         assert_eq!(e.kind(), crate::ErrorKind::BadChecksum);
     }
 }
+
+#[cfg(test)]
+mod catalog_tests {
+    use super::*;
+    use std::io::Write;
+
+    fn catalog() -> Vec<u8> {
+        let mut c = vec![0u8; 2048];
+        c[0] = 1;
+        c[30] = 0x55;
+        c[31] = 0xAA;
+        let sum = (0..16).fold(0u16, |s, i| s.wrapping_add(le16(&c, i * 2)));
+        c[28..30].copy_from_slice(&(0u16.wrapping_sub(sum)).to_le_bytes());
+        // initial entry: bootable, no emulation, 4 sectors at LBA 40
+        c[32] = 0x88;
+        c[38..40].copy_from_slice(&4u16.to_le_bytes());
+        c[40..44].copy_from_slice(&40u32.to_le_bytes());
+        // final section header: UEFI, one entry
+        c[64] = 0x91;
+        c[65] = 0xEF;
+        c[66..68].copy_from_slice(&1u16.to_le_bytes());
+        c[96] = 0x88;
+        c[102..104].copy_from_slice(&2880u16.to_le_bytes());
+        c[104..108].copy_from_slice(&30u32.to_le_bytes());
+        c
+    }
+
+    fn iso_with(cat: &[u8]) -> (tempfile::NamedTempFile, IsoFile) {
+        let mut img = vec![0u8; 20 * 2048];
+        img[19 * 2048..19 * 2048 + cat.len()].copy_from_slice(cat);
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(&img).unwrap();
+        f.flush().unwrap();
+        let iso = IsoFile::open(f.path()).unwrap();
+        (f, iso)
+    }
+
+    #[test]
+    fn golden_catalog_bios_and_uefi() {
+        let (_f, iso) = iso_with(&catalog());
+        let c = parse_catalog(&iso, 19).unwrap();
+        assert_eq!(c.entries.len(), 2);
+        assert_eq!(
+            (
+                c.entries[0].platform,
+                c.entries[0].load_sectors,
+                c.entries[0].lba
+            ),
+            (0, 4, 40)
+        );
+        assert_eq!(
+            (
+                c.entries[1].platform,
+                c.entries[1].load_sectors,
+                c.entries[1].lba
+            ),
+            (0xEF, 2880, 30)
+        );
+        assert!(c.entries[1].bootable);
+    }
+
+    #[test]
+    fn corrupted_catalog_errors() {
+        let mut c = catalog();
+        c[4] ^= 1;
+        let (_f, iso) = iso_with(&c);
+        let e = parse_catalog(&iso, 19).unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::BadChecksum);
+        let mut c = catalog();
+        c[31] = 0;
+        let (_g, iso) = iso_with(&c);
+        assert_eq!(
+            parse_catalog(&iso, 19).unwrap_err().kind(),
+            crate::ErrorKind::BadSignature
+        );
+        let (_h, iso) = iso_with(&catalog());
+        assert_eq!(
+            parse_catalog(&iso, 1000).unwrap_err().kind(),
+            crate::ErrorKind::Truncated
+        );
+    }
+}

@@ -48,6 +48,8 @@ pub struct PatchPlan {
     pub mtime: u64,
     /// Replace an existing output.
     pub force: bool,
+    /// Permission bits of the output (0o600 when it carries a seed that may hold passwords).
+    pub mode: u32,
 }
 
 /// What was done.
@@ -372,11 +374,14 @@ pub fn patch_iso(input: &Path, output: &Path, plan: &PatchPlan) -> Result<PatchR
             bump(e);
         }
     }
+    let mut boot_lbas = Vec::new();
     if let Some(c) = vol.boot_catalog {
         bump((c as u64 + 1) * BLOCK);
+        boot_lbas.push(c);
         if let Ok(cat) = boot::parse_catalog(&iso, c) {
             for e in cat.entries {
                 bump(e.lba as u64 * BLOCK + e.load_sectors as u64 * 512);
+                boot_lbas.push(e.lba);
             }
         }
     }
@@ -444,6 +449,9 @@ pub fn patch_iso(input: &Path, output: &Path, plan: &PatchPlan) -> Result<PatchR
                     let e = &parent.entries[index];
                     if e.is_dir() || e.is_symlink() {
                         return Err(err!(InvalidArgument, "{} is a directory or a symlink in the ISO; only regular files can be replaced", op.path).with_path(input));
+                    }
+                    if boot_lbas.contains(&e.rec().extent) && e.rec().size > 0 {
+                        return Err(err!(InvalidArgument, "{} is the El Torito boot catalog or a boot image; replacing it is not supported (its catalog entry would go stale)", op.path).with_path(input));
                     }
                     if e.records.len() > 1 {
                         return Err(err!(
@@ -690,7 +698,7 @@ pub fn patch_iso(input: &Path, output: &Path, plan: &PatchPlan) -> Result<PatchR
         &[input],
         OutputOptions {
             force: plan.force,
-            mode: 0o644,
+            mode: if plan.mode == 0 { 0o644 } else { plan.mode },
         },
     )?;
     let of = out.file();

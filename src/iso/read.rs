@@ -1033,12 +1033,18 @@ mod tests {
         r[32] = 200;
         let e = parse_record(&r, 0).unwrap_err();
         assert_eq!(e.kind(), crate::ErrorKind::BadField);
-        let mut data = vec![0u8; 2048];
+        let mut data = vec![0u8; 4096];
+        for i in 0..8 {
+            let f = rec(b"F;1", 1, 1, 0, &[0u8; 214]);
+            assert_eq!(f.len(), 250);
+            data[i * 250..(i + 1) * 250].copy_from_slice(&f);
+        }
         let r2 = rec(b"B;1", 1, 1, 0, &[0u8; 60]);
         data[2000..2000 + r2.len()].copy_from_slice(&r2);
         // a record starting at 2000 with 96 bytes crosses the block end
-        let e = parse_dir_records(&data[..2048], 0);
-        assert!(e.is_err() || e.unwrap().len() <= 1);
+        let e = parse_dir_records(&data, 0).unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::BadField);
+        assert_eq!(e.offset(), Some(2000));
         let mut d2 = vec![0u8; 2048];
         d2[0] = 20; // length below the minimum
         let e = parse_dir_records(&d2, 4096).unwrap_err();
@@ -1067,5 +1073,94 @@ mod tests {
         t.extend_from_slice(&[4, 0, 30, 0, 0, 0, 1, 0, b'B', b'O', b'O', b'T']);
         let e = path_table_extents(&t, false).unwrap();
         assert_eq!(e, vec![(2, 18), (12, 30)]);
+    }
+}
+
+#[cfg(test)]
+mod susp_tests {
+    use super::*;
+    use std::io::Write;
+
+    fn iso_with(bytes: &[u8]) -> (tempfile::NamedTempFile, IsoFile) {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(bytes).unwrap();
+        f.flush().unwrap();
+        let iso = IsoFile::open(f.path()).unwrap();
+        (f, iso)
+    }
+
+    fn entry(sig: &[u8; 2], data: &[u8]) -> Vec<u8> {
+        let mut e = vec![sig[0], sig[1], (4 + data.len()) as u8, 1];
+        e.extend_from_slice(data);
+        e
+    }
+
+    #[test]
+    fn rock_ridge_px_nm_sl_tf_and_ce() {
+        // continuation area at block 1 holding the second half of the name
+        let mut img = vec![0u8; 4096];
+        let nm2 = entry(b"NM", b"\x00-name.seed");
+        img[2048 + 10..2048 + 10 + nm2.len()].copy_from_slice(&nm2);
+        let (_f, iso) = iso_with(&img);
+        let mut su = Vec::new();
+        let mut px = [0u8; 40];
+        put_both32(&mut px, 0, 0o100644);
+        put_both32(&mut px, 8, 1);
+        put_both32(&mut px, 32, 77);
+        su.extend(entry(b"PX", &px));
+        su.extend(entry(b"NM", b"\x01long"));
+        su.extend(entry(b"TF", &[0x02, 119, 8, 5, 10, 13, 20, 0]));
+        let mut ce = [0u8; 24];
+        put_both32(&mut ce, 0, 1);
+        put_both32(&mut ce, 8, 10);
+        put_both32(&mut ce, 16, nm2.len() as u32);
+        su.extend(entry(b"CE", &ce));
+        let rr = parse_susp(&iso, &su, 0, 0).unwrap();
+        assert_eq!(rr.mode, Some(0o100644));
+        assert_eq!(rr.ino, Some(77));
+        assert_eq!(rr.name.as_deref(), Some("long-name.seed"));
+        assert_eq!(rr.mtime.as_deref(), Some(&[119, 8, 5, 10, 13, 20, 0][..]));
+        assert_eq!(rr.ce_end, 2048 + 10 + nm2.len() as u64);
+
+        // symlink `ubuntu -> .` and an absolute one
+        let sl = entry(b"SL", &[0, 0x02, 0]);
+        assert_eq!(
+            parse_susp(&iso, &sl, 0, 0).unwrap().symlink.as_deref(),
+            Some(".")
+        );
+        let sl = entry(
+            b"SL",
+            &[0, 0x08, 0, 0, 3, b'e', b't', b'c', 0, 2, b'x', b'y'],
+        );
+        assert_eq!(
+            parse_susp(&iso, &sl, 0, 0).unwrap().symlink.as_deref(),
+            Some("/etc/xy")
+        );
+    }
+
+    #[test]
+    fn bad_susp_is_named_and_ce_loops_bounded() {
+        let (_f, iso) = iso_with(&vec![0u8; 4096]);
+        let bad = vec![b'P', b'X', 200, 1, 0, 0];
+        let e = parse_susp(&iso, &bad, 0, 100).unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::BadField);
+        assert_eq!(e.structure(), Some("SUSP entry"));
+        // a CE pointing at itself forever
+        let mut img = vec![0u8; 4096];
+        let mut ce = [0u8; 24];
+        put_both32(&mut ce, 0, 1);
+        put_both32(&mut ce, 8, 0);
+        put_both32(&mut ce, 16, 28);
+        let e2 = entry(b"CE", &ce);
+        img[2048..2048 + e2.len()].copy_from_slice(&e2);
+        let (_g, iso2) = iso_with(&img);
+        let e = parse_susp(&iso2, &e2, 0, 0).unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::AbsurdSize);
+        // a CE past the end of the file
+        let mut ce = [0u8; 24];
+        put_both32(&mut ce, 0, 99);
+        put_both32(&mut ce, 16, 28);
+        let e = parse_susp(&iso, &entry(b"CE", &ce), 0, 0).unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::Truncated);
     }
 }

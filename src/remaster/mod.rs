@@ -305,11 +305,17 @@ pub fn remaster(o: &RemasterOptions, ctx: &BuildContext) -> Result<RemasterRepor
     }
     drop(tree);
     drop(iso);
+    // the seed may hold passwords: an output carrying one is readable by its owner only
+    let mode = if o.seed.is_some() { 0o600 } else { 0o644 };
+    if o.seed.is_some() {
+        notes.push("the output carries the seed (it may hold passwords): created mode 0600".into());
+    }
     let plan = PatchPlan {
         ops,
         volume_id: o.volume_id.clone(),
         mtime: ctx.now(),
         force: o.force,
+        mode,
     };
     let patch = patch_iso(&o.input, &o.output, &plan)?;
     Ok(RemasterReport {
