@@ -273,6 +273,14 @@ fn directories_that_overflow_move_with_path_tables() {
         args.push(format!("{}={p}", src.display()));
         want.push(p);
     }
+    // a file bigger than the cylinder padding, so the image grows and the system area follows
+    let big = d.path().join("big.bin");
+    let bytes: Vec<u8> = (0..1_600_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
+        .collect();
+    std::fs::write(&big, &bytes).unwrap();
+    args.push("--add".into());
+    args.push(format!("{}=/doc/big.bin", big.display()));
     let a: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
     let o = isotool(&a);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -323,6 +331,39 @@ fn directories_that_overflow_move_with_path_tables() {
     let dsc = run(Command::new("isoinfo").args(["-d", "-i"]).arg(&out));
     assert!(dsc.contains("Volume id: NEWVOL"), "{dsc}");
     let x = d.path().join("x");
+    assert_eq!(extract(&out, "/doc/big.bin", &x), bytes);
+    let len = std::fs::metadata(&out).unwrap().len();
+    assert!(
+        len > std::fs::metadata(&input).unwrap().len(),
+        "the image did not grow"
+    );
+    let rep = boot_report(&out, false);
+    assert!(
+        rep.contains(&format!("ISO image size/512 : {}", len / 512)),
+        "{rep:?}"
+    );
+    assert!(
+        rep.iter()
+            .any(|l| l.starts_with("GPT lba range") && l.ends_with(&format!(" {}", len / 512 - 1))),
+        "{rep:?}"
+    );
+    assert!(
+        rep.iter()
+            .any(|l| l.starts_with("MBR partition      :   1   0x80  0x00")
+                && l.ends_with(&format!(" {}", len / 512))),
+        "{rep:?}"
+    );
+    need("sgdisk", "gdisk");
+    let v_in = Command::new("sgdisk")
+        .arg("-v")
+        .arg(&input)
+        .output()
+        .unwrap();
+    let v_out = Command::new("sgdisk").arg("-v").arg(&out).output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&v_in.stdout),
+        String::from_utf8_lossy(&v_out.stdout)
+    );
     assert_eq!(
         extract(&out, "/doc/many/added-file-with-a-long-name-007.txt", &x),
         b"added\n"

@@ -666,7 +666,17 @@ pub fn patch_iso(input: &Path, output: &Path, plan: &PatchPlan) -> Result<PatchR
     // 5. Sizes: keep the padding the input had inside and after its volume space.
     let old_vol_end = vol.primary.volume_space as u64 * BLOCK;
     let new_data_end = cursor * BLOCK;
-    let mut new_vol_end = new_data_end + old_vol_end.saturating_sub(data_start);
+    let cyl = 64 * 32 * 512u64;
+    let cyl_aligned = sys_info.mbr_signature
+        && old_len.is_multiple_of(cyl)
+        && old_len == old_vol_end.div_ceil(cyl) * cyl;
+    // an isohybrid image padded to whole cylinders needs no more padding than the alignment
+    // gives (plus the backup GPT); other images keep the padding they had after their data
+    let mut new_vol_end = if cyl_aligned && old_vol_end >= old_len {
+        new_data_end
+    } else {
+        new_data_end + old_vol_end.saturating_sub(data_start)
+    };
     let gpt_area = sys_info.gpt.as_ref().map(|g| {
         ((g.entry_count as u64 * g.entry_size as u64).div_ceil(512) * 512 + 512).div_ceil(BLOCK)
             * BLOCK
@@ -674,9 +684,6 @@ pub fn patch_iso(input: &Path, output: &Path, plan: &PatchPlan) -> Result<PatchR
     if let Some(a) = gpt_area {
         new_vol_end = new_vol_end.max(new_data_end + a);
     }
-    let cyl = 64 * 32 * 512u64;
-    let cyl_aligned =
-        sys_info.mbr_signature && old_len % cyl == 0 && old_len == old_vol_end.div_ceil(cyl) * cyl;
     let mut new_len = if cyl_aligned {
         new_vol_end.div_ceil(cyl) * cyl
     } else {
@@ -860,7 +867,8 @@ pub fn patch_iso(input: &Path, output: &Path, plan: &PatchPlan) -> Result<PatchR
         written += BLOCK;
     }
     // system area
-    if new_len != old_len {
+    // always: the old backup GPT past the data was not copied, and partitions follow the end
+    if new_len != old_len || sys_info.gpt.is_some() {
         let mut sys = iso.read(0, 32768, "system area")?;
         let backup =
             repoint_system_area(&mut sys, old_len, new_len).map_err(|e| e.with_path(input))?;
