@@ -278,7 +278,7 @@ pub fn parse_system_area(iso: &IsoFile) -> Result<SystemArea> {
             let bytes = count as u64 * esize as u64;
             if (128..=4096).contains(&esize) && count <= 4096 && bytes <= 1 << 20 {
                 let eoff = entries_lba.saturating_mul(512);
-                if eoff + bytes <= iso.len() {
+                if eoff.checked_add(bytes).is_some_and(|e| e <= iso.len()) {
                     let ents = iso.read(eoff, bytes, "GPT partition entries")?;
                     for i in 0..count as usize {
                         let e = &ents[i * esize as usize..(i + 1) * esize as usize];
@@ -403,8 +403,9 @@ pub fn repoint_system_area(sys: &mut [u8], old_len: u64, new_len: u64) -> Result
         let count = le32(sys, h + 80) as usize;
         let esize = le32(sys, h + 84) as usize;
         let ebytes = count * esize;
-        let eoff = entries_lba as usize * 512;
-        if !(128..=4096).contains(&esize) || eoff + ebytes > sys.len() {
+        let eoff = entries_lba.saturating_mul(512).min(u32::MAX as u64) as usize;
+        if !(128..=4096).contains(&esize) || count > 4096 || eoff.saturating_add(ebytes) > sys.len()
+        {
             return Err(err!(
                 Unsupported,
                 "GPT entries at LBA {entries_lba} ({count} x {esize}) outside the system area"
@@ -423,7 +424,7 @@ pub fn repoint_system_area(sys: &mut [u8], old_len: u64, new_len: u64) -> Result
         let old_backup = rd64(sys, h + 32);
         let old_last_usable = rd64(sys, h + 48);
         let new_backup = new_len / 512 - 1;
-        let new_last_usable = old_last_usable + (new_backup - old_backup.min(new_backup));
+        let new_last_usable = old_last_usable.saturating_add(new_backup.saturating_sub(old_backup));
         for i in 0..count {
             let o = eoff + i * esize;
             if sys[o..o + 16].iter().all(|&b| b == 0) {
@@ -431,8 +432,8 @@ pub fn repoint_system_area(sys: &mut [u8], old_len: u64, new_len: u64) -> Result
             }
             let first = rd64(sys, o + 32);
             let last = rd64(sys, o + 40);
-            if first < 64 && last + 64 * 32 * 2 >= old_sectors.saturating_sub(1) {
-                let nl = (last + delta).min(new_last_usable.max(last));
+            if first < 64 && last.saturating_add(64 * 32 * 2) >= old_sectors.saturating_sub(1) {
+                let nl = last.saturating_add(delta).min(new_last_usable.max(last));
                 sys[o + 40..o + 48].copy_from_slice(&nl.to_le_bytes());
             }
         }
@@ -451,7 +452,7 @@ pub fn repoint_system_area(sys: &mut [u8], old_len: u64, new_len: u64) -> Result
         let mut bh = sys[h..h + 512].to_vec();
         bh[24..32].copy_from_slice(&new_backup.to_le_bytes());
         bh[32..40].copy_from_slice(&1u64.to_le_bytes());
-        bh[72..80].copy_from_slice(&(new_backup - esectors).to_le_bytes());
+        bh[72..80].copy_from_slice(&new_backup.saturating_sub(esectors).to_le_bytes());
         bh[16..20].fill(0);
         let c = crc32fast::hash(&bh[..hsize]);
         bh[16..20].copy_from_slice(&c.to_le_bytes());

@@ -393,7 +393,7 @@ pub fn patch_iso(input: &Path, output: &Path, plan: &PatchPlan) -> Result<PatchR
     if let Some(g) = &sys_info.gpt {
         for p in &g.partitions {
             if p.first >= 64 {
-                bump((p.last + 1) * 512);
+                bump(p.last.saturating_add(1).saturating_mul(512));
             }
         }
     }
