@@ -328,6 +328,55 @@ fn directories_that_overflow_move_with_path_tables() {
             .any(|l| l.contains("MANY") && l.contains(&format!(" {many:x} "))),
         "path table not re-pointed to {many}: {pt}"
     );
+    // every directory's '.' is itself and its '..' its parent, in both trees
+    let vol = isotool::iso::read::parse_volume(&iso).unwrap();
+    for vd in vol.trees() {
+        let tree = isotool::iso::read::Tree::new(&iso, vd).unwrap();
+        let root = tree.root(&iso).unwrap();
+        assert_eq!(root.dot.extent, vd.root.extent);
+        assert_eq!(root.dotdot.extent, vd.root.extent);
+        let mut dirs = vec![root];
+        let mut checked = 0;
+        while let Some(dir) = dirs.pop() {
+            for e in dir.entries.iter().filter(|e| e.is_dir() && !e.is_symlink()) {
+                let sub = tree.read_dir(&iso, e.rec().extent, e.rec().size).unwrap();
+                assert_eq!(
+                    sub.dot.extent,
+                    e.rec().extent,
+                    "{:?} {}: '.'",
+                    vd.kind,
+                    e.name
+                );
+                assert_eq!(
+                    sub.dot.size,
+                    e.rec().size,
+                    "{:?} {}: '.' size",
+                    vd.kind,
+                    e.name
+                );
+                // libisofs' Joliet '..' records point at their own directory: the input's
+                // quirk is kept; elsewhere '..' must point at the (possibly moved) parent
+                let (want_ext, want_size) = if vd.kind == isotool::iso::read::TreeKind::Joliet {
+                    (sub.dot.extent, sub.dot.size)
+                } else {
+                    (dir.extent, dir.size)
+                };
+                assert_eq!(
+                    sub.dotdot.extent, want_ext,
+                    "{:?} {}: '..'",
+                    vd.kind, e.name
+                );
+                assert_eq!(
+                    sub.dotdot.size, want_size,
+                    "{:?} {}: '..' size",
+                    vd.kind, e.name
+                );
+                checked += 1;
+                dirs.push(sub);
+            }
+        }
+        assert!(checked >= 10);
+    }
     let dsc = run(Command::new("isoinfo").args(["-d", "-i"]).arg(&out));
     assert!(dsc.contains("Volume id: NEWVOL"), "{dsc}");
     let x = d.path().join("x");

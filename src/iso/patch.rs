@@ -627,12 +627,15 @@ pub fn patch_iso(input: &Path, output: &Path, plan: &PatchPlan) -> Result<PatchR
             mtime: None,
         };
         patches.insert(ed.dir.dot.offset, p);
+        // its own '..' when it points at itself (the root; libisofs' Joliet directories)
+        if ed.dir.dotdot.extent == ed.dir.extent {
+            patches.insert(ed.dir.dotdot.offset, p);
+        }
         match ed.rec_in_parent {
             Some(off) => {
                 patches.insert(off, p);
             }
             None => {
-                patches.insert(ed.dir.dotdot.offset, p);
                 root_moves.insert(ed.tree, (lba, need as u32));
             }
         }
@@ -653,7 +656,11 @@ pub fn patch_iso(input: &Path, output: &Path, plan: &PatchPlan) -> Result<PatchR
                         e.rec().extent as u64 * BLOCK,
                     )
                 })?;
-                patches.insert(dd.offset, p);
+                // only a '..' that points at the moved directory (libisofs' Joliet '..'
+                // records point at their own directory: keep such quirks as they are)
+                if dd.extent == ed.dir.extent {
+                    patches.insert(dd.offset, p);
+                }
             }
         }
         let _ = t;
