@@ -279,3 +279,153 @@ fn corrupted_images_give_named_errors() {
     assert_eq!(v["boot_images"][1]["platform_name"], "uefi");
     assert_eq!(v["boot_images"][1]["path"], "/boot/grub/efi.img");
 }
+
+/// Path table entries (identifier, extent, parent number) of a table at `lba`.
+fn path_table(img: &[u8], lba: u32, size: u32, big: bool) -> Vec<(Vec<u8>, u32, u16)> {
+    let t = &img[lba as usize * 2048..lba as usize * 2048 + size as usize];
+    let mut out = Vec::new();
+    let mut p = 0;
+    while p + 8 <= t.len() && t[p] != 0 {
+        let n = t[p] as usize;
+        let (ext, parent) = if big {
+            (
+                u32::from_be_bytes(t[p + 2..p + 6].try_into().unwrap()),
+                u16::from_be_bytes([t[p + 6], t[p + 7]]),
+            )
+        } else {
+            (
+                u32::from_le_bytes(t[p + 2..p + 6].try_into().unwrap()),
+                u16::from_le_bytes([t[p + 6], t[p + 7]]),
+            )
+        };
+        out.push((t[p + 8..p + 8 + n].to_vec(), ext, parent));
+        p += 8 + n + n % 2;
+    }
+    out
+}
+
+#[test]
+fn add_creates_missing_directories_in_both_trees() {
+    need("isoinfo", "genisoimage");
+    let d = tempfile::tempdir().unwrap();
+    let input = ubuntu_mini(d.path());
+    let f = d.path().join("f.txt");
+    std::fs::write(&f, "new\n").unwrap();
+    let out = d.path().join("o.iso");
+    let adds = [
+        "/newdir/sub/deep.txt",
+        "/newdir/top.txt",
+        "/doc/newsub/x.txt",
+        "/Z-last/y.txt",
+    ];
+    let mut args = vec![
+        "remaster".to_string(),
+        input.display().to_string(),
+        "-o".into(),
+        out.display().to_string(),
+    ];
+    for a in adds {
+        args.push("--add".into());
+        args.push(format!("{}={a}", f.display()));
+    }
+    let a: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+    let e = isotool_ok(&a);
+    assert!(e.contains("created directory: /newdir/sub"), "{e}");
+    let before = lsdl(&input);
+    let after = lsdl(&out);
+    for (p, l) in &before {
+        if p != "/md5sum.txt" {
+            assert_eq!(Some(l), after.get(p), "{p}");
+        }
+    }
+    for p in ["/newdir", "/newdir/sub", "/doc/newsub", "/Z-last"] {
+        assert!(
+            after.get(p).is_some_and(|l| l.starts_with("drwxr-xr-x")),
+            "{p}: {:?}",
+            after.get(p)
+        );
+    }
+    let x = d.path().join("x");
+    for p in adds {
+        assert_eq!(extract(&out, p, &x), b"new\n", "{p}");
+    }
+    let jo = run(Command::new("isoinfo").args(["-J", "-l", "-i"]).arg(&out));
+    assert!(
+        jo.contains("Directory listing of /newdir/sub/") && jo.contains("deep.txt"),
+        "{jo}"
+    );
+    let pl = run(Command::new("isoinfo").args(["-l", "-i"]).arg(&out));
+    assert!(pl.contains("Directory listing of /NEWDIR/SUB/"), "{pl}");
+    // path tables: L and M agree, sorted by parent number, and every entry's parent is the
+    // directory its '..' names
+    let img = std::fs::read(&out).unwrap();
+    let vol = {
+        let iso = isotool::iso::read::IsoFile::open(&out).unwrap();
+        isotool::iso::read::parse_volume(&iso).unwrap()
+    };
+    let iso = isotool::iso::read::IsoFile::open(&out).unwrap();
+    for vd in vol.trees() {
+        let l = path_table(&img, vd.l_tables[0], vd.path_table_size, false);
+        let m = path_table(&img, vd.m_tables[0], vd.path_table_size, true);
+        assert_eq!(l, m, "{:?}: L and M tables differ", vd.kind);
+        assert_eq!(l.len(), 19, "{:?}: {l:?}", vd.kind);
+        let tree = isotool::iso::read::Tree::new(&iso, vd).unwrap();
+        let mut walked = vec![vd.root.extent];
+        tree.walk(&iso, &mut |_, e, _| {
+            if e.is_dir() && !e.is_symlink() {
+                walked.push(e.rec().extent);
+            }
+            Ok(())
+        })
+        .unwrap();
+        let mut pt_ext: Vec<u32> = l.iter().map(|x| x.1).collect();
+        pt_ext.sort();
+        walked.sort();
+        assert_eq!(pt_ext, walked, "{:?}: path table extents", vd.kind);
+        for (i, (id, ext, parent)) in l.iter().enumerate().skip(1) {
+            assert!(
+                *parent as usize <= i,
+                "{:?}: entry {i} has parent {parent}",
+                vd.kind
+            );
+            assert!(
+                l[i - 1].2 <= *parent,
+                "{:?}: not sorted by parent at {i}",
+                vd.kind
+            );
+            let first = &img[*ext as usize * 2048..*ext as usize * 2048 + 2048];
+            let recs = isotool::iso::read::parse_dir_records(first, 0).unwrap();
+            let dotdot = recs[1].extent;
+            let parent_ext = l[*parent as usize - 1].1;
+            // libisofs' Joliet '..' of existing directories points at itself (kept)
+            assert!(
+                dotdot == parent_ext
+                    || (vd.kind == isotool::iso::read::TreeKind::Joliet && dotdot == *ext),
+                "{:?} {}: '..' {dotdot} vs parent {parent_ext}",
+                vd.kind,
+                String::from_utf8_lossy(id)
+            );
+        }
+    }
+    // reproducible with new directories too
+    let out2 = d.path().join("o2.iso");
+    args[3] = out2.display().to_string();
+    let a: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+    isotool_ok(&a);
+    assert_eq!(sha(&out), sha(&out2));
+    // a file in the way of a directory is refused
+    let bad = isotool(&[
+        "remaster",
+        input.to_str().unwrap(),
+        "-o",
+        d.path().join("b.iso").to_str().unwrap(),
+        "--add",
+        &format!("{}=/md5sum.txt/x", f.display()),
+    ]);
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("not a directory"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+}

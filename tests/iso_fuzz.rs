@@ -36,10 +36,16 @@ fn flipped_metadata_bytes_never_panic() {
             let a = info::inspect(&bad).map(|_| ());
             let b = info::list(&bad, "/", true).map(|_| ());
             let plan = patch::PatchPlan {
-                ops: vec![patch::FileOp {
-                    path: "/preseed/fuzz.seed".into(),
-                    source: patch::Source::File(add.clone()),
-                }],
+                ops: vec![
+                    patch::FileOp {
+                        path: "/preseed/fuzz.seed".into(),
+                        source: patch::Source::File(add.clone()),
+                    },
+                    patch::FileOp {
+                        path: "/fuzz-new-dir/sub/f.txt".into(),
+                        source: patch::Source::File(add.clone()),
+                    },
+                ],
                 volume_id: None,
                 mtime: 0,
                 force: true,

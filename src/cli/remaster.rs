@@ -36,7 +36,7 @@ pub(crate) struct RemasterArgs {
     /// New volume id (PVD and Joliet).
     #[arg(long)]
     volume_id: Option<String>,
-    /// Add a file: SRC=/ISO/PATH (repeatable; the ISO directory must exist).
+    /// Add a file: SRC=/ISO/PATH (repeatable; missing directories are created).
     #[arg(long = "add", value_name = "SRC=/ISO/PATH")]
     adds: Vec<String>,
     /// Only add files; do not edit any boot config.
@@ -98,6 +98,9 @@ pub(crate) fn remaster(a: RemasterArgs, quiet: bool) -> Result<Outcome> {
         }
         for e in &r.edited {
             eprintln!("edited: {e}");
+        }
+        for p in &r.patch.added_dirs {
+            eprintln!("created directory: {p}");
         }
         for p in &r.patch.added {
             eprintln!("added: {p}");

@@ -9,7 +9,7 @@
 use super::boot::{self, repoint_system_area};
 use super::read::{
     BLOCK, DirRecord, Directory, IsoFile, Lookup, Tree, TreeKind, Volume, le32, parse_dir_records,
-    parse_volume, path_table_extents, put_both16, put_both32, ucs2_encode,
+    parse_volume, put_both16, put_both32, ucs2_encode,
 };
 use crate::err;
 use crate::error::{Error, IoContext, Result};
@@ -59,6 +59,8 @@ pub struct PatchReport {
     pub replaced: Vec<String>,
     /// Paths added.
     pub added: Vec<String>,
+    /// Directories created.
+    pub added_dirs: Vec<String>,
     /// Directories rewritten at the end of the image (tree kind, path).
     pub moved_dirs: Vec<String>,
     /// Trees edited.
@@ -273,13 +275,22 @@ fn build_record(ident: &[u8], extent: u32, size: u32, mtime: u64, su: &[u8]) -> 
     Ok(r)
 }
 
-fn rr_fields(name: &str, mtime: u64, long_px: bool, ino: u32, uid_gid: (u32, u32)) -> Vec<u8> {
+#[allow(clippy::too_many_arguments)]
+fn rr_fields(
+    name: Option<&str>,
+    mtime: u64,
+    long_px: bool,
+    ino: u32,
+    uid_gid: (u32, u32),
+    mode: u32,
+    nlink: u32,
+) -> Vec<u8> {
     let mut su = Vec::new();
     let pxlen: u8 = if long_px { 44 } else { 36 };
     su.extend_from_slice(&[b'P', b'X', pxlen, 1]);
     let mut px = [0u8; 40];
-    put_both32(&mut px, 0, 0o100644);
-    put_both32(&mut px, 8, 1);
+    put_both32(&mut px, 0, mode);
+    put_both32(&mut px, 8, nlink);
     put_both32(&mut px, 16, uid_gid.0);
     put_both32(&mut px, 24, uid_gid.1);
     put_both32(&mut px, 32, ino);
@@ -289,9 +300,232 @@ fn rr_fields(name: &str, mtime: u64, long_px: bool, ino: u32, uid_gid: (u32, u32
     for _ in 0..3 {
         su.extend_from_slice(&d);
     }
-    su.extend_from_slice(&[b'N', b'M', (5 + name.len()) as u8, 1, 0]);
-    su.extend_from_slice(name.as_bytes());
+    if let Some(name) = name {
+        su.extend_from_slice(&[b'N', b'M', (5 + name.len().min(250)) as u8, 1, 0]);
+        su.extend_from_slice(&name.as_bytes()[..name.len().min(250)]);
+    }
     su
+}
+
+/// Keys of records that are not on disc yet (new directories): far above any file offset.
+const SYNTH_TOP: u64 = u64::MAX - 1;
+const SYNTH_FLOOR: u64 = u64::MAX / 2;
+
+/// Naming and Rock Ridge habits of a tree, read from its root.
+struct TreeStyle {
+    long: bool,
+    version: bool,
+    joliet_version: bool,
+    long_px: bool,
+    uid_gid: (u32, u32),
+}
+
+impl TreeStyle {
+    fn of(iso: &IsoFile, t: &Tree, max_ino: u32) -> Result<Self> {
+        let root = t.root(iso)?;
+        let files: Vec<&DirRecord> = root
+            .entries
+            .iter()
+            .map(|e| e.rec())
+            .filter(|r| !r.is_dir())
+            .collect();
+        Ok(TreeStyle {
+            long: root.entries.iter().any(|e| {
+                let id = &e.rec().ident;
+                let body = id.split(|&c| c == b';').next().unwrap_or(id);
+                let mut parts = body.splitn(2, |&c| c == b'.');
+                parts.next().map(|x| x.len()).unwrap_or(0) > 8
+                    || parts.next().map(|x| x.len()).unwrap_or(0) > 3
+            }),
+            version: files.is_empty() || files.iter().any(|r| r.ident.contains(&b';')),
+            joliet_version: files.iter().any(|r| r.ident.ends_with(&[0, b';', 0, b'1'])),
+            long_px: max_ino > 0 || root.entries.iter().any(|e| e.rr.ino.is_some()),
+            uid_gid: root
+                .entries
+                .iter()
+                .find_map(|e| e.rr.uid_gid)
+                .unwrap_or((0, 0)),
+        })
+    }
+}
+
+/// A directory receiving entries: an existing one (edit) or a new one.
+#[derive(Debug, Clone, Copy)]
+enum DirRef {
+    Edit((usize, u32)),
+    New(usize),
+}
+
+struct NewDir {
+    tree: usize,
+    path: String,
+    parent: DirRef,
+    self_key: u64,
+    dot_key: u64,
+    dotdot_key: u64,
+    records: Vec<(Option<u64>, Vec<u8>)>,
+    ident: Vec<u8>,
+    lba: u32,
+    size: u32,
+}
+
+/// Starts (or finds) the edit of an existing directory.
+fn ensure_edit(
+    edits: &mut BTreeMap<(usize, u32), DirEdit>,
+    iso: &IsoFile,
+    t: &Tree,
+    ti: usize,
+    dir: &Directory,
+    path: &str,
+) -> Result<(usize, u32)> {
+    let key = (ti, dir.extent);
+    if edits.contains_key(&key) {
+        return Ok(key);
+    }
+    let rec_in_parent = match t.lookup(iso, path)? {
+        Lookup::Found { parent, index } => Some(parent.entries[index].rec().offset),
+        _ => None,
+    };
+    let mut records = vec![
+        (Some(dir.dot.offset), dir.dot.raw.clone()),
+        (Some(dir.dotdot.offset), dir.dotdot.raw.clone()),
+    ];
+    for e in &dir.entries {
+        for r in &e.records {
+            records.push((Some(r.offset), r.raw.clone()));
+        }
+    }
+    edits.insert(
+        key,
+        DirEdit {
+            tree: ti,
+            path: path.to_string(),
+            depth: path.split('/').filter(|c| !c.is_empty()).count(),
+            new_extent: dir.extent,
+            new_size: dir.size,
+            dir: dir.clone(),
+            rec_in_parent,
+            records,
+        },
+    );
+    Ok(key)
+}
+
+fn idents(records: &[(Option<u64>, Vec<u8>)]) -> Vec<Vec<u8>> {
+    records
+        .iter()
+        .skip(2)
+        .map(|(_, r)| r[33..33 + r[32] as usize].to_vec())
+        .collect()
+}
+
+/// Inserts `rec` before the first entry that sorts after it (multi-extent groups kept whole).
+fn insert_sorted(
+    kind: TreeKind,
+    records: &mut Vec<(Option<u64>, Vec<u8>)>,
+    key: Option<u64>,
+    rec: Vec<u8>,
+) {
+    let ident = rec[33..33 + rec[32] as usize].to_vec();
+    let mut at = records.len();
+    for i in 2..records.len() {
+        let r = &records[i].1;
+        let id = &r[33..33 + r[32] as usize];
+        let prev_more = i > 2 && records[i - 1].1[25] & 0x80 != 0;
+        if !prev_more && ident_less(kind, &ident, id) {
+            at = i;
+            break;
+        }
+    }
+    records.insert(at, (key, rec));
+}
+
+/// An ISO 9660 directory identifier for `name`, unique among `taken`.
+fn iso_dir_ident(name: &str, long: bool, taken: &[Vec<u8>]) -> Result<Vec<u8>> {
+    let max = if long { 31 } else { 8 };
+    let mut b: String = name
+        .chars()
+        .map(|c| {
+            let u = c.to_ascii_uppercase();
+            if u.is_ascii_uppercase() || u.is_ascii_digit() || u == '_' {
+                u
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    b.truncate(max);
+    let taken: Vec<Vec<u8>> = taken
+        .iter()
+        .map(|t| {
+            t.split(|&c| c == b';')
+                .next()
+                .unwrap_or(t)
+                .to_ascii_uppercase()
+        })
+        .collect();
+    for n in 0..10000u32 {
+        let id = if n == 0 {
+            b.clone()
+        } else {
+            let s = format!("{n}");
+            let keep = max.saturating_sub(s.len()).min(b.len());
+            format!("{}{s}", &b[..keep])
+        };
+        if !taken.contains(&id.as_bytes().to_vec())
+            && !taken.contains(&format!("{id}.").into_bytes())
+        {
+            return Ok(id.into_bytes());
+        }
+    }
+    Err(err!(
+        LimitExceeded,
+        "no free ISO 9660 directory name for {name:?}"
+    ))
+}
+
+/// Path table entries: (identifier, extent, parent number).
+fn parse_pt(t: &[u8]) -> Result<Vec<(Vec<u8>, u32, u16)>> {
+    let mut out = Vec::new();
+    let mut p = 0usize;
+    while p + 8 <= t.len() {
+        let n = t[p] as usize;
+        if n == 0 {
+            break;
+        }
+        if p + 8 + n > t.len() {
+            return Err(err!(BadField, "path table entry overruns the table")
+                .with_structure("path table")
+                .at(p as u64));
+        }
+        out.push((
+            t[p + 8..p + 8 + n].to_vec(),
+            le32(t, p + 2),
+            u16::from_le_bytes([t[p + 6], t[p + 7]]),
+        ));
+        p += 8 + n + (n % 2);
+    }
+    Ok(out)
+}
+
+fn pt_bytes(ents: &[(Vec<u8>, u32, u16)], big: bool) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (id, ext, parent) in ents {
+        out.push(id.len() as u8);
+        out.push(0);
+        if big {
+            out.extend_from_slice(&ext.to_be_bytes());
+            out.extend_from_slice(&parent.to_be_bytes());
+        } else {
+            out.extend_from_slice(&ext.to_le_bytes());
+            out.extend_from_slice(&parent.to_le_bytes());
+        }
+        out.extend_from_slice(id);
+        if id.len() % 2 == 1 {
+            out.push(0);
+        }
+    }
+    out
 }
 
 fn pack_len(records: &[(Option<u64>, Vec<u8>)]) -> u64 {
@@ -436,15 +670,24 @@ pub fn patch_iso(input: &Path, output: &Path, plan: &PatchPlan) -> Result<PatchR
         ..Default::default()
     };
     let mut next_ino = max_ino + 1;
+    let mut newdirs: Vec<NewDir> = Vec::new();
+    let mut synth = SYNTH_TOP;
+    for (i, op) in plan.ops.iter().enumerate() {
+        if plan.ops[..i].iter().any(|o| o.path == op.path) {
+            return Err(err!(InvalidArgument, "{} is given twice", op.path));
+        }
+    }
     for (ti, t) in trees.iter().enumerate() {
         report.trees.push(t.vd.kind);
+        let style = TreeStyle::of(&iso, t, max_ino)?;
+        let mut memo: HashMap<String, DirRef> = HashMap::new();
         for (op, pl) in plan.ops.iter().zip(&planned) {
             let comps: Vec<&str> = op.path.split('/').filter(|c| !c.is_empty()).collect();
             let name = *comps
                 .last()
                 .ok_or_else(|| err!(InvalidArgument, "empty ISO path"))?;
             let parent_path = format!("/{}", comps[..comps.len() - 1].join("/"));
-            match t.lookup(&iso, &op.path) {
+            let dref: DirRef = match t.lookup(&iso, &op.path) {
                 Ok(Lookup::Found { parent, index }) => {
                     let e = &parent.entries[index];
                     if e.is_dir() || e.is_symlink() {
@@ -472,135 +715,211 @@ pub fn patch_iso(input: &Path, output: &Path, plan: &PatchPlan) -> Result<PatchR
                     if ti == 0 {
                         report.replaced.push(op.path.clone());
                     }
+                    continue;
                 }
                 Ok(Lookup::Missing { parent }) => {
-                    let key = (ti, parent.extent);
-                    #[allow(clippy::map_entry)] // the entry needs a lookup that can fail
-                    if !edits.contains_key(&key) {
-                        let rec_in_parent = match t.lookup(&iso, &parent_path)? {
-                            Lookup::Root(_) => None,
-                            Lookup::Found { parent: pp, index } => {
-                                Some(pp.entries[index].rec().offset)
-                            }
-                            Lookup::Missing { .. } => None,
-                        };
-                        let mut records = vec![
-                            (Some(parent.dot.offset), parent.dot.raw.clone()),
-                            (Some(parent.dotdot.offset), parent.dotdot.raw.clone()),
-                        ];
-                        for e in &parent.entries {
-                            for r in &e.records {
-                                records.push((Some(r.offset), r.raw.clone()));
-                            }
-                        }
-                        edits.insert(
-                            key,
-                            DirEdit {
-                                tree: ti,
-                                path: parent_path.clone(),
-                                depth: comps.len() - 1,
-                                new_extent: parent.extent,
-                                new_size: parent.size,
-                                dir: parent.clone(),
-                                rec_in_parent,
-                                records,
-                            },
-                        );
-                    }
-                    let edit = edits.get_mut(&key).expect("inserted above");
-                    let taken: Vec<Vec<u8>> = edit
-                        .records
-                        .iter()
-                        .skip(2)
-                        .map(|(_, r)| r[33..33 + r[32] as usize].to_vec())
-                        .collect();
-                    let siblings: Vec<&DirRecord> = edit
-                        .dir
-                        .entries
-                        .iter()
-                        .map(|e| e.rec())
-                        .filter(|r| !r.is_dir())
-                        .collect();
-                    let ident = match t.vd.kind {
-                        TreeKind::Primary => {
-                            let long = edit.dir.entries.iter().any(|e| {
-                                let id = &e.rec().ident;
-                                let body = id.split(|&c| c == b';').next().unwrap_or(id);
-                                let mut parts = body.splitn(2, |&c| c == b'.');
-                                let b = parts.next().map(|x| x.len()).unwrap_or(0);
-                                let x = parts.next().map(|x| x.len()).unwrap_or(0);
-                                b > 8 || x > 3
-                            });
-                            let version = siblings.is_empty()
-                                || siblings.iter().any(|r| r.ident.contains(&b';'));
-                            iso_ident(name, long, version, &taken)?
-                        }
-                        TreeKind::Joliet => {
-                            if name.chars().count() > 103 {
-                                return Err(err!(
-                                    LimitExceeded,
-                                    "{}: Joliet names are limited to 103 characters",
-                                    op.path
-                                ));
-                            }
-                            let mut id = ucs2_encode(name);
-                            let version = siblings
-                                .iter()
-                                .any(|r| r.ident.ends_with(&[0, b';', 0, b'1']));
-                            if version {
-                                id.extend_from_slice(&ucs2_encode(";1"));
-                            }
-                            if taken.contains(&id) {
-                                return Err(err!(
-                                    InvalidArgument,
-                                    "{}: Joliet name already taken",
-                                    op.path
-                                ));
-                            }
-                            id
-                        }
-                        TreeKind::Enhanced => name.as_bytes().to_vec(),
-                    };
-                    let su = if t.rock_ridge {
-                        let long_px =
-                            edit.dir.entries.iter().any(|e| e.rr.ino.is_some()) || max_ino > 0;
-                        let ug = edit
-                            .dir
-                            .entries
-                            .iter()
-                            .find_map(|e| e.rr.uid_gid)
-                            .unwrap_or((0, 0));
-                        let ino = next_ino;
-                        next_ino += 1;
-                        rr_fields(name, plan.mtime, long_px, ino, ug)
-                    } else {
-                        Vec::new()
-                    };
-                    let rec = build_record(&ident, pl.lba, pl.len as u32, plan.mtime, &su)
-                        .map_err(|e| e.with_path(input))?;
-                    // insertion point: before the first entry that sorts after the new one
-                    let mut at = edit.records.len();
-                    for (i, (_, r)) in edit.records.iter().enumerate().skip(2) {
-                        let id = &r[33..33 + r[32] as usize];
-                        // only first records of an entry (the previous record has no 0x80 flag)
-                        let prev_more = edit.records[i - 1].1[25] & 0x80 != 0 && i > 2;
-                        if !prev_more && ident_less(t.vd.kind, &ident, id) {
-                            at = i;
-                            break;
-                        }
-                    }
-                    edit.records.insert(at, (None, rec));
-                    if ti == 0 {
-                        report.added.push(op.path.clone());
-                    }
+                    let key = ensure_edit(&mut edits, &iso, t, ti, &parent, &parent_path)?;
+                    DirRef::Edit(key)
                 }
                 Ok(Lookup::Root(_)) => {
                     return Err(err!(InvalidArgument, "cannot replace the root directory"));
                 }
                 Err(e) if e.kind() == crate::ErrorKind::NotFound => {
-                    return Err(err!(NotFound, "{}: the directory {parent_path} does not exist in the {:?} tree (creating directories is not supported)", op.path, t.vd.kind).with_path(input));
+                    // missing directories on the way: create them
+                    let dir_comps = &comps[..comps.len() - 1];
+                    let mut cur = t.root(&iso)?;
+                    let mut cur_path = String::from("/");
+                    let mut dref: Option<DirRef> = None;
+                    for (i, c) in dir_comps.iter().enumerate() {
+                        let p = format!("/{}", dir_comps[..=i].join("/"));
+                        if let Some(r) = memo.get(&p) {
+                            dref = Some(*r);
+                            continue;
+                        }
+                        if dref.is_none()
+                            && let Some(e) = cur.entries.iter().find(|e| t.name_matches(&e.name, c))
+                        {
+                            if !e.is_dir() || e.is_symlink() {
+                                return Err(err!(
+                                    InvalidArgument,
+                                    "{}: {p} is not a directory in the ISO",
+                                    op.path
+                                )
+                                .with_path(input));
+                            }
+                            cur = t.read_dir(&iso, e.dir_extent(), e.rec().size)?;
+                            cur_path = p;
+                            continue;
+                        }
+                        let parent_ref = match dref {
+                            Some(r) => r,
+                            None => {
+                                DirRef::Edit(ensure_edit(&mut edits, &iso, t, ti, &cur, &cur_path)?)
+                            }
+                        };
+                        let recs = match parent_ref {
+                            DirRef::Edit(k) => &mut edits.get_mut(&k).expect("edit exists").records,
+                            DirRef::New(j) => &mut newdirs[j].records,
+                        };
+                        let taken = idents(recs);
+                        let ident = match t.vd.kind {
+                            TreeKind::Primary => iso_dir_ident(c, style.long, &taken)?,
+                            TreeKind::Joliet => {
+                                let id = ucs2_encode(c);
+                                if taken.contains(&id) || c.chars().count() > 103 {
+                                    return Err(err!(InvalidArgument, "{p}: no valid Joliet name"));
+                                }
+                                id
+                            }
+                            TreeKind::Enhanced => c.as_bytes().to_vec(),
+                        };
+                        let ino = next_ino;
+                        next_ino += 1;
+                        let su = |n: Option<&str>| {
+                            if t.rock_ridge {
+                                rr_fields(
+                                    n,
+                                    plan.mtime,
+                                    style.long_px,
+                                    ino,
+                                    style.uid_gid,
+                                    0o040755,
+                                    2,
+                                )
+                            } else {
+                                Vec::new()
+                            }
+                        };
+                        let mut rec = build_record(&ident, 0, 0, plan.mtime, &su(Some(c)))
+                            .map_err(|e| e.with_path(input))?;
+                        rec[25] = 2;
+                        let self_key = synth;
+                        let dot_key = synth - 1;
+                        let dotdot_key = synth - 2;
+                        synth -= 3;
+                        insert_sorted(t.vd.kind, recs, Some(self_key), rec);
+                        let mut dot = build_record(&[0], 0, 0, plan.mtime, &su(None))
+                            .map_err(|e| e.with_path(input))?;
+                        dot[25] = 2;
+                        let mut dotdot = build_record(&[1], 0, 0, plan.mtime, &su(None))
+                            .map_err(|e| e.with_path(input))?;
+                        dotdot[25] = 2;
+                        newdirs.push(NewDir {
+                            tree: ti,
+                            path: p.clone(),
+                            parent: parent_ref,
+                            self_key,
+                            dot_key,
+                            dotdot_key,
+                            records: vec![(Some(dot_key), dot), (Some(dotdot_key), dotdot)],
+                            ident,
+                            lba: 0,
+                            size: 0,
+                        });
+                        let r = DirRef::New(newdirs.len() - 1);
+                        memo.insert(p, r);
+                        dref = Some(r);
+                        if ti == 0 {
+                            report
+                                .added_dirs
+                                .push(format!("/{}", dir_comps[..=i].join("/")));
+                        }
+                    }
+                    match dref {
+                        Some(r) => r,
+                        None => {
+                            return Err(err!(
+                                NotFound,
+                                "{}: not found in the {:?} tree",
+                                op.path,
+                                t.vd.kind
+                            )
+                            .with_path(input));
+                        }
+                    }
                 }
                 Err(e) => return Err(e),
+            };
+            let recs = match dref {
+                DirRef::Edit(k) => &mut edits.get_mut(&k).expect("edit exists").records,
+                DirRef::New(j) => &mut newdirs[j].records,
+            };
+            let taken = idents(recs);
+            let files: Vec<&Vec<u8>> = recs
+                .iter()
+                .skip(2)
+                .filter(|(_, r)| r[25] & 2 == 0)
+                .map(|(_, r)| r)
+                .collect();
+            let ident = match t.vd.kind {
+                TreeKind::Primary => {
+                    let long = style.long
+                        || taken.iter().any(|id| {
+                            let body = id.split(|&c| c == b';').next().unwrap_or(id);
+                            let mut parts = body.splitn(2, |&c| c == b'.');
+                            let b = parts.next().map(|x| x.len()).unwrap_or(0);
+                            let x = parts.next().map(|x| x.len()).unwrap_or(0);
+                            b > 8 || x > 3
+                        });
+                    let version = if files.is_empty() {
+                        style.version
+                    } else {
+                        files
+                            .iter()
+                            .any(|r| r[33..33 + r[32] as usize].contains(&b';'))
+                    };
+                    iso_ident(name, long, version, &taken)?
+                }
+                TreeKind::Joliet => {
+                    if name.chars().count() > 103 {
+                        return Err(err!(
+                            LimitExceeded,
+                            "{}: Joliet names are limited to 103 characters",
+                            op.path
+                        ));
+                    }
+                    let mut id = ucs2_encode(name);
+                    let version = if files.is_empty() {
+                        style.joliet_version
+                    } else {
+                        files
+                            .iter()
+                            .any(|r| r[33..33 + r[32] as usize].ends_with(&[0, b';', 0, b'1']))
+                    };
+                    if version {
+                        id.extend_from_slice(&ucs2_encode(";1"));
+                    }
+                    if taken.contains(&id) {
+                        return Err(err!(
+                            InvalidArgument,
+                            "{}: Joliet name already taken",
+                            op.path
+                        ));
+                    }
+                    id
+                }
+                TreeKind::Enhanced => name.as_bytes().to_vec(),
+            };
+            let su = if t.rock_ridge {
+                let ino = next_ino;
+                next_ino += 1;
+                rr_fields(
+                    Some(name),
+                    plan.mtime,
+                    style.long_px,
+                    ino,
+                    style.uid_gid,
+                    0o100644,
+                    1,
+                )
+            } else {
+                Vec::new()
+            };
+            let rec = build_record(&ident, pl.lba, pl.len as u32, plan.mtime, &su)
+                .map_err(|e| e.with_path(input))?;
+            insert_sorted(t.vd.kind, recs, None, rec);
+            if ti == 0 {
+                report.added.push(op.path.clone());
             }
         }
     }
@@ -668,6 +987,117 @@ pub fn patch_iso(input: &Path, output: &Path, plan: &PatchPlan) -> Result<PatchR
         report
             .moved_dirs
             .push(format!("{:?}:{}", trees[ed.tree].vd.kind, ed.path));
+    }
+    // new directories: after everything else, parents before children
+    for nd in newdirs.iter_mut() {
+        let need = pack_len(&nd.records);
+        nd.lba = u32::try_from(cursor).map_err(|_| err!(LimitExceeded, "image beyond 8 TiB"))?;
+        nd.size = need as u32;
+        cursor += need / BLOCK;
+        let p = RecPatch {
+            extent: Some(nd.lba),
+            size: Some(nd.size),
+            mtime: None,
+        };
+        patches.insert(nd.self_key, p);
+        patches.insert(nd.dot_key, p);
+    }
+    let final_loc = |r: DirRef, newdirs: &[NewDir]| match r {
+        DirRef::Edit(k) => (edits[&k].new_extent, edits[&k].new_size),
+        DirRef::New(j) => (newdirs[j].lba, newdirs[j].size),
+    };
+    for nd in &newdirs {
+        let (e, sz) = final_loc(nd.parent, &newdirs);
+        patches.insert(
+            nd.dotdot_key,
+            RecPatch {
+                extent: Some(e),
+                size: Some(sz),
+                mtime: None,
+            },
+        );
+    }
+    // path tables of trees whose directories moved or grew in number: rebuilt from the L table
+    let mut pt_writes: Vec<(u32, Vec<u8>)> = Vec::new();
+    let mut pt_vd: HashMap<usize, (u32, [u32; 4])> = HashMap::new();
+    for (ti, t) in trees.iter().enumerate() {
+        let mv: Vec<(u32, u32)> = moved
+            .iter()
+            .filter(|m| m.0 == ti)
+            .map(|m| (m.1, m.2))
+            .collect();
+        let nds: Vec<&NewDir> = newdirs.iter().filter(|n| n.tree == ti).collect();
+        if mv.is_empty() && nds.is_empty() {
+            continue;
+        }
+        let vd = &t.vd;
+        let old = super::read::read_path_table(&iso, vd.l_tables[0], vd.path_table_size)?;
+        let mut ents = parse_pt(&old).map_err(|e| e.with_path(input))?;
+        if ents.is_empty() {
+            return Err(err!(BadField, "empty path table")
+                .with_structure("path table")
+                .with_path(input));
+        }
+        for e in ents.iter_mut() {
+            if let Some((_, new)) = mv.iter().find(|(old, _)| *old == e.1) {
+                e.1 = *new;
+            }
+        }
+        for nd in nds {
+            let (pext, _) = final_loc(nd.parent, &newdirs);
+            let pno = ents.iter().position(|e| e.1 == pext).ok_or_else(|| {
+                err!(
+                    BadField,
+                    "the path table has no entry for the parent of {}",
+                    nd.path
+                )
+                .with_structure("path table")
+                .with_path(input)
+            })? + 1;
+            let pos = (1..ents.len())
+                .find(|&i| {
+                    (ents[i].2 as usize) > pno
+                        || (ents[i].2 as usize == pno && ident_less(vd.kind, &nd.ident, &ents[i].0))
+                })
+                .unwrap_or(ents.len());
+            if ents.len() >= u16::MAX as usize {
+                return Err(err!(
+                    LimitExceeded,
+                    "more than 65535 directories in the path table"
+                ));
+            }
+            for e in ents.iter_mut().skip(1) {
+                if e.2 as usize > pos {
+                    e.2 += 1;
+                }
+            }
+            ents.insert(pos, (nd.ident.clone(), nd.lba, pno as u16));
+        }
+        let l = pt_bytes(&ents, false);
+        let m = pt_bytes(&ents, true);
+        let size = l.len() as u64;
+        let old_blocks = (vd.path_table_size as u64).div_ceil(BLOCK);
+        let new_blocks = size.div_ceil(BLOCK);
+        let mut lbas = [
+            vd.l_tables[0],
+            vd.l_tables[1],
+            vd.m_tables[0],
+            vd.m_tables[1],
+        ];
+        for (i, lba) in lbas.iter_mut().enumerate() {
+            if *lba == 0 {
+                continue;
+            }
+            if new_blocks > old_blocks {
+                *lba =
+                    u32::try_from(cursor).map_err(|_| err!(LimitExceeded, "image beyond 8 TiB"))?;
+                cursor += new_blocks;
+            }
+            let mut b = if i < 2 { l.clone() } else { m.clone() };
+            b.resize((new_blocks.max(old_blocks) * BLOCK) as usize, 0);
+            pt_writes.push((*lba, b));
+        }
+        pt_vd.insert(ti, (size as u32, lbas));
     }
 
     // 5. Sizes: keep the padding the input had inside and after its volume space.
@@ -776,6 +1206,18 @@ pub fn patch_iso(input: &Path, output: &Path, plan: &PatchPlan) -> Result<PatchR
             .map_err(|e| werr(e, "writing a directory"))?;
         written += bytes.len() as u64;
     }
+    for nd in newdirs.iter_mut() {
+        let skip = skip_of(nd.tree);
+        for (o, r) in nd.records.iter_mut() {
+            if let Some(p) = o.and_then(|o| patches.get(&o)) {
+                apply_patch(r, p, skip);
+            }
+        }
+        let bytes = pack(&nd.records, nd.size as usize);
+        of.write_all_at(&bytes, nd.lba as u64 * BLOCK)
+            .map_err(|e| werr(e, "writing a new directory"))?;
+        written += bytes.len() as u64;
+    }
     // record offsets -> tree, to know the RR skip of in-place patches
     let mut tree_of_dir: Vec<(u64, u64, usize)> = Vec::new();
     for (ti, t) in trees.iter().enumerate() {
@@ -793,7 +1235,7 @@ pub fn patch_iso(input: &Path, output: &Path, plan: &PatchPlan) -> Result<PatchR
     let mut sorted: Vec<(&u64, &RecPatch)> = patches.iter().collect();
     sorted.sort_by_key(|x| *x.0);
     for (off, p) in sorted {
-        if in_edit.contains_key(off) {
+        if in_edit.contains_key(off) || *off >= SYNTH_FLOOR {
             continue;
         }
         let ti = tree_of_dir
@@ -809,45 +1251,23 @@ pub fn patch_iso(input: &Path, output: &Path, plan: &PatchPlan) -> Result<PatchR
         written += raw.len() as u64;
     }
     // path tables
-    for (ti, t) in trees.iter().enumerate() {
-        let mv: Vec<(u32, u32)> = moved
-            .iter()
-            .filter(|m| m.0 == ti)
-            .map(|m| (m.1, m.2))
-            .collect();
-        if mv.is_empty() {
-            continue;
-        }
-        for (lba, big) in
-            t.vd.l_tables
-                .iter()
-                .map(|l| (*l, false))
-                .chain(t.vd.m_tables.iter().map(|m| (*m, true)))
-        {
-            if lba == 0 {
-                continue;
-            }
-            let mut tab = super::read::read_path_table(&iso, lba, t.vd.path_table_size)?;
-            for (o, ext) in path_table_extents(&tab, big)? {
-                if let Some((_, new)) = mv.iter().find(|(old, _)| *old == ext) {
-                    let b = if big {
-                        new.to_be_bytes()
-                    } else {
-                        new.to_le_bytes()
-                    };
-                    tab[o..o + 4].copy_from_slice(&b);
-                }
-            }
-            of.write_all_at(&tab, lba as u64 * BLOCK)
-                .map_err(|e| werr(e, "patching a path table"))?;
-            written += tab.len() as u64;
-        }
+    for (lba, b) in &pt_writes {
+        of.write_all_at(b, *lba as u64 * BLOCK)
+            .map_err(|e| werr(e, "writing a path table"))?;
+        written += b.len() as u64;
     }
     // volume descriptors
     for (ti, t) in trees.iter().enumerate() {
         let off = t.vd.sector * BLOCK;
         let mut d = iso.read(off, BLOCK, "volume descriptor")?;
         put_both32(&mut d, 80, vol_blocks);
+        if let Some((size, lbas)) = pt_vd.get(&ti) {
+            put_both32(&mut d, 132, *size);
+            d[140..144].copy_from_slice(&lbas[0].to_le_bytes());
+            d[144..148].copy_from_slice(&lbas[1].to_le_bytes());
+            d[148..152].copy_from_slice(&lbas[2].to_be_bytes());
+            d[152..156].copy_from_slice(&lbas[3].to_be_bytes());
+        }
         if let Some((lba, size)) = root_moves.get(&ti) {
             put_both32(&mut d, 156 + 2, *lba);
             put_both32(&mut d, 156 + 10, *size);
