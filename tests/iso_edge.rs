@@ -356,19 +356,44 @@ fn add_creates_missing_directories_in_both_trees() {
     );
     let pl = run(Command::new("isoinfo").args(["-l", "-i"]).arg(&out));
     assert!(pl.contains("Directory listing of /NEWDIR/SUB/"), "{pl}");
-    // path tables: L and M agree, sorted by parent number, and every entry's parent is the
-    // directory its '..' names
-    let img = std::fs::read(&out).unwrap();
+    check_path_tables(&out, 19);
+    // reproducible with new directories too
+    let out2 = d.path().join("o2.iso");
+    args[3] = out2.display().to_string();
+    let a: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+    isotool_ok(&a);
+    assert_eq!(sha(&out), sha(&out2));
+    // a file in the way of a directory is refused
+    let bad = isotool(&[
+        "remaster",
+        input.to_str().unwrap(),
+        "-o",
+        d.path().join("b.iso").to_str().unwrap(),
+        "--add",
+        &format!("{}=/md5sum.txt/x", f.display()),
+    ]);
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("not a directory"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+}
+
+/// Path tables: L and M agree, sorted by parent number, list exactly the directories of the
+/// tree, and every entry's parent is the directory its '..' names.
+fn check_path_tables(out: &Path, expected: usize) {
+    let img = std::fs::read(out).unwrap();
     let vol = {
-        let iso = isotool::iso::read::IsoFile::open(&out).unwrap();
+        let iso = isotool::iso::read::IsoFile::open(out).unwrap();
         isotool::iso::read::parse_volume(&iso).unwrap()
     };
-    let iso = isotool::iso::read::IsoFile::open(&out).unwrap();
+    let iso = isotool::iso::read::IsoFile::open(out).unwrap();
     for vd in vol.trees() {
         let l = path_table(&img, vd.l_tables[0], vd.path_table_size, false);
         let m = path_table(&img, vd.m_tables[0], vd.path_table_size, true);
         assert_eq!(l, m, "{:?}: L and M tables differ", vd.kind);
-        assert_eq!(l.len(), 19, "{:?}: {l:?}", vd.kind);
+        assert_eq!(l.len(), expected, "{:?}: {l:?}", vd.kind);
         let tree = isotool::iso::read::Tree::new(&iso, vd).unwrap();
         let mut walked = vec![vd.root.extent];
         tree.walk(&iso, &mut |_, e, _| {
@@ -407,25 +432,53 @@ fn add_creates_missing_directories_in_both_trees() {
             );
         }
     }
-    // reproducible with new directories too
-    let out2 = d.path().join("o2.iso");
-    args[3] = out2.display().to_string();
+}
+
+#[test]
+fn path_tables_that_outgrow_their_blocks_move() {
+    let d = tempfile::tempdir().unwrap();
+    let input = ubuntu_mini(d.path());
+    let f = d.path().join("f.txt");
+    std::fs::write(&f, "pt\n").unwrap();
+    let out = d.path().join("o.iso");
+    let mut args = vec![
+        "remaster".to_string(),
+        input.display().to_string(),
+        "-o".into(),
+        out.display().to_string(),
+    ];
+    for i in 0..120 {
+        args.push("--add".into());
+        args.push(format!(
+            "{}=/path-table-growth-directory-{i:03}/f.txt",
+            f.display()
+        ));
+    }
     let a: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
     isotool_ok(&a);
-    assert_eq!(sha(&out), sha(&out2));
-    // a file in the way of a directory is refused
-    let bad = isotool(&[
-        "remaster",
-        input.to_str().unwrap(),
-        "-o",
-        d.path().join("b.iso").to_str().unwrap(),
-        "--add",
-        &format!("{}=/md5sum.txt/x", f.display()),
-    ]);
-    assert!(!bad.status.success());
+    let iso = isotool::iso::read::IsoFile::open(&out).unwrap();
+    let vol = isotool::iso::read::parse_volume(&iso).unwrap();
+    let old = isotool::iso::read::parse_volume(&isotool::iso::read::IsoFile::open(&input).unwrap())
+        .unwrap();
     assert!(
-        String::from_utf8_lossy(&bad.stderr).contains("not a directory"),
-        "{}",
-        String::from_utf8_lossy(&bad.stderr)
+        vol.primary.path_table_size > 2048,
+        "the path table did not grow past a block"
+    );
+    assert_ne!(
+        vol.primary.l_tables[0], old.primary.l_tables[0],
+        "the path table did not move"
+    );
+    check_path_tables(&out, 15 + 120);
+    let after = lsdl(&out);
+    assert!(after.contains_key("/path-table-growth-directory-119/f.txt"));
+    let x = d.path().join("x");
+    assert_eq!(
+        extract(&out, "/path-table-growth-directory-077/f.txt", &x),
+        b"pt\n"
+    );
+    let pt = run(Command::new("isoinfo").args(["-p", "-i"]).arg(&out));
+    assert!(
+        pt.contains("PATH_TABLE_GROWTH_DIRECTORY_119") || pt.contains("PATH_TAB"),
+        "{pt}"
     );
 }
