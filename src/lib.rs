@@ -20,6 +20,7 @@ pub mod vhdx;
 
 // ISO 9660 and remastering
 pub mod iso;
+pub mod remaster;
 
 // provisioning media and cloud-init
 pub mod cloudinit;

@@ -1,8 +1,10 @@
 //! The `isotool` command line: argument parsing and rendering only; the work is in the library.
 
 mod disk;
+mod iso;
 mod progress;
 mod provisioning;
+mod remaster;
 
 use crate::error::Error;
 use clap::{Parser, Subcommand};
@@ -31,7 +33,11 @@ enum Command {
     /// Check a disk image against a target platform (azure, hyperv-gen1, hyperv-gen2).
     Validate(disk::ValidateArgs),
     // ISO commands
-
+    /// Inspect ISO 9660 images: ls, extract, info.
+    #[command(subcommand)]
+    Iso(iso::IsoCommand),
+    /// Make a stock installer ISO unattended (preseed / kickstart), keeping its boot records.
+    Remaster(remaster::RemasterArgs),
     // provisioning and cloud-init commands
     /// Build the provisioning DVD (Rock Ridge + Joliet) from a checked config tree.
     ProvisioningCd(provisioning::ProvisioningCdArgs),
@@ -55,7 +61,8 @@ pub fn main() -> ExitCode {
         Command::Info(a) => disk::info(a),
         Command::Validate(a) => disk::validate(a),
         // ISO commands
-
+        Command::Iso(c) => iso::iso(c),
+        Command::Remaster(a) => remaster::remaster(a, quiet),
         // provisioning and cloud-init commands
         Command::ProvisioningCd(a) => provisioning::provisioning_cd(a, quiet),
         Command::CloudInitSeed(a) => provisioning::cloud_init_seed(a, quiet),

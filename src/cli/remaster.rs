@@ -1,0 +1,119 @@
+//! `remaster`: make an installer ISO unattended.
+
+use super::{Outcome, human_bytes, print_json};
+use crate::context::BuildContext;
+use crate::err;
+use crate::error::Result;
+use crate::remaster::{self, RemasterOptions, Seed, bootcfg::Flavor};
+use clap::Args;
+use std::path::PathBuf;
+
+#[derive(Debug, Args)]
+pub(crate) struct RemasterArgs {
+    /// Stock installer ISO (never written).
+    input: PathBuf,
+    /// Output ISO.
+    #[arg(short, long)]
+    output: PathBuf,
+    /// Debian-installer preseed to put at /preseed/NAME.
+    #[arg(long, conflicts_with = "kickstart")]
+    preseed: Option<PathBuf>,
+    /// Name of the preseed on the disc (default: the file's name).
+    #[arg(long)]
+    preseed_name: Option<String>,
+    /// RHEL/CentOS 7 kickstart to put at /NAME (inst.ks=cdrom:/NAME).
+    #[arg(long)]
+    kickstart: Option<PathBuf>,
+    /// Name of the kickstart on the disc (default: the file's name).
+    #[arg(long)]
+    kickstart_name: Option<String>,
+    /// Extra kernel argument for the unattended entry (repeatable).
+    #[arg(long = "kernel-arg", value_name = "ARG")]
+    kernel_args: Vec<String>,
+    /// Boot menu timeout in seconds.
+    #[arg(long, default_value_t = 1)]
+    timeout: u32,
+    /// New volume id (PVD and Joliet).
+    #[arg(long)]
+    volume_id: Option<String>,
+    /// Add a file: SRC=/ISO/PATH (repeatable; missing directories are created).
+    #[arg(long = "add", value_name = "SRC=/ISO/PATH")]
+    adds: Vec<String>,
+    /// Only add files; do not edit any boot config.
+    #[arg(long)]
+    no_boot_edit: bool,
+    /// Replace an existing output.
+    #[arg(long)]
+    force: bool,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub(crate) fn remaster(a: RemasterArgs, quiet: bool) -> Result<Outcome> {
+    let ctx = BuildContext::from_env()?;
+    let seed = match (&a.preseed, &a.kickstart) {
+        (Some(p), _) => Some(Seed {
+            flavor: Flavor::Preseed,
+            file: p.clone(),
+            name: match &a.preseed_name {
+                Some(n) => n.clone(),
+                None => remaster::default_seed_name(p)?,
+            },
+        }),
+        (None, Some(k)) => Some(Seed {
+            flavor: Flavor::Kickstart,
+            file: k.clone(),
+            name: match &a.kickstart_name {
+                Some(n) => n.clone(),
+                None => remaster::default_seed_name(k)?,
+            },
+        }),
+        _ => None,
+    };
+    let mut adds = Vec::new();
+    for s in &a.adds {
+        let (src, dst) = s
+            .split_once('=')
+            .ok_or_else(|| err!(InvalidArgument, "--add {s:?}: expected SRC=/ISO/PATH"))?;
+        adds.push((PathBuf::from(src), dst.to_string()));
+    }
+    let o = RemasterOptions {
+        input: a.input,
+        output: a.output,
+        seed,
+        kernel_args: a.kernel_args,
+        timeout: a.timeout,
+        volume_id: a.volume_id,
+        adds,
+        no_boot_edit: a.no_boot_edit,
+        force: a.force,
+    };
+    let r = remaster::remaster(&o, &ctx)?;
+    if a.json {
+        print_json(&r)?;
+    } else if !quiet {
+        for n in &r.notes {
+            eprintln!("note: {n}");
+        }
+        for e in &r.edited {
+            eprintln!("edited: {e}");
+        }
+        for p in &r.patch.added_dirs {
+            eprintln!("created directory: {p}");
+        }
+        for p in &r.patch.added {
+            eprintln!("added: {p}");
+        }
+        for d in &r.patch.moved_dirs {
+            eprintln!("directory rewritten at the end: {d}");
+        }
+        eprintln!(
+            "{}: {} ({} written by isotool, the rest copied in the kernel)",
+            o.output.display(),
+            human_bytes(r.patch.new_len),
+            human_bytes(r.patch.bytes_written)
+        );
+    }
+    Ok(Outcome::Ok)
+}

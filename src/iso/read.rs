@@ -1,0 +1,1166 @@
+//! ISO 9660 reader: volume descriptors, directory records, SUSP / Rock Ridge, Joliet, path
+//! tables. Everything is bounds-checked against the file; errors name the structure and offset.
+//! Symlinks are never followed and directory loops are refused.
+
+use crate::err;
+use crate::error::{Error, IoContext, Result};
+use std::collections::HashSet;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+/// ISO 9660 logical block size (the only one this tool accepts).
+pub const BLOCK: u64 = 2048;
+/// Largest directory extent accepted (sanity limit checked before allocating).
+pub const MAX_DIR_BYTES: u64 = 64 << 20;
+/// Largest path table accepted.
+pub const MAX_PATH_TABLE: u64 = 16 << 20;
+/// Deepest directory nesting walked.
+pub const MAX_DEPTH: usize = 64;
+/// Most continuation areas followed for one directory record.
+pub const MAX_CE_HOPS: usize = 16;
+
+/// An ISO image opened read-only, with bounds-checked positional reads.
+#[derive(Debug)]
+pub struct IsoFile {
+    file: File,
+    path: PathBuf,
+    len: u64,
+}
+
+impl IsoFile {
+    /// Opens `path` read-only.
+    pub fn open(path: &Path) -> Result<Self> {
+        let file = File::open(path).ctx(path, "opening the ISO")?;
+        let len = file.metadata().ctx(path, "reading the ISO's size")?.len();
+        Ok(IsoFile {
+            file,
+            path: path.to_path_buf(),
+            len,
+        })
+    }
+
+    /// The file.
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// The path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The file size in bytes.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// True for an empty file.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Reads `len` bytes at `off`, refusing reads past the end (`Truncated`, naming `what`).
+    pub fn read(&self, off: u64, len: u64, what: &str) -> Result<Vec<u8>> {
+        let end = off
+            .checked_add(len)
+            .filter(|&e| e <= self.len)
+            .ok_or_else(|| {
+                err!(
+                    Truncated,
+                    "{len} bytes needed but the file has {} bytes",
+                    self.len
+                )
+                .with_structure(what.to_string())
+                .at(off)
+                .with_path(&self.path)
+            })?;
+        let _ = end;
+        let mut buf = vec![0u8; len as usize];
+        self.file.read_exact_at(&mut buf, off).map_err(|e| {
+            Error::io(e, format!("reading {what}"))
+                .at(off)
+                .with_path(&self.path)
+        })?;
+        Ok(buf)
+    }
+
+    /// Error helper naming this file.
+    pub fn bad(&self, e: Error, what: &str, off: u64) -> Error {
+        e.with_structure(what.to_string())
+            .at(off)
+            .with_path(&self.path)
+    }
+}
+
+/// Reads a little-endian u16.
+pub fn le16(b: &[u8], o: usize) -> u16 {
+    u16::from_le_bytes([b[o], b[o + 1]])
+}
+/// Reads a little-endian u32.
+pub fn le32(b: &[u8], o: usize) -> u32 {
+    u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]])
+}
+/// Reads a big-endian u32.
+pub fn be32(b: &[u8], o: usize) -> u32 {
+    u32::from_be_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]])
+}
+/// Writes a both-endian u32 (8 bytes) at `o`.
+pub fn put_both32(b: &mut [u8], o: usize, v: u32) {
+    b[o..o + 4].copy_from_slice(&v.to_le_bytes());
+    b[o + 4..o + 8].copy_from_slice(&v.to_be_bytes());
+}
+/// Writes a both-endian u16 (4 bytes) at `o`.
+pub fn put_both16(b: &mut [u8], o: usize, v: u16) {
+    b[o..o + 2].copy_from_slice(&v.to_le_bytes());
+    b[o + 2..o + 4].copy_from_slice(&v.to_be_bytes());
+}
+
+/// Which name space a volume descriptor's tree uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TreeKind {
+    /// The primary volume descriptor (ISO 9660 names, Rock Ridge when present).
+    Primary,
+    /// A Joliet supplementary volume descriptor (UCS-2 big-endian names).
+    Joliet,
+    /// Another supplementary or enhanced volume descriptor (ISO 9660:1999 names).
+    Enhanced,
+}
+
+/// One primary or supplementary volume descriptor.
+#[derive(Debug, Clone)]
+pub struct VolumeDescriptor {
+    /// Sector number of the descriptor.
+    pub sector: u64,
+    /// Tree kind.
+    pub kind: TreeKind,
+    /// Volume identifier (decoded).
+    pub volume_id: String,
+    /// System identifier (decoded).
+    pub system_id: String,
+    /// Volume space size in blocks.
+    pub volume_space: u32,
+    /// Path table size in bytes.
+    pub path_table_size: u32,
+    /// Type-L path table and optional one (0 when absent).
+    pub l_tables: [u32; 2],
+    /// Type-M path table and optional one.
+    pub m_tables: [u32; 2],
+    /// Root directory record.
+    pub root: DirRecord,
+    /// Joliet UCS level (1-3) when Joliet.
+    pub joliet_level: Option<u8>,
+}
+
+/// Volume descriptors of an image.
+#[derive(Debug, Clone)]
+pub struct Volume {
+    /// The primary volume descriptor.
+    pub primary: VolumeDescriptor,
+    /// Supplementary / enhanced descriptors (Joliet first when present, in disc order).
+    pub supplementary: Vec<VolumeDescriptor>,
+    /// El Torito boot catalog LBA when a boot record is present.
+    pub boot_catalog: Option<u32>,
+    /// Sector of the set terminator.
+    pub terminator: u64,
+}
+
+impl Volume {
+    /// All trees: primary first.
+    pub fn trees(&self) -> impl Iterator<Item = &VolumeDescriptor> {
+        std::iter::once(&self.primary).chain(self.supplementary.iter())
+    }
+
+    /// The Joliet descriptor when present.
+    pub fn joliet(&self) -> Option<&VolumeDescriptor> {
+        self.supplementary
+            .iter()
+            .find(|v| v.kind == TreeKind::Joliet)
+    }
+}
+
+fn trim_id(b: &[u8]) -> String {
+    String::from_utf8_lossy(b)
+        .trim_end_matches([' ', '\0'])
+        .to_string()
+}
+
+/// Decodes UCS-2 big-endian (Joliet), trailing spaces/NULs trimmed.
+pub fn ucs2_decode(b: &[u8]) -> String {
+    let units: Vec<u16> = b
+        .chunks_exact(2)
+        .map(|c| u16::from_be_bytes([c[0], c[1]]))
+        .collect();
+    String::from_utf16_lossy(&units)
+        .trim_end_matches([' ', '\0'])
+        .to_string()
+}
+
+/// Encodes `s` as UCS-2 big-endian (characters outside the BMP become `_`).
+pub fn ucs2_encode(s: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(s.len() * 2);
+    for c in s.chars() {
+        let u = if (c as u32) < 0x10000 {
+            c as u32 as u16
+        } else {
+            b'_' as u16
+        };
+        out.extend_from_slice(&u.to_be_bytes());
+    }
+    out
+}
+
+/// Parses the descriptor set starting at sector 16 (pure: `read` gives one sector).
+pub fn parse_volume(iso: &IsoFile) -> Result<Volume> {
+    let mut primary = None;
+    let mut supplementary = Vec::new();
+    let mut boot_catalog = None;
+    for sector in 16u64..16 + 256 {
+        let off = sector * BLOCK;
+        if off + BLOCK > iso.len() {
+            return Err(iso.bad(
+                err!(
+                    Truncated,
+                    "the volume descriptor set ends without a terminator"
+                ),
+                "volume descriptor",
+                off,
+            ));
+        }
+        let d = iso.read(off, BLOCK, "volume descriptor")?;
+        if &d[1..6] != b"CD001" {
+            if sector == 16 {
+                return Err(iso.bad(
+                    err!(BadSignature, "no CD001 signature: not an ISO 9660 image"),
+                    "primary volume descriptor",
+                    off,
+                ));
+            }
+            return Err(iso.bad(
+                err!(
+                    BadSignature,
+                    "descriptor without CD001 before the set terminator"
+                ),
+                "volume descriptor",
+                off,
+            ));
+        }
+        match d[0] {
+            0 if &d[7..30] == b"EL TORITO SPECIFICATION" => {
+                boot_catalog = Some(le32(&d, 0x47));
+            }
+            1 | 2 => {
+                let vd = parse_vd(iso, &d, sector)?;
+                if d[0] == 1 {
+                    if primary.is_none() {
+                        primary = Some(vd);
+                    }
+                } else {
+                    supplementary.push(vd);
+                }
+            }
+            255 => {
+                let primary = primary.ok_or_else(|| {
+                    iso.bad(
+                        err!(
+                            NotFound,
+                            "no primary volume descriptor before the terminator"
+                        ),
+                        "volume descriptor set",
+                        16 * BLOCK,
+                    )
+                })?;
+                supplementary
+                    .sort_by_key(|v: &VolumeDescriptor| (v.kind != TreeKind::Joliet, v.sector));
+                return Ok(Volume {
+                    primary,
+                    supplementary,
+                    boot_catalog,
+                    terminator: sector,
+                });
+            }
+            _ => {}
+        }
+    }
+    Err(iso.bad(
+        err!(AbsurdSize, "more than 256 volume descriptors"),
+        "volume descriptor set",
+        16 * BLOCK,
+    ))
+}
+
+fn parse_vd(iso: &IsoFile, d: &[u8], sector: u64) -> Result<VolumeDescriptor> {
+    let off = sector * BLOCK;
+    let block_size = le16(d, 128);
+    if block_size as u64 != BLOCK {
+        return Err(iso.bad(
+            err!(
+                Unsupported,
+                "logical block size {block_size}, only 2048 is supported"
+            ),
+            "volume descriptor",
+            off + 128,
+        ));
+    }
+    let joliet_level = if d[0] == 2 && &d[88..90] == b"%/" {
+        match d[90] {
+            b'@' => Some(1),
+            b'C' => Some(2),
+            b'E' => Some(3),
+            _ => None,
+        }
+    } else {
+        None
+    };
+    let kind = if d[0] == 1 {
+        TreeKind::Primary
+    } else if joliet_level.is_some() {
+        TreeKind::Joliet
+    } else {
+        TreeKind::Enhanced
+    };
+    let (volume_id, system_id) = if kind == TreeKind::Joliet {
+        (ucs2_decode(&d[40..72]), ucs2_decode(&d[8..40]))
+    } else {
+        (trim_id(&d[40..72]), trim_id(&d[8..40]))
+    };
+    let root = parse_record(&d[156..190], off + 156)
+        .map_err(|e| iso.bad(e, "root directory record", off + 156))?;
+    if root.flags & 2 == 0 {
+        return Err(iso.bad(
+            err!(BadField, "the root directory record is not a directory"),
+            "root directory record",
+            off + 156,
+        ));
+    }
+    Ok(VolumeDescriptor {
+        sector,
+        kind,
+        volume_id,
+        system_id,
+        volume_space: le32(d, 80),
+        path_table_size: le32(d, 132),
+        l_tables: [le32(d, 140), le32(d, 144)],
+        m_tables: [be32(d, 148), be32(d, 152)],
+        root,
+        joliet_level,
+    })
+}
+
+/// One directory record, as found on disc.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirRecord {
+    /// Absolute byte offset of the record in the image.
+    pub offset: u64,
+    /// The record's bytes.
+    pub raw: Vec<u8>,
+    /// Extent LBA.
+    pub extent: u32,
+    /// Data length.
+    pub size: u32,
+    /// File flags (2 = directory, 0x80 = more extents follow).
+    pub flags: u8,
+    /// File identifier bytes.
+    pub ident: Vec<u8>,
+}
+
+impl DirRecord {
+    /// True for a directory.
+    pub fn is_dir(&self) -> bool {
+        self.flags & 2 != 0
+    }
+    /// The system use area.
+    pub fn system_use(&self) -> &[u8] {
+        let n = self.raw[32] as usize;
+        let start = 33 + n + (1 - n % 2);
+        if start >= self.raw.len() {
+            &[]
+        } else {
+            &self.raw[start..]
+        }
+    }
+    /// Start of the system use area in `raw`.
+    pub fn su_start(&self) -> usize {
+        let n = self.raw[32] as usize;
+        33 + n + (1 - n % 2)
+    }
+    /// True for `.` (identifier 0x00).
+    pub fn is_dot(&self) -> bool {
+        self.ident == [0]
+    }
+    /// True for `..` (identifier 0x01).
+    pub fn is_dotdot(&self) -> bool {
+        self.ident == [1]
+    }
+}
+
+/// Parses one directory record from `b` (exactly the record's bytes or more).
+pub fn parse_record(b: &[u8], offset: u64) -> Result<DirRecord> {
+    if b.is_empty() {
+        return Err(err!(Truncated, "empty directory record"));
+    }
+    let len = b[0] as usize;
+    if len < 34 || len > b.len() {
+        return Err(err!(
+            BadField,
+            "directory record length {len} (needs 34..={})",
+            b.len()
+        ));
+    }
+    let nlen = b[32] as usize;
+    if nlen == 0 || 33 + nlen > len {
+        return Err(err!(
+            BadField,
+            "file identifier length {nlen} does not fit the record of {len} bytes"
+        ));
+    }
+    Ok(DirRecord {
+        offset,
+        raw: b[..len].to_vec(),
+        extent: le32(b, 2),
+        size: le32(b, 10),
+        flags: b[25],
+        ident: b[33..33 + nlen].to_vec(),
+    })
+}
+
+/// Splits a directory extent into its records (records never cross a block boundary; a zero
+/// length byte skips to the next block).
+pub fn parse_dir_records(data: &[u8], base: u64) -> Result<Vec<DirRecord>> {
+    let mut out = Vec::new();
+    let mut pos = 0usize;
+    while pos < data.len() {
+        let len = data[pos] as usize;
+        let block_end = (pos / BLOCK as usize + 1) * BLOCK as usize;
+        if len == 0 {
+            pos = block_end;
+            continue;
+        }
+        let end = pos + len;
+        if end > block_end.min(data.len()) {
+            return Err(err!(
+                BadField,
+                "directory record of {len} bytes crosses a block boundary"
+            )
+            .with_structure("directory record")
+            .at(base + pos as u64));
+        }
+        let r = parse_record(&data[pos..end], base + pos as u64)
+            .map_err(|e| e.with_structure("directory record").at(base + pos as u64))?;
+        out.push(r);
+        pos = end;
+    }
+    Ok(out)
+}
+
+/// Rock Ridge / SUSP facts about one record.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RockRidge {
+    /// Alternate name (NM).
+    pub name: Option<String>,
+    /// POSIX mode (PX).
+    pub mode: Option<u32>,
+    /// Link count (PX).
+    pub nlink: Option<u32>,
+    /// uid, gid (PX).
+    pub uid_gid: Option<(u32, u32)>,
+    /// File serial number (PX, RRIP 1.12).
+    pub ino: Option<u32>,
+    /// Symlink target (SL).
+    pub symlink: Option<String>,
+    /// Modification time (TF), as the 7 or 17 raw bytes.
+    pub mtime: Option<Vec<u8>>,
+    /// RE: this record is a relocated directory's placeholder target (hide it).
+    pub relocated: bool,
+    /// CL: the directory relocated elsewhere (LBA).
+    pub child_link: Option<u32>,
+    /// SP found (root `.` only): bytes to skip.
+    pub sp_skip: Option<u8>,
+    /// Any RR field at all.
+    pub any: bool,
+    /// End (byte offset) of the furthest continuation area read for this record.
+    pub ce_end: u64,
+}
+
+/// Parses the SUSP entries of a record, following CE continuation areas (bounded).
+pub fn parse_susp(iso: &IsoFile, su: &[u8], skip: usize, rec_off: u64) -> Result<RockRidge> {
+    let mut rr = RockRidge::default();
+    let mut name = String::new();
+    let mut have_name = false;
+    let mut link = String::new();
+    let mut have_link = false;
+    let mut link_pending_sep = false;
+    let mut area: Vec<u8> = su.get(skip..).unwrap_or(&[]).to_vec();
+    let mut area_off = rec_off;
+    let mut hops = 0;
+    loop {
+        let mut pos = 0usize;
+        let mut next: Option<(u32, u32, u32)> = None;
+        while pos + 4 <= area.len() {
+            let sig = [area[pos], area[pos + 1]];
+            let len = area[pos + 2] as usize;
+            if len < 4 || pos + len > area.len() {
+                if sig == [0, 0] {
+                    break;
+                }
+                return Err(err!(
+                    BadField,
+                    "SUSP entry {:?} of length {len} overruns the area",
+                    String::from_utf8_lossy(&sig)
+                )
+                .with_structure("SUSP entry")
+                .at(area_off + pos as u64)
+                .with_path(iso.path()));
+            }
+            let e = &area[pos + 4..pos + len];
+            match &sig {
+                b"ST" => break,
+                b"CE" if e.len() >= 24 => next = Some((le32(e, 0), le32(e, 8), le32(e, 16))),
+                b"SP" if e.len() >= 3 => rr.sp_skip = Some(e[2]),
+                b"PX" if e.len() >= 32 => {
+                    rr.any = true;
+                    rr.mode = Some(le32(e, 0));
+                    rr.nlink = Some(le32(e, 8));
+                    rr.uid_gid = Some((le32(e, 16), le32(e, 24)));
+                    if e.len() >= 40 {
+                        rr.ino = Some(le32(e, 32));
+                    }
+                }
+                b"NM" if !e.is_empty() => {
+                    rr.any = true;
+                    let flags = e[0];
+                    if flags & 0x06 == 0 {
+                        name.push_str(&String::from_utf8_lossy(&e[1..]));
+                        have_name = true;
+                    }
+                }
+                b"SL" if !e.is_empty() => {
+                    rr.any = true;
+                    have_link = true;
+                    let mut p = 1usize;
+                    while p + 2 <= e.len() {
+                        let cflags = e[p];
+                        let clen = e[p + 1] as usize;
+                        if p + 2 + clen > e.len() {
+                            break;
+                        }
+                        let comp = &e[p + 2..p + 2 + clen];
+                        if link_pending_sep {
+                            link.push('/');
+                        }
+                        if cflags & 0x02 != 0 {
+                            link.push('.');
+                        } else if cflags & 0x04 != 0 {
+                            link.push_str("..");
+                        } else if cflags & 0x08 != 0 {
+                            link.clear();
+                            link.push('/');
+                            link_pending_sep = false;
+                            p += 2 + clen;
+                            continue;
+                        } else {
+                            link.push_str(&String::from_utf8_lossy(comp));
+                        }
+                        link_pending_sep = cflags & 0x01 == 0;
+                        p += 2 + clen;
+                    }
+                }
+                b"TF" if !e.is_empty() => {
+                    rr.any = true;
+                    let flags = e[0];
+                    let w = if flags & 0x80 != 0 { 17 } else { 7 };
+                    // creation (bit 0) comes before modify (bit 1)
+                    let idx = if flags & 1 != 0 { 1 } else { 0 };
+                    if flags & 2 != 0 && (idx + 1) * w < e.len() {
+                        rr.mtime = Some(e[1 + idx * w..1 + (idx + 1) * w].to_vec());
+                    }
+                }
+                b"RE" => {
+                    rr.any = true;
+                    rr.relocated = true
+                }
+                b"CL" if e.len() >= 8 => {
+                    rr.any = true;
+                    rr.child_link = Some(le32(e, 0))
+                }
+                b"RR" => rr.any = true,
+                _ => {}
+            }
+            pos += len;
+        }
+        match next {
+            Some((lba, off, len)) if hops < MAX_CE_HOPS => {
+                hops += 1;
+                if off as u64 >= BLOCK || len as u64 > BLOCK * 4 {
+                    return Err(
+                        err!(BadField, "continuation area offset {off} length {len}")
+                            .with_structure("SUSP CE entry")
+                            .at(rec_off)
+                            .with_path(iso.path()),
+                    );
+                }
+                area_off = lba as u64 * BLOCK + off as u64;
+                rr.ce_end = rr.ce_end.max(area_off + len as u64);
+                area = iso.read(area_off, len as u64, "SUSP continuation area")?;
+            }
+            Some(_) => {
+                return Err(err!(
+                    AbsurdSize,
+                    "more than {MAX_CE_HOPS} chained continuation areas"
+                )
+                .with_structure("SUSP CE entry")
+                .at(rec_off)
+                .with_path(iso.path()));
+            }
+            None => break,
+        }
+    }
+    if have_name {
+        rr.name = Some(name);
+    }
+    if have_link {
+        rr.symlink = Some(link);
+    }
+    Ok(rr)
+}
+
+/// One name in a directory (multi-extent files grouped).
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// Display name (Rock Ridge, Joliet or ISO 9660 without version).
+    pub name: String,
+    /// The record(s); more than one for multi-extent files.
+    pub records: Vec<DirRecord>,
+    /// Rock Ridge facts (primary tree with RR).
+    pub rr: RockRidge,
+}
+
+impl Entry {
+    /// The first record.
+    pub fn rec(&self) -> &DirRecord {
+        &self.records[0]
+    }
+    /// True for a directory.
+    pub fn is_dir(&self) -> bool {
+        self.rec().is_dir() || self.rr.child_link.is_some()
+    }
+    /// True for a symlink.
+    pub fn is_symlink(&self) -> bool {
+        self.rr.symlink.is_some()
+            || self
+                .rr
+                .mode
+                .map(|m| m & 0o170000 == 0o120000)
+                .unwrap_or(false)
+    }
+    /// Total size.
+    pub fn size(&self) -> u64 {
+        self.records.iter().map(|r| r.size as u64).sum()
+    }
+    /// Directory extent (following a Rock Ridge CL relocation).
+    pub fn dir_extent(&self) -> u32 {
+        self.rr.child_link.unwrap_or(self.rec().extent)
+    }
+}
+
+/// A directory's records read from disc.
+#[derive(Debug, Clone)]
+pub struct Directory {
+    /// Extent LBA.
+    pub extent: u32,
+    /// Size in bytes.
+    pub size: u32,
+    /// `.`
+    pub dot: DirRecord,
+    /// `..`
+    pub dotdot: DirRecord,
+    /// The other entries, in disc order.
+    pub entries: Vec<Entry>,
+}
+
+/// Reads a tree's facts: which name space, whether Rock Ridge is on, and the SUSP skip.
+#[derive(Debug, Clone)]
+pub struct Tree {
+    /// The descriptor.
+    pub vd: VolumeDescriptor,
+    /// Rock Ridge in use (primary only).
+    pub rock_ridge: bool,
+    /// SUSP bytes to skip (from SP).
+    pub susp_skip: usize,
+}
+
+impl Tree {
+    /// Opens the tree of `vd`, detecting Rock Ridge from the root's `.` record.
+    pub fn new(iso: &IsoFile, vd: &VolumeDescriptor) -> Result<Self> {
+        let mut t = Tree {
+            vd: vd.clone(),
+            rock_ridge: false,
+            susp_skip: 0,
+        };
+        if vd.kind == TreeKind::Primary {
+            let d = t.read_dir(iso, vd.root.extent, vd.root.size)?;
+            let su = d.dot.system_use();
+            if su.len() >= 7 && &su[0..2] == b"SP" && su[4] == 0xBE && su[5] == 0xEF {
+                t.susp_skip = su[6] as usize;
+                t.rock_ridge = true;
+            }
+        }
+        Ok(t)
+    }
+
+    /// Decodes a record's identifier into a display name (no RR).
+    pub fn plain_name(&self, ident: &[u8], is_dir: bool) -> String {
+        let s = if self.vd.kind == TreeKind::Joliet {
+            ucs2_decode(ident)
+        } else {
+            String::from_utf8_lossy(ident).to_string()
+        };
+        let mut s = match s.rfind(';') {
+            Some(i) if !is_dir => s[..i].to_string(),
+            _ => s,
+        };
+        if self.vd.kind != TreeKind::Joliet && s.ends_with('.') && !is_dir {
+            s.pop();
+        }
+        s
+    }
+
+    /// Reads and parses one directory extent.
+    pub fn read_dir(&self, iso: &IsoFile, extent: u32, size: u32) -> Result<Directory> {
+        let off = extent as u64 * BLOCK;
+        if size as u64 > MAX_DIR_BYTES || size < 68 {
+            return Err(iso.bad(
+                err!(AbsurdSize, "directory extent of {size} bytes"),
+                "directory",
+                off,
+            ));
+        }
+        let data = iso.read(off, size as u64, "directory extent")?;
+        let recs = parse_dir_records(&data, off).map_err(|e| e.with_path(iso.path()))?;
+        let mut it = recs.into_iter();
+        let dot = it.next().filter(|r| r.is_dot()).ok_or_else(|| {
+            iso.bad(
+                err!(BadField, "directory does not start with '.'"),
+                "directory",
+                off,
+            )
+        })?;
+        let dotdot = it.next().filter(|r| r.is_dotdot()).ok_or_else(|| {
+            iso.bad(
+                err!(BadField, "directory has no '..' second record"),
+                "directory",
+                off,
+            )
+        })?;
+        let mut entries: Vec<Entry> = Vec::new();
+        let mut pending: Option<Entry> = None;
+        for r in it {
+            if r.is_dot() || r.is_dotdot() {
+                continue;
+            }
+            if let Some(p) = pending.as_mut() {
+                p.records.push(r.clone());
+                if r.flags & 0x80 == 0 {
+                    entries.push(pending.take().expect("pending set"));
+                }
+                continue;
+            }
+            let rr = if self.rock_ridge {
+                parse_susp(iso, r.system_use(), self.susp_skip, r.offset)?
+            } else {
+                RockRidge::default()
+            };
+            let name = rr
+                .name
+                .clone()
+                .unwrap_or_else(|| self.plain_name(&r.ident, r.is_dir()));
+            if name.is_empty() || name == "." || name == ".." || name.contains('/') {
+                return Err(iso.bad(
+                    err!(BadField, "invalid file name {name:?}"),
+                    "directory record",
+                    r.offset,
+                ));
+            }
+            let more = r.flags & 0x80 != 0;
+            let e = Entry {
+                name,
+                records: vec![r],
+                rr,
+            };
+            if more {
+                pending = Some(e);
+            } else {
+                entries.push(e);
+            }
+        }
+        if let Some(p) = pending {
+            entries.push(p);
+        }
+        Ok(Directory {
+            extent,
+            size,
+            dot,
+            dotdot,
+            entries,
+        })
+    }
+
+    /// The root directory.
+    pub fn root(&self, iso: &IsoFile) -> Result<Directory> {
+        self.read_dir(iso, self.vd.root.extent, self.vd.root.size)
+    }
+
+    /// Looks `path` up (absolute, `/`-separated). Never follows symlinks. Returns the parent
+    /// directory and the entry (None when the last component is missing but the parent exists).
+    pub fn lookup(&self, iso: &IsoFile, path: &str) -> Result<Lookup> {
+        let comps: Vec<&str> = path
+            .split('/')
+            .filter(|c| !c.is_empty() && *c != ".")
+            .collect();
+        let mut dir = self.root(iso)?;
+        let mut seen = HashSet::new();
+        seen.insert(dir.extent);
+        if comps.is_empty() {
+            return Ok(Lookup::Root(dir));
+        }
+        for (i, c) in comps.iter().enumerate() {
+            let last = i + 1 == comps.len();
+            let found = dir
+                .entries
+                .iter()
+                .position(|e| self.name_matches(&e.name, c));
+            match found {
+                None if last => return Ok(Lookup::Missing { parent: dir }),
+                None => {
+                    return Err(err!(NotFound, "{path}: no {c:?} in the ISO").with_path(iso.path()));
+                }
+                Some(ix) if last => {
+                    return Ok(Lookup::Found {
+                        parent: dir,
+                        index: ix,
+                    });
+                }
+                Some(ix) => {
+                    let e = &dir.entries[ix];
+                    if e.is_symlink() || !e.is_dir() {
+                        return Err(err!(
+                            NotFound,
+                            "{path}: {c:?} is not a directory (symlinks are not followed)"
+                        )
+                        .with_path(iso.path()));
+                    }
+                    let ext = e.dir_extent();
+                    if !seen.insert(ext) {
+                        return Err(iso.bad(
+                            err!(BadField, "directory loop at {c:?}"),
+                            "directory",
+                            ext as u64 * BLOCK,
+                        ));
+                    }
+                    let size = if e.rr.child_link.is_some() {
+                        let d0 = iso.read(ext as u64 * BLOCK, 34, "relocated directory")?;
+                        le32(&d0, 10)
+                    } else {
+                        e.rec().size
+                    };
+                    dir = self.read_dir(iso, ext, size)?;
+                }
+            }
+        }
+        unreachable!("the loop returns on its last component")
+    }
+
+    /// Name comparison of this tree: exact for Rock Ridge and Joliet, case-insensitive for
+    /// plain ISO 9660 names.
+    pub fn name_matches(&self, have: &str, want: &str) -> bool {
+        if self.rock_ridge || self.vd.kind == TreeKind::Joliet {
+            have == want
+        } else {
+            have.eq_ignore_ascii_case(want)
+        }
+    }
+
+    /// Walks the tree depth-first (no symlink following, loops refused), calling `f` with each
+    /// entry's path, the entry and the directory holding it.
+    pub fn walk(
+        &self,
+        iso: &IsoFile,
+        f: &mut dyn FnMut(&str, &Entry, &Directory) -> Result<()>,
+    ) -> Result<()> {
+        let root = self.root(iso)?;
+        let mut seen = HashSet::new();
+        seen.insert(root.extent);
+        self.walk_dir(iso, &root, "", 0, &mut seen, f)
+    }
+
+    fn walk_dir(
+        &self,
+        iso: &IsoFile,
+        dir: &Directory,
+        prefix: &str,
+        depth: usize,
+        seen: &mut HashSet<u32>,
+        f: &mut dyn FnMut(&str, &Entry, &Directory) -> Result<()>,
+    ) -> Result<()> {
+        if depth > MAX_DEPTH {
+            return Err(iso.bad(
+                err!(LimitExceeded, "directories nested deeper than {MAX_DEPTH}"),
+                "directory",
+                dir.extent as u64 * BLOCK,
+            ));
+        }
+        for e in &dir.entries {
+            if e.rr.relocated {
+                continue;
+            }
+            let p = format!("{prefix}/{}", e.name);
+            f(&p, e, dir)?;
+            if e.is_dir() && !e.is_symlink() {
+                let ext = e.dir_extent();
+                if !seen.insert(ext) {
+                    return Err(iso.bad(
+                        err!(
+                            BadField,
+                            "directory loop: {p} points back to an ancestor or a visited directory"
+                        ),
+                        "directory record",
+                        e.rec().offset,
+                    ));
+                }
+                let size = if e.rr.child_link.is_some() {
+                    let d0 = iso.read(ext as u64 * BLOCK, 34, "relocated directory")?;
+                    le32(&d0, 10)
+                } else {
+                    e.rec().size
+                };
+                let sub = self.read_dir(iso, ext, size)?;
+                self.walk_dir(iso, &sub, &p, depth + 1, seen, f)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Result of [`Tree::lookup`].
+#[derive(Debug)]
+pub enum Lookup {
+    /// The path is the root.
+    Root(Directory),
+    /// Found: `parent.entries[index]`.
+    Found {
+        /// Directory holding the entry.
+        parent: Directory,
+        /// Index in `parent.entries`.
+        index: usize,
+    },
+    /// The parent exists, the last component does not.
+    Missing {
+        /// The parent directory.
+        parent: Directory,
+    },
+}
+
+/// Reads a path table (bounded) and returns its bytes.
+pub fn read_path_table(iso: &IsoFile, lba: u32, size: u32) -> Result<Vec<u8>> {
+    if size as u64 > MAX_PATH_TABLE {
+        return Err(iso.bad(
+            err!(AbsurdSize, "path table of {size} bytes"),
+            "path table",
+            lba as u64 * BLOCK,
+        ));
+    }
+    iso.read(lba as u64 * BLOCK, size as u64, "path table")
+}
+
+/// Iterates the entries of a path table: (offset of the extent field, extent).
+pub fn path_table_extents(t: &[u8], big_endian: bool) -> Result<Vec<(usize, u32)>> {
+    let mut out = Vec::new();
+    let mut p = 0usize;
+    while p + 8 <= t.len() {
+        let nlen = t[p] as usize;
+        if nlen == 0 {
+            break;
+        }
+        let ext = if big_endian {
+            be32(t, p + 2)
+        } else {
+            le32(t, p + 2)
+        };
+        out.push((p + 2, ext));
+        p += 8 + nlen + (nlen % 2);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(name: &[u8], extent: u32, size: u32, flags: u8, su: &[u8]) -> Vec<u8> {
+        let mut len = 33 + name.len();
+        if len % 2 == 1 {
+            len += 1;
+        }
+        len += su.len();
+        let mut r = vec![0u8; len];
+        r[0] = len as u8;
+        put_both32(&mut r, 2, extent);
+        put_both32(&mut r, 10, size);
+        r[25] = flags;
+        put_both16(&mut r, 28, 1);
+        r[32] = name.len() as u8;
+        r[33..33 + name.len()].copy_from_slice(name);
+        let s = len - su.len();
+        r[s..].copy_from_slice(su);
+        r
+    }
+
+    #[test]
+    fn parses_golden_record() {
+        let r = rec(b"TXT.CFG;1", 40, 300, 0, b"");
+        let d = parse_record(&r, 1000).unwrap();
+        assert_eq!(d.extent, 40);
+        assert_eq!(d.size, 300);
+        assert_eq!(d.ident, b"TXT.CFG;1");
+        assert_eq!(d.raw.len(), 42);
+        assert!(d.system_use().is_empty());
+    }
+
+    #[test]
+    fn record_errors_are_named() {
+        let mut r = rec(b"A;1", 1, 1, 0, b"");
+        r[32] = 200;
+        let e = parse_record(&r, 0).unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::BadField);
+        let mut data = vec![0u8; 4096];
+        for i in 0..8 {
+            let f = rec(b"F;1", 1, 1, 0, &[0u8; 214]);
+            assert_eq!(f.len(), 250);
+            data[i * 250..(i + 1) * 250].copy_from_slice(&f);
+        }
+        let r2 = rec(b"B;1", 1, 1, 0, &[0u8; 60]);
+        data[2000..2000 + r2.len()].copy_from_slice(&r2);
+        // a record starting at 2000 with 96 bytes crosses the block end
+        let e = parse_dir_records(&data, 0).unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::BadField);
+        assert_eq!(e.offset(), Some(2000));
+        let mut d2 = vec![0u8; 2048];
+        d2[0] = 20; // length below the minimum
+        let e = parse_dir_records(&d2, 4096).unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::BadField);
+        assert_eq!(e.offset(), Some(4096));
+    }
+
+    #[test]
+    fn zero_length_skips_to_next_block() {
+        let mut data = vec![0u8; 4096];
+        let a = rec(&[0], 20, 4096, 2, b"");
+        let b = rec(&[1], 20, 4096, 2, b"");
+        let c = rec(b"X;1", 30, 1, 0, b"");
+        data[..a.len()].copy_from_slice(&a);
+        data[a.len()..a.len() + b.len()].copy_from_slice(&b);
+        data[2048..2048 + c.len()].copy_from_slice(&c);
+        let recs = parse_dir_records(&data, 0).unwrap();
+        assert_eq!(recs.len(), 3);
+        assert_eq!(recs[2].offset, 2048);
+    }
+
+    #[test]
+    fn ucs2_round_trip_and_path_table() {
+        assert_eq!(ucs2_decode(&ucs2_encode("preseed")), "preseed");
+        let mut t = vec![1u8, 0, 18, 0, 0, 0, 1, 0, 0, 0];
+        t.extend_from_slice(&[4, 0, 30, 0, 0, 0, 1, 0, b'B', b'O', b'O', b'T']);
+        let e = path_table_extents(&t, false).unwrap();
+        assert_eq!(e, vec![(2, 18), (12, 30)]);
+    }
+}
+
+#[cfg(test)]
+mod susp_tests {
+    use super::*;
+    use std::io::Write;
+
+    fn iso_with(bytes: &[u8]) -> (tempfile::NamedTempFile, IsoFile) {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(bytes).unwrap();
+        f.flush().unwrap();
+        let iso = IsoFile::open(f.path()).unwrap();
+        (f, iso)
+    }
+
+    fn entry(sig: &[u8; 2], data: &[u8]) -> Vec<u8> {
+        let mut e = vec![sig[0], sig[1], (4 + data.len()) as u8, 1];
+        e.extend_from_slice(data);
+        e
+    }
+
+    #[test]
+    fn rock_ridge_px_nm_sl_tf_and_ce() {
+        // continuation area at block 1 holding the second half of the name
+        let mut img = vec![0u8; 4096];
+        let nm2 = entry(b"NM", b"\x00-name.seed");
+        img[2048 + 10..2048 + 10 + nm2.len()].copy_from_slice(&nm2);
+        let (_f, iso) = iso_with(&img);
+        let mut su = Vec::new();
+        let mut px = [0u8; 40];
+        put_both32(&mut px, 0, 0o100644);
+        put_both32(&mut px, 8, 1);
+        put_both32(&mut px, 32, 77);
+        su.extend(entry(b"PX", &px));
+        su.extend(entry(b"NM", b"\x01long"));
+        su.extend(entry(b"TF", &[0x02, 119, 8, 5, 10, 13, 20, 0]));
+        let mut ce = [0u8; 24];
+        put_both32(&mut ce, 0, 1);
+        put_both32(&mut ce, 8, 10);
+        put_both32(&mut ce, 16, nm2.len() as u32);
+        su.extend(entry(b"CE", &ce));
+        let rr = parse_susp(&iso, &su, 0, 0).unwrap();
+        assert_eq!(rr.mode, Some(0o100644));
+        assert_eq!(rr.ino, Some(77));
+        assert_eq!(rr.name.as_deref(), Some("long-name.seed"));
+        assert_eq!(rr.mtime.as_deref(), Some(&[119, 8, 5, 10, 13, 20, 0][..]));
+        assert_eq!(rr.ce_end, 2048 + 10 + nm2.len() as u64);
+
+        // symlink `ubuntu -> .` and an absolute one
+        let sl = entry(b"SL", &[0, 0x02, 0]);
+        assert_eq!(
+            parse_susp(&iso, &sl, 0, 0).unwrap().symlink.as_deref(),
+            Some(".")
+        );
+        let sl = entry(
+            b"SL",
+            &[0, 0x08, 0, 0, 3, b'e', b't', b'c', 0, 2, b'x', b'y'],
+        );
+        assert_eq!(
+            parse_susp(&iso, &sl, 0, 0).unwrap().symlink.as_deref(),
+            Some("/etc/xy")
+        );
+    }
+
+    #[test]
+    fn bad_susp_is_named_and_ce_loops_bounded() {
+        let (_f, iso) = iso_with(&vec![0u8; 4096]);
+        let bad = vec![b'P', b'X', 200, 1, 0, 0];
+        let e = parse_susp(&iso, &bad, 0, 100).unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::BadField);
+        assert_eq!(e.structure(), Some("SUSP entry"));
+        // a CE pointing at itself forever
+        let mut img = vec![0u8; 4096];
+        let mut ce = [0u8; 24];
+        put_both32(&mut ce, 0, 1);
+        put_both32(&mut ce, 8, 0);
+        put_both32(&mut ce, 16, 28);
+        let e2 = entry(b"CE", &ce);
+        img[2048..2048 + e2.len()].copy_from_slice(&e2);
+        let (_g, iso2) = iso_with(&img);
+        let e = parse_susp(&iso2, &e2, 0, 0).unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::AbsurdSize);
+        // a CE past the end of the file
+        let mut ce = [0u8; 24];
+        put_both32(&mut ce, 0, 99);
+        put_both32(&mut ce, 16, 28);
+        let e = parse_susp(&iso, &entry(b"CE", &ce), 0, 0).unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::Truncated);
+    }
+}

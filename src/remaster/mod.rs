@@ -1,0 +1,333 @@
+//! `isotool remaster`: make a stock installer ISO unattended.
+//!
+//! Reads the boot configs of the input (isolinux and GRUB), adds an unattended entry that is
+//! the default on both the BIOS and the UEFI path, puts the preseed / kickstart and `--add`
+//! files on the disc, updates `md5sum.txt`, and hands the changes to the copy-and-patch engine
+//! ([`crate::iso::patch`]) which keeps every other byte, so the boot records replay exactly.
+//! `boot/grub/efi.img` is never touched. The seed's content is never printed.
+
+pub mod bootcfg;
+pub mod md5sum;
+
+use crate::context::BuildContext;
+use crate::err;
+use crate::error::{IoContext, Result};
+use crate::iso::info::{primary_tree, read_file};
+use crate::iso::patch::{FileOp, PatchPlan, PatchReport, Source, patch_iso};
+use crate::iso::read::{IsoFile, Lookup, Tree};
+use bootcfg::{Flavor, Unattended};
+use std::path::{Path, PathBuf};
+
+/// Largest boot config / md5sum.txt read into memory.
+const MAX_TEXT: u64 = 16 << 20;
+
+/// The seed file to inject.
+#[derive(Debug, Clone)]
+pub struct Seed {
+    /// Installer family.
+    pub flavor: Flavor,
+    /// The file on the host.
+    pub file: PathBuf,
+    /// Its name on the disc.
+    pub name: String,
+}
+
+/// Everything `remaster` needs.
+#[derive(Debug, Clone)]
+pub struct RemasterOptions {
+    /// Stock ISO.
+    pub input: PathBuf,
+    /// Output ISO.
+    pub output: PathBuf,
+    /// Preseed or kickstart.
+    pub seed: Option<Seed>,
+    /// Extra kernel arguments.
+    pub kernel_args: Vec<String>,
+    /// Boot menu timeout in seconds.
+    pub timeout: u32,
+    /// New volume id.
+    pub volume_id: Option<String>,
+    /// Extra files: host path, ISO path.
+    pub adds: Vec<(PathBuf, String)>,
+    /// Do not edit boot configs.
+    pub no_boot_edit: bool,
+    /// Replace an existing output.
+    pub force: bool,
+}
+
+/// What `remaster` did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RemasterReport {
+    /// Engine report.
+    pub patch: PatchReport,
+    /// Boot configs edited.
+    pub edited: Vec<String>,
+    /// What applied and what was skipped (for the user).
+    pub notes: Vec<String>,
+}
+
+fn exists_file(iso: &IsoFile, t: &Tree, p: &str) -> Result<bool> {
+    Ok(match t.lookup(iso, p) {
+        Ok(Lookup::Found { parent, index }) => {
+            let e = &parent.entries[index];
+            !e.is_dir() && !e.is_symlink()
+        }
+        Ok(_) => false,
+        Err(e) if e.kind() == crate::ErrorKind::NotFound => false,
+        Err(e) => return Err(e),
+    })
+}
+
+fn is_dir(iso: &IsoFile, t: &Tree, p: &str) -> Result<bool> {
+    Ok(match t.lookup(iso, p) {
+        Ok(Lookup::Found { parent, index }) => {
+            let e = &parent.entries[index];
+            e.is_dir() && !e.is_symlink()
+        }
+        Ok(Lookup::Root(_)) => true,
+        Ok(_) => false,
+        Err(e) if e.kind() == crate::ErrorKind::NotFound => false,
+        Err(e) => return Err(e),
+    })
+}
+
+fn text(iso: &IsoFile, t: &Tree, p: &str) -> Result<String> {
+    let b = read_file(iso, t, p, MAX_TEXT)?;
+    String::from_utf8(b)
+        .map_err(|_| err!(Unsupported, "{p} is not UTF-8 text").with_path(iso.path()))
+}
+
+fn check_iso_path(p: &str) -> Result<String> {
+    if !p.starts_with('/')
+        || p.ends_with('/')
+        || p.split('/').any(|c| c == ".." || c == ".")
+        || p.contains("//")
+        || p.chars().any(|c| c.is_control())
+    {
+        return Err(err!(
+            InvalidArgument,
+            "ISO path {p:?} must be absolute, without '.', '..' or empty components"
+        ));
+    }
+    Ok(p.to_string())
+}
+
+/// Runs a remaster. Returns what was done.
+pub fn remaster(o: &RemasterOptions, ctx: &BuildContext) -> Result<RemasterReport> {
+    for a in &o.kernel_args {
+        bootcfg::check_kernel_arg(a)?;
+    }
+    if let Some(v) = &o.volume_id
+        && (v.is_empty() || v.len() > 32 || !v.is_ascii() || v.chars().any(|c| c.is_control()))
+    {
+        return Err(err!(
+            InvalidArgument,
+            "volume id {v:?}: 1 to 32 ASCII characters"
+        ));
+    }
+    let iso = IsoFile::open(&o.input)?;
+    let tree = primary_tree(&iso)?;
+    let mut ops: Vec<FileOp> = Vec::new();
+    let mut notes = Vec::new();
+    let mut edited = Vec::new();
+
+    if let Some(seed) = &o.seed {
+        if seed.name.is_empty()
+            || seed.name.contains('/')
+            || seed
+                .name
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control())
+            || seed.name.len() > 64
+        {
+            return Err(err!(
+                InvalidArgument,
+                "seed name {:?}: one file name, no spaces, at most 64 bytes",
+                seed.name
+            ));
+        }
+        let meta = std::fs::metadata(&seed.file).ctx(&seed.file, "reading the seed file")?;
+        if !meta.is_file() || meta.len() > MAX_TEXT {
+            return Err(err!(
+                InvalidArgument,
+                "the seed must be a regular file under 16 MiB"
+            )
+            .with_path(&seed.file));
+        }
+        let seed_path = match seed.flavor {
+            Flavor::Preseed if is_dir(&iso, &tree, "/preseed")? => {
+                format!("/preseed/{}", seed.name)
+            }
+            Flavor::Preseed => {
+                notes
+                    .push("no /preseed directory on the disc: the preseed goes to the root".into());
+                format!("/{}", seed.name)
+            }
+            Flavor::Kickstart => format!("/{}", seed.name),
+        };
+        ops.push(FileOp {
+            path: seed_path.clone(),
+            source: Source::File(seed.file.clone()),
+        });
+        let u = Unattended {
+            flavor: seed.flavor,
+            seed_path,
+            extra_args: o.kernel_args.clone(),
+            timeout: o.timeout,
+        };
+        if o.no_boot_edit {
+            notes.push("--no-boot-edit: boot configs left as they are".into());
+        } else {
+            let mut bios = false;
+            let mut uefi = false;
+            let iso_cfg = "/isolinux/isolinux.cfg";
+            let txt_cfg = "/isolinux/txt.cfg";
+            if exists_file(&iso, &tree, iso_cfg)? {
+                let cfg = text(&iso, &tree, iso_cfg)?;
+                let (mut new_cfg, gfx) = bootcfg::edit_isolinux_timeout(&cfg, o.timeout);
+                if gfx {
+                    notes.push(format!(
+                        "{iso_cfg}: gfxboot UI disabled (it waits for a key)"
+                    ));
+                }
+                if seed.flavor == Flavor::Preseed && exists_file(&iso, &tree, txt_cfg)? {
+                    let txt = text(&iso, &tree, txt_cfg)?;
+                    let t2 = bootcfg::edit_syslinux_labels(&txt, &u)
+                        .map_err(|e| e.with_path(txt_cfg))?;
+                    ops.push(FileOp {
+                        path: txt_cfg.into(),
+                        source: Source::Bytes(t2.into_bytes()),
+                    });
+                    edited.push(txt_cfg.to_string());
+                    bios = true;
+                } else if bootcfg::has_syslinux_entry(&new_cfg) {
+                    new_cfg = bootcfg::edit_syslinux_labels(&new_cfg, &u)
+                        .map_err(|e| e.with_path(iso_cfg))?;
+                    bios = true;
+                } else {
+                    notes.push(format!("{iso_cfg}: no label with a kernel to copy; the BIOS menu has no unattended entry"));
+                }
+                if bios {
+                    ops.push(FileOp {
+                        path: iso_cfg.into(),
+                        source: Source::Bytes(new_cfg.into_bytes()),
+                    });
+                    edited.push(iso_cfg.to_string());
+                }
+            } else {
+                notes.push("BIOS path: no /isolinux/isolinux.cfg found; skipped".into());
+            }
+            let grub_candidates: &[&str] = match seed.flavor {
+                Flavor::Preseed => &["/boot/grub/grub.cfg"],
+                Flavor::Kickstart => &["/EFI/BOOT/grub.cfg", "/boot/grub/grub.cfg"],
+            };
+            let mut found_grub = false;
+            for g in grub_candidates {
+                if exists_file(&iso, &tree, g)? {
+                    found_grub = true;
+                    let cfg = text(&iso, &tree, g)?;
+                    if bootcfg::has_grub_entry(&cfg) {
+                        let n = bootcfg::edit_grub(&cfg, &u).map_err(|e| e.with_path(g))?;
+                        ops.push(FileOp {
+                            path: g.to_string(),
+                            source: Source::Bytes(n.into_bytes()),
+                        });
+                        edited.push(g.to_string());
+                        uefi = true;
+                    } else {
+                        notes.push(format!("{g}: no menuentry with a linux line; skipped"));
+                    }
+                }
+            }
+            if !found_grub {
+                notes.push(format!(
+                    "UEFI path: no {} found; skipped",
+                    grub_candidates.join(" or ")
+                ));
+            }
+            if !bios && !uefi {
+                return Err(err!(NotFound, "no boot config to edit on this disc (isolinux or GRUB); use --no-boot-edit to only add the seed").with_path(&o.input));
+            }
+        }
+    } else if !o.no_boot_edit && !o.kernel_args.is_empty() {
+        return Err(err!(
+            InvalidArgument,
+            "--kernel-arg needs --preseed or --kickstart"
+        ));
+    }
+
+    for (src, dst) in &o.adds {
+        let dst = check_iso_path(dst)?;
+        let m = std::fs::metadata(src).ctx(src, "reading a file to add")?;
+        if !m.is_file() {
+            return Err(err!(InvalidArgument, "--add takes regular files").with_path(src));
+        }
+        if ops.iter().any(|x| x.path == dst) {
+            return Err(err!(InvalidArgument, "{dst} is given twice"));
+        }
+        ops.push(FileOp {
+            path: dst,
+            source: Source::File(src.clone()),
+        });
+    }
+    if ops.is_empty() && o.volume_id.is_none() {
+        return Err(err!(
+            InvalidArgument,
+            "nothing to do: give --preseed, --kickstart, --add or --volume-id"
+        ));
+    }
+    if ops
+        .iter()
+        .any(|x| x.path.eq_ignore_ascii_case("/boot/grub/efi.img"))
+    {
+        return Err(err!(InvalidArgument, "boot/grub/efi.img is never modified"));
+    }
+
+    // md5sum.txt
+    if exists_file(&iso, &tree, "/md5sum.txt")? && !ops.iter().any(|x| x.path == "/md5sum.txt") {
+        let old = text(&iso, &tree, "/md5sum.txt")?;
+        let mut sums = Vec::new();
+        for op in &ops {
+            let h = match &op.source {
+                Source::Bytes(b) => crate::checksum::md5_hex(b),
+                Source::File(p) => md5sum::md5_file(p)?,
+            };
+            sums.push((op.path.clone(), h));
+        }
+        let new = md5sum::update(&old, &sums);
+        ops.push(FileOp {
+            path: "/md5sum.txt".into(),
+            source: Source::Bytes(new.into_bytes()),
+        });
+        edited.push("/md5sum.txt".into());
+    } else if !ops.iter().any(|x| x.path == "/md5sum.txt") {
+        notes.push("no /md5sum.txt on the disc; nothing to update".into());
+    }
+    drop(tree);
+    drop(iso);
+    // the seed may hold passwords: an output carrying one is readable by its owner only
+    let mode = if o.seed.is_some() { 0o600 } else { 0o644 };
+    if o.seed.is_some() {
+        notes.push("the output carries the seed (it may hold passwords): created mode 0600".into());
+    }
+    let plan = PatchPlan {
+        ops,
+        volume_id: o.volume_id.clone(),
+        mtime: ctx.now(),
+        force: o.force,
+        mode,
+    };
+    let patch = patch_iso(&o.input, &o.output, &plan)?;
+    Ok(RemasterReport {
+        patch,
+        edited,
+        notes,
+    })
+}
+
+/// Default seed name: the file's name.
+pub fn default_seed_name(p: &Path) -> Result<String> {
+    p.file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .ok_or_else(|| err!(InvalidArgument, "the seed path has no file name").with_path(p))
+}
