@@ -15,14 +15,35 @@ pub struct OutputOptions {
     pub force: bool,
     /// Permission bits of the created file (e.g. `0o600` for outputs carrying secrets).
     pub mode: u32,
+    /// Flush data and directory to stable storage before the rename (default: true, unless the
+    /// process said otherwise with [`set_sync_default`], which `isotool --no-sync` does).
+    pub sync: bool,
+}
+
+static SYNC_DEFAULT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Sets whether outputs created with default options are synced before their rename (the
+/// command line's global `--no-sync`). Without sync the rename is still atomic for readers, but
+/// a power loss soon after may leave an incomplete file: the trade-off `qemu-img convert` and
+/// `genisoimage` make by default.
+pub fn set_sync_default(sync: bool) {
+    SYNC_DEFAULT.store(sync, std::sync::atomic::Ordering::Relaxed);
+}
+
+impl OutputOptions {
+    /// Options with `force` and `mode`, syncing as the process default says.
+    pub fn new(force: bool, mode: u32) -> Self {
+        OutputOptions {
+            force,
+            mode,
+            sync: SYNC_DEFAULT.load(std::sync::atomic::Ordering::Relaxed),
+        }
+    }
 }
 
 impl Default for OutputOptions {
     fn default() -> Self {
-        OutputOptions {
-            force: false,
-            mode: 0o644,
-        }
+        OutputOptions::new(false, 0o644)
     }
 }
 
@@ -36,6 +57,7 @@ pub struct AtomicOutput {
     final_path: PathBuf,
     tmp_path: PathBuf,
     file: Option<File>,
+    sync: bool,
 }
 
 /// Refuses `output` when it is one of `inputs` (same device and inode, or same canonical path).
@@ -105,6 +127,7 @@ impl AtomicOutput {
                         final_path: final_path.to_path_buf(),
                         tmp_path,
                         file: Some(file),
+                        sync: opts.sync,
                     });
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && n < 100 => n += 1,
@@ -132,16 +155,10 @@ impl AtomicOutput {
         &self.final_path
     }
 
-    /// Syncs the data, renames the file into place and syncs the directory.
-    pub fn commit(self) -> Result<PathBuf> {
-        self.commit_with(true)
-    }
-
-    /// Renames the file into place; syncs data and directory first when `sync` (the default of
-    /// [`commit`](Self::commit)). Without sync the rename is still atomic for readers, but a
-    /// power loss soon after may leave an incomplete file (the `--no-sync` trade-off, as
-    /// `qemu-img convert` makes by default).
-    pub fn commit_with(mut self, sync: bool) -> Result<PathBuf> {
+    /// Syncs the data (unless the options said not to), renames the file into place and syncs
+    /// the directory.
+    pub fn commit(mut self) -> Result<PathBuf> {
+        let sync = self.sync;
         let file = self.file.take().expect("file present until commit");
         if sync {
             file.sync_all().ctx(&self.tmp_path, "syncing the output")?;
@@ -207,27 +224,11 @@ mod tests {
         std::fs::write(&f, b"x").unwrap();
         let e = AtomicOutput::create(&f, &[], OutputOptions::default()).unwrap_err();
         assert_eq!(e.kind(), crate::error::ErrorKind::OutputExists);
-        let e = AtomicOutput::create(
-            &f,
-            &[&f],
-            OutputOptions {
-                force: true,
-                mode: 0o644,
-            },
-        )
-        .unwrap_err();
+        let e = AtomicOutput::create(&f, &[&f], OutputOptions::new(true, 0o644)).unwrap_err();
         assert_eq!(e.kind(), crate::error::ErrorKind::SameFile);
         let link = dir.path().join("link.img");
         std::os::unix::fs::symlink(&f, &link).unwrap();
-        let e = AtomicOutput::create(
-            &link,
-            &[&f],
-            OutputOptions {
-                force: true,
-                mode: 0o644,
-            },
-        )
-        .unwrap_err();
+        let e = AtomicOutput::create(&link, &[&f], OutputOptions::new(true, 0o644)).unwrap_err();
         assert_eq!(e.kind(), crate::error::ErrorKind::SameFile);
         assert_eq!(std::fs::read(&f).unwrap(), b"x");
     }
@@ -236,15 +237,7 @@ mod tests {
     fn secret_mode_is_0600() {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("s");
-        let o = AtomicOutput::create(
-            &out,
-            &[],
-            OutputOptions {
-                force: false,
-                mode: 0o600,
-            },
-        )
-        .unwrap();
+        let o = AtomicOutput::create(&out, &[], OutputOptions::new(false, 0o600)).unwrap();
         o.commit().unwrap();
         assert_eq!(
             std::fs::metadata(&out).unwrap().permissions().mode() & 0o777,

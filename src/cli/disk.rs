@@ -63,10 +63,6 @@ pub(crate) struct ConvertArgs {
     /// Apply a VHDX's pending log in memory while reading (the input is not modified).
     #[arg(long)]
     replay_log: bool,
-    /// Do not flush the output to stable storage before renaming it into place (faster; a
-    /// power loss soon after may leave an incomplete file).
-    #[arg(long)]
-    no_sync: bool,
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
@@ -94,7 +90,7 @@ pub(crate) fn convert(a: ConvertArgs, quiet: bool) -> Result<Outcome> {
         open: OpenOptions {
             replay_log: a.replay_log,
         },
-        sync: !a.no_sync,
+        sync: crate::output::OutputOptions::default().sync,
     };
     let r = convert::convert(&a.input, &a.output, &opts, &ctx, &bars)?;
     if a.json {

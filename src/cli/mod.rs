@@ -17,6 +17,10 @@ pub struct Cli {
     /// No progress bars or notes on stderr.
     #[arg(long, short, global = true)]
     pub quiet: bool,
+    /// Do not flush outputs to stable storage before renaming them into place (faster; a power
+    /// loss soon after may leave an incomplete file, as with qemu-img's or genisoimage's defaults).
+    #[arg(long, global = true)]
+    pub no_sync: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -55,6 +59,7 @@ pub(crate) enum Outcome {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let quiet = cli.quiet;
+    crate::output::set_sync_default(!cli.no_sync);
     let result = match cli.command {
         Command::Convert(a) => disk::convert(a, quiet),
         Command::Disk(c) => disk::disk(c, quiet),

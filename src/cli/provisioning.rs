@@ -150,14 +150,7 @@ pub(crate) fn cloud_init_seed(a: CloudInitSeedArgs, quiet: bool) -> Result<Outco
             let (tree, _) = checked_tree(from, a.role, quiet)?;
             if a.azure {
                 let doc = azure::azure_custom_data(&tree)?;
-                let o = AtomicOutput::create(
-                    &a.output,
-                    &[],
-                    OutputOptions {
-                        force: a.force,
-                        mode: 0o600,
-                    },
-                )?;
+                let o = AtomicOutput::create(&a.output, &[], OutputOptions::new(a.force, 0o600))?;
                 o.file().write_all(doc.as_bytes()).map_err(|e| {
                     crate::Error::io(e, "writing the custom data").with_path(o.tmp_path())
                 })?;

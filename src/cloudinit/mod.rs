@@ -240,7 +240,7 @@ pub fn write_seed(
     force: bool,
     ctx: &BuildContext,
 ) -> Result<u64> {
-    let o = AtomicOutput::create(out, &[], OutputOptions { force, mode: 0o600 })?;
+    let o = AtomicOutput::create(out, &[], OutputOptions::new(force, 0o600))?;
     let now = ctx.now() as i64;
     let n = match format {
         SeedFormat::Iso => {

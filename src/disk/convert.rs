@@ -293,6 +293,7 @@ pub fn convert(
         OutputOptions {
             force: opts.force,
             mode: 0o644,
+            sync: opts.sync,
         },
     )?;
     let src = super::probe::open_image(input, &opts.open)?;
@@ -330,7 +331,7 @@ pub fn convert(
     } else {
         None
     };
-    let output = out.commit_with(opts.sync)?;
+    let output = out.commit()?;
     Ok(ConvertReport {
         output,
         format,
@@ -370,14 +371,7 @@ pub fn create(
             "the disk size must be greater than zero"
         ));
     }
-    let out = AtomicOutput::create(
-        output,
-        &[],
-        OutputOptions {
-            force: opts.force,
-            mode: 0o644,
-        },
-    )?;
+    let out = AtomicOutput::create(output, &[], OutputOptions::new(opts.force, 0o644))?;
     let src = super::mem::ZeroImage { len: opts.size };
     write_image(
         &src,

@@ -252,7 +252,7 @@ pub fn extract(path: &Path, file: &str, out: &Path, force: bool) -> Result<u64> 
     let o = crate::output::AtomicOutput::create(
         out,
         &[path],
-        crate::output::OutputOptions { force, mode: 0o644 },
+        crate::output::OutputOptions::new(force, 0o644),
     )?;
     let mut pos = 0u64;
     for (lba, n) in ex {

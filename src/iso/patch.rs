@@ -1143,6 +1143,7 @@ pub fn patch_iso(input: &Path, output: &Path, plan: &PatchPlan) -> Result<PatchR
         OutputOptions {
             force: plan.force,
             mode: if plan.mode == 0 { 0o644 } else { plan.mode },
+            ..OutputOptions::default()
         },
     )?;
     let of = out.file();

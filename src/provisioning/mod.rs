@@ -424,14 +424,7 @@ pub fn build_dvd(
         .with_path(out));
     }
     let b = tree_to_iso(tree, &opts.volume_id, ctx)?;
-    let o = AtomicOutput::create(
-        out,
-        &[],
-        OutputOptions {
-            force: opts.force,
-            mode: 0o600,
-        },
-    )?;
+    let o = AtomicOutput::create(out, &[], OutputOptions::new(opts.force, 0o600))?;
     let n = b.write(&o)?;
     o.commit()?;
     Ok(n)
