@@ -86,15 +86,30 @@ impl AtomicOutput {
     /// output that is one of `inputs`.
     pub fn create(final_path: &Path, inputs: &[&Path], opts: OutputOptions) -> Result<Self> {
         check_not_input(final_path, inputs)?;
+        if let Ok(m) = std::fs::symlink_metadata(final_path)
+            && !m.file_type().is_file()
+        {
+            // A rename would replace the link or device node itself (e.g. /dev/stdout), never
+            // write through it: refuse whatever --force says.
+            let what = if m.file_type().is_symlink() {
+                "a symbolic link"
+            } else if m.is_dir() {
+                "a directory"
+            } else {
+                "not a regular file (a device, fifo or socket)"
+            };
+            return Err(err!(
+                InvalidArgument,
+                "the output is {what}: outputs are written to a temporary file and renamed into place, give the path of a regular file"
+            )
+            .with_path(final_path));
+        }
         if !opts.force && std::fs::symlink_metadata(final_path).is_ok() {
             return Err(err!(
                 OutputExists,
                 "the output exists (use --force to replace it)"
             )
             .with_path(final_path));
-        }
-        if final_path.is_dir() {
-            return Err(err!(InvalidArgument, "the output is a directory").with_path(final_path));
         }
         let dir = match final_path.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -230,6 +245,21 @@ mod tests {
         std::os::unix::fs::symlink(&f, &link).unwrap();
         let e = AtomicOutput::create(&link, &[&f], OutputOptions::new(true, 0o644)).unwrap_err();
         assert_eq!(e.kind(), crate::error::ErrorKind::SameFile);
+        // A symlink or a device is never replaced by the rename, even with force.
+        let other = dir.path().join("other.img");
+        std::fs::write(&other, b"y").unwrap();
+        let e =
+            AtomicOutput::create(&link, &[&other], OutputOptions::new(true, 0o644)).unwrap_err();
+        assert_eq!(e.kind(), crate::error::ErrorKind::InvalidArgument);
+        assert!(
+            std::fs::symlink_metadata(&link)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        let e = AtomicOutput::create(Path::new("/dev/null"), &[], OutputOptions::new(true, 0o644))
+            .unwrap_err();
+        assert_eq!(e.kind(), crate::error::ErrorKind::InvalidArgument);
         assert_eq!(std::fs::read(&f).unwrap(), b"x");
     }
 
