@@ -13,6 +13,7 @@
 //! data (shared by both trees), each file starting on a sector. File data is copied from disk
 //! (`copy_file_range` where possible): memory stays bounded by the size of the tree's metadata.
 
+use super::d_chars;
 use crate::err;
 use crate::error::{IoContext, Result};
 use crate::output::AtomicOutput;
@@ -330,22 +331,6 @@ fn flatten(nodes: &mut Vec<Flat>, name: String, node: Node, parent: usize) -> us
         }),
     }
     id
-}
-
-fn d_chars(s: &str, max: usize) -> String {
-    let mut out: String = s
-        .chars()
-        .map(|c| {
-            let u = c.to_ascii_uppercase();
-            if u.is_ascii_uppercase() || u.is_ascii_digit() || u == '_' {
-                u
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    out.truncate(max);
-    out
 }
 
 /// ISO 9660 level 3 identifier of a directory (`NAME`) or file (`NAME.EXT;1`), with `n` > 0

@@ -188,21 +188,7 @@ fn ident_less(kind: TreeKind, a: &[u8], b: &[u8]) -> bool {
 
 /// An ISO 9660 identifier for `name` unique among `taken` (upper-case, version suffix).
 fn iso_ident(name: &str, long: bool, version: bool, taken: &[Vec<u8>]) -> Result<Vec<u8>> {
-    let clean = |s: &str, max: usize| -> String {
-        let mut o: String = s
-            .chars()
-            .map(|c| {
-                let u = c.to_ascii_uppercase();
-                if u.is_ascii_uppercase() || u.is_ascii_digit() || u == '_' {
-                    u
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        o.truncate(max);
-        o
-    };
+    let clean = super::d_chars;
     let (base, ext) = match name.rfind('.') {
         Some(i) if i > 0 => (&name[..i], &name[i + 1..]),
         _ => (name, ""),
@@ -443,18 +429,7 @@ fn insert_sorted(
 /// An ISO 9660 directory identifier for `name`, unique among `taken`.
 fn iso_dir_ident(name: &str, long: bool, taken: &[Vec<u8>]) -> Result<Vec<u8>> {
     let max = if long { 31 } else { 8 };
-    let mut b: String = name
-        .chars()
-        .map(|c| {
-            let u = c.to_ascii_uppercase();
-            if u.is_ascii_uppercase() || u.is_ascii_digit() || u == '_' {
-                u
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    b.truncate(max);
+    let b = super::d_chars(name, max);
     let taken: Vec<Vec<u8>> = taken
         .iter()
         .map(|t| {
