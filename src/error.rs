@@ -190,25 +190,41 @@ impl Error {
     }
 }
 
+impl Error {
+    /// The error without its file and code: "structure at offset N: message: cause".
+    pub fn detail(&self) -> String {
+        let mut d = String::new();
+        if let Some(s) = &self.structure {
+            d.push_str(s);
+            if let Some(o) = self.offset {
+                d.push_str(&format!(" at offset {o} (0x{o:x})"));
+            }
+            d.push_str(": ");
+        } else if let Some(o) = self.offset {
+            d.push_str(&format!("at offset {o} (0x{o:x}): "));
+        }
+        d.push_str(&self.message);
+        if let Some(src) = &self.source {
+            d.push_str(&format!(": {src}"));
+        }
+        d
+    }
+}
+
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if let Some(p) = &self.path {
             write!(f, "{}: ", p.display())?;
         }
-        if let Some(s) = &self.structure {
-            write!(f, "{s}")?;
-            if let Some(o) = self.offset {
-                write!(f, " at offset {o} (0x{o:x})")?;
+        let d = self.detail();
+        match &self.source {
+            // The code goes before the OS cause, as it always did.
+            Some(src) => {
+                let without = d.strip_suffix(&format!(": {src}")).unwrap_or(&d);
+                write!(f, "{without} [{}]: {src}", self.kind.code())
             }
-            write!(f, ": ")?;
-        } else if let Some(o) = self.offset {
-            write!(f, "at offset {o} (0x{o:x}): ")?;
+            None => write!(f, "{d} [{}]", self.kind.code()),
         }
-        write!(f, "{} [{}]", self.message, self.kind.code())?;
-        if let Some(src) = &self.source {
-            write!(f, ": {src}")?;
-        }
-        Ok(())
     }
 }
 

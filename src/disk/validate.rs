@@ -65,13 +65,13 @@ pub fn validate(path: &Path, target: Target, open: &OpenOptions) -> Validation {
                     Some("convert it into a clean copy: isotool convert IMG OUT --replay-log")
                 }
                 crate::ErrorKind::MissingParent => Some(
-                    "put the parent next to the child, or merge the chain: isotool convert IMG OUT",
+                    "put the parent where a locator points, or next to the child; then the chain can be merged: isotool convert IMG OUT",
                 ),
                 _ => Some("the image is unreadable; rebuild or re-export it"),
             };
             r.error(
                 e.kind().code(),
-                e.to_string(),
+                e.detail(),
                 Some(path.display().to_string()),
                 fix,
             );
