@@ -20,6 +20,58 @@ pub struct OutputOptions {
     pub sync: bool,
 }
 
+/// Temp files being written, so an interrupt can remove them (see [`install_interrupt_cleanup`]).
+static LIVE_TEMPS: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+fn register_temp(p: &Path) {
+    if let Ok(mut v) = LIVE_TEMPS.lock() {
+        v.push(p.to_path_buf());
+    }
+}
+
+fn unregister_temp(p: &Path) {
+    if let Ok(mut v) = LIVE_TEMPS.lock() {
+        v.retain(|x| x != p);
+    }
+}
+
+/// Makes SIGINT, SIGTERM and SIGHUP remove the temp files of outputs being written before the
+/// process exits (status 128 + signal), so an interrupted run leaves nothing behind.
+///
+/// Call it first thing in `main`, before any thread starts: the signals are blocked in the
+/// calling thread (and so in every thread started after it) and taken by one waiting thread with
+/// `sigwait`, where taking a lock and unlinking files is safe (it is not in a signal handler).
+pub fn install_interrupt_cleanup() {
+    // SAFETY: plain libc calls on a local, zero-initialised sigset_t.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            libc::sigaddset(&mut set, sig);
+        }
+        if libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0 {
+            return;
+        }
+        let spawned = std::thread::Builder::new()
+            .name("interrupt-cleanup".into())
+            .spawn(move || {
+                let mut sig: libc::c_int = 0;
+                if libc::sigwait(&set, &mut sig) == 0 {
+                    if let Ok(v) = LIVE_TEMPS.lock() {
+                        for p in v.iter() {
+                            let _ = std::fs::remove_file(p);
+                        }
+                    }
+                    eprintln!("isotool: interrupted: temporary outputs removed");
+                    std::process::exit(128 + sig);
+                }
+            });
+        if spawned.is_err() {
+            libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+        }
+    }
+}
+
 static SYNC_DEFAULT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
 
 /// Sets whether outputs created with default options are synced before their rename (the
@@ -138,6 +190,7 @@ impl AtomicOutput {
                     use std::os::unix::fs::PermissionsExt;
                     file.set_permissions(std::fs::Permissions::from_mode(opts.mode))
                         .ctx(&tmp_path, "setting permissions")?;
+                    register_temp(&tmp_path);
                     return Ok(AtomicOutput {
                         final_path: final_path.to_path_buf(),
                         tmp_path,
@@ -175,12 +228,21 @@ impl AtomicOutput {
     pub fn commit(mut self) -> Result<PathBuf> {
         let sync = self.sync;
         let file = self.file.take().expect("file present until commit");
-        if sync {
-            file.sync_all().ctx(&self.tmp_path, "syncing the output")?;
-        }
+        let synced = if sync {
+            file.sync_all().ctx(&self.tmp_path, "syncing the output")
+        } else {
+            Ok(())
+        };
         drop(file);
-        std::fs::rename(&self.tmp_path, &self.final_path)
-            .ctx(&self.final_path, "renaming the output into place")?;
+        let done = synced.and_then(|()| {
+            std::fs::rename(&self.tmp_path, &self.final_path)
+                .ctx(&self.final_path, "renaming the output into place")
+        });
+        if done.is_err() {
+            let _ = std::fs::remove_file(&self.tmp_path);
+        }
+        unregister_temp(&self.tmp_path);
+        done?;
         if let Some(dir) = self.final_path.parent() {
             let dir = if dir.as_os_str().is_empty() {
                 Path::new(".")
@@ -199,6 +261,7 @@ impl Drop for AtomicOutput {
     fn drop(&mut self) {
         if self.file.take().is_some() {
             let _ = std::fs::remove_file(&self.tmp_path);
+            unregister_temp(&self.tmp_path);
         }
     }
 }
