@@ -5,7 +5,6 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use isotool::context::BuildContext;
 use isotool::disk::NoProgress;
 use isotool::disk::convert::{ConvertOptions, TargetFormat, WriteOptions, convert};
-use isotool::disk::probe::OpenOptions;
 use std::os::unix::fs::FileExt;
 
 fn bench(c: &mut Criterion) {
@@ -43,11 +42,8 @@ fn bench(c: &mut Criterion) {
                 block_size: None,
                 ..WriteOptions::default()
             },
-            azure: false,
-            sha256: false,
             force: true,
-            open: OpenOptions::default(),
-            sync: true,
+            ..ConvertOptions::default()
         };
         g.bench_function(format.name(), |b| {
             b.iter(|| convert(&input, &out, &opts, &ctx, &NoProgress).expect("convert"))

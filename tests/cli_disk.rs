@@ -292,7 +292,10 @@ fn interrupt_removes_the_temporary_output() {
     let dir = tempfile::tempdir().unwrap();
     // Hashing 64 GiB of holes takes long enough to interrupt the run while the temp file exists.
     let raw = dir.path().join("big.raw");
-    std::fs::File::create(&raw).unwrap().set_len(64 << 30).unwrap();
+    std::fs::File::create(&raw)
+        .unwrap()
+        .set_len(64 << 30)
+        .unwrap();
     let out = dir.path().join("out.raw");
     let mut child = Command::new(env!("CARGO_BIN_EXE_isotool"))
         .args(["-q", "convert", s(&raw), s(&out), "--to", "raw", "--sha256"])
@@ -300,13 +303,22 @@ fn interrupt_removes_the_temporary_output() {
         .unwrap();
     let temp_seen = (0..500).any(|_| {
         std::thread::sleep(std::time::Duration::from_millis(20));
-        std::fs::read_dir(dir.path()).unwrap().any(|e| e.unwrap().file_name().to_string_lossy().ends_with(".tmp"))
+        std::fs::read_dir(dir.path())
+            .unwrap()
+            .any(|e| e.unwrap().file_name().to_string_lossy().ends_with(".tmp"))
     });
     assert!(temp_seen, "the conversion never created its temp file");
     // SAFETY: sending a signal to our own child process.
     unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(128 + libc::SIGINT), "{status:?}");
-    let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
-    assert_eq!(names, vec![std::ffi::OsString::from("big.raw")], "left behind: {names:?}");
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        names,
+        vec![std::ffi::OsString::from("big.raw")],
+        "left behind: {names:?}"
+    );
 }

@@ -36,11 +36,7 @@ fn good_images(dir: &Path) -> (Vec<u8>, Vec<u8>) {
                 block_size: Some(512 * KIB),
                 ..Default::default()
             },
-            azure: false,
-            sha256: false,
-            force: false,
-            open: OpenOptions::default(),
-            sync: true,
+            ..ConvertOptions::default()
         };
         convert(
             &raw,

@@ -59,11 +59,7 @@ fn ours(raw: &Path, out: &Path, format: TargetFormat, block: Option<u64>) {
             block_size: block,
             ..Default::default()
         },
-        azure: false,
-        sha256: false,
-        force: false,
-        open: OpenOptions::default(),
-        sync: true,
+        ..ConvertOptions::default()
     };
     convert(
         raw,

@@ -41,11 +41,7 @@ fn opts(format: TargetFormat, block: Option<u64>) -> ConvertOptions {
             block_size: block,
             ..Default::default()
         },
-        azure: false,
-        sha256: false,
-        force: false,
-        open: OpenOptions::default(),
-        sync: true,
+        ..ConvertOptions::default()
     }
 }
 

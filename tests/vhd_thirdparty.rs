@@ -159,12 +159,7 @@ fn windows_differencing_with_parent_reads_child_sectors_then_parent() {
     let ctx = isotool::context::BuildContext::fixed(1_700_000_000);
     let opts = isotool::disk::convert::ConvertOptions {
         format: isotool::disk::convert::TargetFormat::VhdDynamic,
-        write: Default::default(),
-        azure: false,
-        sha256: false,
-        force: false,
-        open: OpenOptions::default(),
-        sync: true,
+        ..isotool::disk::convert::ConvertOptions::default()
     };
     isotool::disk::convert::convert(&raw, &parent, &opts, &ctx, &isotool::disk::NoProgress)
         .unwrap();

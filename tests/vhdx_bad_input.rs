@@ -31,11 +31,8 @@ fn base(dir: &Path, name: &str) -> PathBuf {
             logical_sector_size: 512,
             physical_sector_size: 4096,
         },
-        azure: false,
-        sha256: false,
         force: true,
-        open: OpenOptions::default(),
-        sync: true,
+        ..ConvertOptions::default()
     };
     convert(&raw, &v, &o, &BuildContext::fixed(5), &NoProgress).unwrap();
     assert_eq!(std::fs::metadata(&v).unwrap().len(), 6 * MIB);
@@ -469,11 +466,8 @@ fn differencing_reads_child_then_parent() {
             logical_sector_size: 512,
             physical_sector_size: 4096,
         },
-        azure: false,
-        sha256: false,
         force: true,
-        open: OpenOptions::default(),
-        sync: true,
+        ..ConvertOptions::default()
     };
     convert(&praw, &parent, &o, &BuildContext::fixed(6), &NoProgress).unwrap();
     let pimg = isotool::vhdx::image::open_vhdx(&parent, &OpenOptions::default(), 0).unwrap();

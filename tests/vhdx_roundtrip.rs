@@ -18,11 +18,8 @@ fn opts(format: TargetFormat, block: Option<u64>, lss: u32) -> ConvertOptions {
             logical_sector_size: lss,
             physical_sector_size: 4096,
         },
-        azure: false,
-        sha256: false,
         force: true,
-        open: OpenOptions::default(),
-        sync: true,
+        ..ConvertOptions::default()
     }
 }
 

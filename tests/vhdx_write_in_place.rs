@@ -100,11 +100,8 @@ fn write_into_our_vhdx() {
             logical_sector_size: 512,
             physical_sector_size: 4096,
         },
-        azure: false,
-        sha256: false,
         force: true,
-        open: OpenOptions::default(),
-        sync: true,
+        ..ConvertOptions::default()
     };
     convert(&raw, &v, &o, &BuildContext::fixed(3), &NoProgress).unwrap();
     apply_and_check(dir.path(), &v, &raw);

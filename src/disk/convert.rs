@@ -247,6 +247,22 @@ pub struct ConvertOptions {
     pub sync: bool,
 }
 
+impl Default for ConvertOptions {
+    /// A dynamic VHDX with the writers' defaults, no Azure rules, no hash, no overwrite, input
+    /// log not replayed, output synced.
+    fn default() -> Self {
+        ConvertOptions {
+            format: TargetFormat::Vhdx,
+            write: WriteOptions::default(),
+            azure: false,
+            sha256: false,
+            force: false,
+            open: OpenOptions::default(),
+            sync: true,
+        }
+    }
+}
+
 /// What `convert` did.
 #[derive(Debug, Clone, Serialize)]
 pub struct ConvertReport {
