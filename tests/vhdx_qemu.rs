@@ -2,6 +2,9 @@
 //! cleanly, and we read qemu's VHDX (several block sizes, log sizes, fixed and dynamic)
 //! identically to qemu. qemu-img must be installed: these tests fail without it.
 
+mod disk_common;
+use disk_common::{p, qemu_img};
+
 use isotool::context::BuildContext;
 use isotool::disk::convert::{ConvertOptions, TargetFormat, WriteOptions, convert};
 use isotool::disk::probe::OpenOptions;
@@ -12,26 +15,6 @@ use std::path::Path;
 use std::process::Command;
 
 const MIB: u64 = 1 << 20;
-
-fn qemu_img(args: &[&str]) -> String {
-    let out = Command::new("qemu-img")
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| {
-            panic!("qemu-img is required for this oracle test (apt-get install qemu-utils): {e}")
-        });
-    let so = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        out.status.success(),
-        "qemu-img {args:?} failed: {so}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    so
-}
-
-fn p(x: &Path) -> &str {
-    x.to_str().unwrap()
-}
 
 fn opts(format: TargetFormat, block: Option<u64>, lss: u32) -> ConvertOptions {
     ConvertOptions {

@@ -1,6 +1,9 @@
 //! In-place writes (DiskImageMut) into our VHDX and qemu's: qemu-img then finds the image clean
 //! and identical to a raw mirror that got the same writes. qemu-img (qemu-utils) must exist.
 
+mod disk_common;
+use disk_common::qemu_img;
+
 use isotool::context::BuildContext;
 use isotool::disk::convert::{ConvertOptions, TargetFormat, WriteOptions, convert};
 use isotool::disk::probe::OpenOptions;
@@ -8,25 +11,8 @@ use isotool::disk::{DiskImage, DiskImageMut, NoProgress};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::process::Command;
 
 const MIB: u64 = 1 << 20;
-
-fn qemu_img(args: &[&str]) -> String {
-    let out = Command::new("qemu-img")
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| {
-            panic!("qemu-img is required for this oracle test (apt-get install qemu-utils): {e}")
-        });
-    let so = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        out.status.success(),
-        "qemu-img {args:?} failed: {so}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    so
-}
 
 fn writes() -> Vec<(u64, Vec<u8>)> {
     vec![

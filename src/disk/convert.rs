@@ -139,16 +139,29 @@ pub fn write_raw(
 ) -> Result<()> {
     progress.start("writing raw", data_bytes(src)?);
     out.set_len(src.len()).ctx(out_path, "sizing the output")?;
+    copy_data(src, out, out_path, 0, progress)?;
+    progress.finish();
+    Ok(())
+}
+
+/// Copies every `Data` extent of `src` to `out` at `out_base + offset` (the layout of raw, fixed
+/// VHD and fixed VHDX payloads), leaving the rest untouched: holes in a new file. Advances
+/// `progress` by the bytes copied.
+pub fn copy_data(
+    src: &dyn DiskImage,
+    out: &File,
+    out_path: &Path,
+    out_base: u64,
+    progress: &dyn Progress,
+) -> Result<()> {
     for_each_extent(src, EXTENT_WINDOW, |e| {
         if e.kind == ExtentKind::Data {
-            src.copy_to(e.offset, e.len, out, e.offset)
+            src.copy_to(e.offset, e.len, out, out_base + e.offset)
                 .map_err(|x| x.with_path(out_path))?;
             progress.advance(e.len);
         }
         Ok(())
-    })?;
-    progress.finish();
-    Ok(())
+    })
 }
 
 /// A disk seen with a larger virtual size: bytes past the inner disk read as zeros.

@@ -22,15 +22,13 @@ pub struct RawImage {
 impl RawImage {
     /// Opens `path` read-only as a raw image.
     pub fn open(path: &Path) -> Result<Self> {
-        let file = File::open(path).ctx(path, "opening image")?;
+        Self::whole(File::open(path).ctx(path, "opening image")?, path)
+    }
+
+    /// The whole of an open file as a raw disk.
+    fn whole(file: File, path: &Path) -> Result<Self> {
         let len = file.metadata().ctx(path, "reading metadata")?.len();
-        Ok(RawImage {
-            file,
-            path: path.to_path_buf(),
-            base: 0,
-            len,
-            format: "raw",
-        })
+        Ok(Self::window(file, path, 0, len, "raw"))
     }
 
     /// A window of an already open file: bytes `base..base+len` are the virtual disk.
@@ -51,14 +49,7 @@ impl RawImage {
             .write(true)
             .open(path)
             .ctx(path, "opening image for writing")?;
-        let len = file.metadata().ctx(path, "reading metadata")?.len();
-        Ok(RawImage {
-            file,
-            path: path.to_path_buf(),
-            base: 0,
-            len,
-            format: "raw",
-        })
+        Self::whole(file, path)
     }
 
     /// The underlying file.

@@ -128,14 +128,7 @@ fn mbr_type_name(t: u8) -> String {
     }
 }
 
-fn le32(b: &[u8], o: usize) -> u32 {
-    u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]])
-}
-fn le64(b: &[u8], o: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[o..o + 8]);
-    u64::from_le_bytes(a)
-}
+use crate::bytes::{le32, le64, utf16le};
 
 /// Most GPT entries we read (the spec minimum array is 128; tools rarely use more).
 const MAX_GPT_ENTRIES: u32 = 4096;
@@ -310,11 +303,7 @@ fn read_gpt(disk: &dyn DiskImage, ss: u32, t: &mut PartitionTables) -> Result<bo
                 i + 1
             ));
         }
-        let name_units: Vec<u16> = e[56..128]
-            .chunks_exact(2)
-            .map(|c| u16::from_le_bytes([c[0], c[1]]))
-            .take_while(|&u| u != 0)
-            .collect();
+
         let type_name = GPT_TYPES
             .iter()
             .find(|(g, _)| *g == type_id)
@@ -326,7 +315,7 @@ fn read_gpt(disk: &dyn DiskImage, ss: u32, t: &mut PartitionTables) -> Result<bo
             type_id,
             start,
             size,
-            name: String::from_utf16_lossy(&name_units),
+            name: utf16le(&e[56..128]),
             bootable: false,
         });
     }

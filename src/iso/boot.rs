@@ -271,7 +271,7 @@ pub fn parse_system_area(iso: &IsoFile) -> Result<SystemArea> {
         let h = &s[512..1024];
         let hsize = le32(h, 12) as usize;
         if (92..=512).contains(&hsize) {
-            let entries_lba = u64::from_le_bytes(h[72..80].try_into().expect("8 bytes"));
+            let entries_lba = crate::bytes::le64(h, 72);
             let count = le32(h, 80);
             let esize = le32(h, 84);
             let mut parts = Vec::new();
@@ -285,25 +285,20 @@ pub fn parse_system_area(iso: &IsoFile) -> Result<SystemArea> {
                         if e[..16].iter().all(|&b| b == 0) {
                             continue;
                         }
-                        let name_units: Vec<u16> = e[56..128]
-                            .chunks_exact(2)
-                            .map(|c| u16::from_le_bytes([c[0], c[1]]))
-                            .take_while(|&u| u != 0)
-                            .collect();
                         parts.push(GptPart {
                             index: i + 1,
                             type_guid: crate::checksum::hex(&e[..16]),
-                            first: u64::from_le_bytes(e[32..40].try_into().expect("8")),
-                            last: u64::from_le_bytes(e[40..48].try_into().expect("8")),
-                            name: String::from_utf16_lossy(&name_units),
+                            first: crate::bytes::le64(e, 32),
+                            last: crate::bytes::le64(e, 40),
+                            name: crate::bytes::utf16le(&e[56..128]),
                         });
                     }
                 }
             }
             sa.gpt = Some(Gpt {
-                backup_lba: u64::from_le_bytes(h[32..40].try_into().expect("8")),
-                first_usable: u64::from_le_bytes(h[40..48].try_into().expect("8")),
-                last_usable: u64::from_le_bytes(h[48..56].try_into().expect("8")),
+                backup_lba: crate::bytes::le64(h, 32),
+                first_usable: crate::bytes::le64(h, 40),
+                last_usable: crate::bytes::le64(h, 48),
                 entries_lba,
                 entry_count: count,
                 entry_size: esize,
@@ -397,7 +392,7 @@ pub fn repoint_system_area(sys: &mut [u8], old_len: u64, new_len: u64) -> Result
                 .with_structure("GPT header")
                 .at(512));
         }
-        let rd64 = |b: &[u8], o: usize| u64::from_le_bytes(b[o..o + 8].try_into().expect("8"));
+        let rd64 = crate::bytes::le64;
         let h = 512usize;
         let entries_lba = rd64(sys, h + 72);
         let count = le32(sys, h + 80) as usize;

@@ -93,18 +93,7 @@ impl IsoFile {
     }
 }
 
-/// Reads a little-endian u16.
-pub fn le16(b: &[u8], o: usize) -> u16 {
-    u16::from_le_bytes([b[o], b[o + 1]])
-}
-/// Reads a little-endian u32.
-pub fn le32(b: &[u8], o: usize) -> u32 {
-    u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]])
-}
-/// Reads a big-endian u32.
-pub fn be32(b: &[u8], o: usize) -> u32 {
-    u32::from_be_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]])
-}
+pub use crate::bytes::{be32, le16, le32};
 /// Writes a both-endian u32 (8 bytes) at `o`.
 pub fn put_both32(b: &mut [u8], o: usize, v: u32) {
     b[o..o + 4].copy_from_slice(&v.to_le_bytes());

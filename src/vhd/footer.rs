@@ -175,23 +175,7 @@ pub fn checksum_skipping(bytes: &[u8], field: usize) -> u32 {
     !sum
 }
 
-pub(crate) fn be16(b: &[u8], off: usize) -> u16 {
-    let mut a = [0u8; 2];
-    a.copy_from_slice(&b[off..off + 2]);
-    u16::from_be_bytes(a)
-}
-
-pub(crate) fn be32(b: &[u8], off: usize) -> u32 {
-    let mut a = [0u8; 4];
-    a.copy_from_slice(&b[off..off + 4]);
-    u32::from_be_bytes(a)
-}
-
-pub(crate) fn be64(b: &[u8], off: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[off..off + 8]);
-    u64::from_be_bytes(a)
-}
+pub(crate) use crate::bytes::{be16, be32, be64};
 
 /// Shows a 4-byte tag as text (`qemu`, `win `, `tap\0` -> `tap\0`).
 pub fn tag(t: &[u8; 4]) -> String {

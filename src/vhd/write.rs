@@ -4,7 +4,7 @@ use super::footer::{DiskType, FOOTER_SIZE, Footer, Geometry, MAX_SIZE, VHD_EPOCH
 use super::header::{DynHeader, HEADER_SIZE};
 use super::read::{UNALLOCATED, bitmap_size};
 use crate::context::BuildContext;
-use crate::disk::convert::{EXTENT_WINDOW, Padded, WriteOptions, data_bytes};
+use crate::disk::convert::{EXTENT_WINDOW, Padded, WriteOptions, copy_data, data_bytes};
 use crate::disk::{DiskImage, ExtentKind, Progress, for_each_extent};
 use crate::err;
 use crate::error::{Error, IoContext, Result};
@@ -119,14 +119,7 @@ fn write_fixed(
     progress.start("writing vhd", data_bytes(src)?);
     out.set_len(size + FOOTER_SIZE as u64)
         .ctx(out_path, "sizing the output")?;
-    for_each_extent(src, EXTENT_WINDOW, |e| {
-        if e.kind == ExtentKind::Data {
-            src.copy_to(e.offset, e.len, out, e.offset)
-                .map_err(|x| x.with_path(out_path))?;
-            progress.advance(e.len);
-        }
-        Ok(())
-    })?;
+    copy_data(src, out, out_path, 0, progress)?;
     let footer = new_footer(size, DiskType::Fixed, u64::MAX, ctx).encode();
     out.write_all_at(&footer, size)
         .map_err(|e| werr(e, out_path, "writing the VHD footer", size))?;

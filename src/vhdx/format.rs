@@ -145,27 +145,6 @@ pub fn crc32c_skipping(data: &[u8], at: usize) -> u32 {
     crc32c::crc32c_append(c, &data[at + 4..])
 }
 
-fn u16_at(b: &[u8], o: usize) -> u16 {
-    let mut x = [0u8; 2];
-    if let Some(s) = b.get(o..o + 2) {
-        x.copy_from_slice(s);
-    }
-    u16::from_le_bytes(x)
-}
-fn u32_at(b: &[u8], o: usize) -> u32 {
-    let mut x = [0u8; 4];
-    if let Some(s) = b.get(o..o + 4) {
-        x.copy_from_slice(s);
-    }
-    u32::from_le_bytes(x)
-}
-fn u64_at(b: &[u8], o: usize) -> u64 {
-    let mut x = [0u8; 8];
-    if let Some(s) = b.get(o..o + 8) {
-        x.copy_from_slice(s);
-    }
-    u64::from_le_bytes(x)
-}
 fn guid_at(b: &[u8], o: usize) -> [u8; 16] {
     let mut x = [0u8; 16];
     if let Some(s) = b.get(o..o + 16) {
@@ -174,24 +153,7 @@ fn guid_at(b: &[u8], o: usize) -> [u8; 16] {
     x
 }
 
-/// Reads a little-endian u32 at `o` (0 when out of range: callers check lengths first).
-pub fn le32(b: &[u8], o: usize) -> u32 {
-    u32_at(b, o)
-}
-/// Reads a little-endian u64 at `o` (0 when out of range: callers check lengths first).
-pub fn le64(b: &[u8], o: usize) -> u64 {
-    u64_at(b, o)
-}
-
-/// Decodes UTF-16LE bytes up to the first NUL.
-pub fn utf16le(b: &[u8]) -> String {
-    let units: Vec<u16> = b
-        .chunks_exact(2)
-        .map(|c| u16::from_le_bytes([c[0], c[1]]))
-        .take_while(|&u| u != 0)
-        .collect();
-    String::from_utf16_lossy(&units)
-}
+pub use crate::bytes::{le16, le32, le64, utf16le};
 
 /// Encodes a string as UTF-16LE (no terminator).
 pub fn to_utf16le(s: &str) -> Vec<u8> {
@@ -288,7 +250,7 @@ impl Header {
                 .with_structure(s)
                 .at(at));
         }
-        let stored = u32_at(b, 4);
+        let stored = le32(b, 4);
         let computed = crc32c_skipping(b, 4);
         if stored != computed {
             return Err(err!(
@@ -299,14 +261,14 @@ impl Header {
             .at(at));
         }
         let h = Header {
-            sequence: u64_at(b, 8),
+            sequence: le64(b, 8),
             file_write_guid: guid_at(b, 16),
             data_write_guid: guid_at(b, 32),
             log_guid: guid_at(b, 48),
-            log_version: u16_at(b, 64),
-            version: u16_at(b, 66),
-            log_length: u32_at(b, 68),
-            log_offset: u64_at(b, 72),
+            log_version: le16(b, 64),
+            version: le16(b, 66),
+            log_length: le32(b, 68),
+            log_offset: le64(b, 72),
         };
         if h.version != 1 {
             return Err(err!(
@@ -380,7 +342,7 @@ impl RegionTable {
                     .at(at));
             }
             let t = &b[..REGION_TABLE_SIZE];
-            let stored = u32_at(t, 4);
+            let stored = le32(t, 4);
             let computed = crc32c_skipping(t, 4);
             if stored != computed {
                 return Err(err!(
@@ -391,7 +353,7 @@ impl RegionTable {
                 .at(at));
             }
         }
-        let count = u32_at(b, 8);
+        let count = le32(b, 8);
         if count > REGION_MAX_ENTRIES {
             return Err(err!(AbsurdSize, "{count} region entries (at most 2047)")
                 .with_structure(s)
@@ -408,9 +370,9 @@ impl RegionTable {
                 let o = 16 + i * 32;
                 RegionEntry {
                     guid: guid_at(b, o),
-                    offset: u64_at(b, o + 16),
-                    length: u32_at(b, o + 24),
-                    required: u32_at(b, o + 28) & 1 == 1,
+                    offset: le64(b, o + 16),
+                    length: le32(b, o + 24),
+                    required: le32(b, o + 28) & 1 == 1,
                 }
             })
             .collect();
@@ -455,11 +417,11 @@ pub struct MetadataEntry {
 impl MetadataEntry {
     /// Parses a 32-byte entry.
     pub fn parse(b: &[u8]) -> Self {
-        let flags = u32_at(b, 24);
+        let flags = le32(b, 24);
         MetadataEntry {
             guid: guid_at(b, 0),
-            offset: u32_at(b, 16),
-            length: u32_at(b, 20),
+            offset: le32(b, 16),
+            length: le32(b, 20),
             is_user: flags & 1 != 0,
             is_virtual_disk: flags & 2 != 0,
             is_required: flags & 4 != 0,
@@ -501,7 +463,7 @@ impl MetadataTable {
                 .with_structure(s)
                 .at(at));
         }
-        let count = u16_at(b, 10);
+        let count = le16(b, 10);
         if count > METADATA_MAX_ENTRIES {
             return Err(err!(AbsurdSize, "{count} metadata entries (at most 2047)")
                 .with_structure(s)
@@ -547,9 +509,9 @@ pub struct FileParameters {
 impl FileParameters {
     /// Parses the 8-byte item.
     pub fn parse(b: &[u8]) -> Self {
-        let flags = u32_at(b, 4);
+        let flags = le32(b, 4);
         FileParameters {
-            block_size: u32_at(b, 0),
+            block_size: le32(b, 0),
             leave_blocks_allocated: flags & 1 != 0,
             has_parent: flags & 2 != 0,
         }
@@ -583,7 +545,7 @@ impl ParentLocator {
                 .with_structure(s)
                 .at(at));
         }
-        let count = u16_at(b, 18) as usize;
+        let count = le16(b, 18) as usize;
         if 20 + count * 12 > b.len() {
             return Err(
                 err!(AbsurdSize, "{count} key/value entries do not fit the item")
@@ -594,10 +556,10 @@ impl ParentLocator {
         let mut entries = Vec::with_capacity(count);
         for i in 0..count {
             let o = 20 + i * 12;
-            let ko = u32_at(b, o) as usize;
-            let vo = u32_at(b, o + 4) as usize;
-            let kl = u16_at(b, o + 8) as usize;
-            let vl = u16_at(b, o + 10) as usize;
+            let ko = le32(b, o) as usize;
+            let vo = le32(b, o + 4) as usize;
+            let kl = le16(b, o + 8) as usize;
+            let vl = le16(b, o + 10) as usize;
             let key = b.get(ko..ko.saturating_add(kl)).ok_or_else(|| {
                 err!(BadField, "key {i} ({ko}+{kl}) lies outside the item")
                     .with_structure(s)
@@ -852,7 +814,7 @@ mod tests {
     fn windows_metadata_table() {
         let h = frag("metadata_table_header");
         assert_eq!(&h[..8], b"metadata");
-        assert_eq!(u16_at(&h, 10), 5);
+        assert_eq!(le16(&h, 10), 5);
         let e = MetadataEntry::parse(&frag("metadata_table_entry"));
         assert_eq!(e.guid, FILE_PARAMETERS_GUID);
         assert_eq!(e.offset, 0x10000);
@@ -882,13 +844,13 @@ mod tests {
     fn windows_parent_locator() {
         let h = frag("parent_locator_header");
         assert_eq!(guid_at(&h, 0), PARENT_LOCATOR_TYPE_VHDX);
-        assert_eq!(u16_at(&h, 18), 5);
+        assert_eq!(le16(&h, 18), 5);
         let e = frag("parent_locator_entry");
         // key at 0x50 (28 bytes: "parent_linkage"), value at 0x6c (76 bytes: a braced GUID)
-        assert_eq!(u32_at(&e, 0), 0x50);
-        assert_eq!(u32_at(&e, 4), 0x6c);
-        assert_eq!(u16_at(&e, 8) as usize, "parent_linkage".len() * 2);
-        assert_eq!(u16_at(&e, 10) as usize, 38 * 2);
+        assert_eq!(le32(&e, 0), 0x50);
+        assert_eq!(le32(&e, 4), 0x6c);
+        assert_eq!(le16(&e, 8) as usize, "parent_linkage".len() * 2);
+        assert_eq!(le16(&e, 10) as usize, 38 * 2);
         let pl = ParentLocator {
             locator_type: PARENT_LOCATOR_TYPE_VHDX,
             entries: vec![

@@ -6,7 +6,7 @@
 
 use super::format::*;
 use crate::context::BuildContext;
-use crate::disk::convert::{EXTENT_WINDOW, Padded, WriteOptions, data_bytes};
+use crate::disk::convert::{EXTENT_WINDOW, Padded, WriteOptions, copy_data, data_bytes};
 use crate::disk::{DiskImage, ExtentKind, Progress, for_each_extent};
 use crate::err;
 use crate::error::{Error, IoContext, Result};
@@ -310,14 +310,7 @@ pub fn write(
         bat.flush()?;
         end = l.payload_start + l.geo.data_blocks * bs;
         out.set_len(end).ctx(out_path, "sizing the VHDX")?;
-        for_each_extent(src, EXTENT_WINDOW, |e| {
-            if e.kind == ExtentKind::Data {
-                src.copy_to(e.offset, e.len, out, l.payload_start + e.offset)
-                    .map_err(wrap)?;
-                progress.advance(e.len);
-            }
-            Ok(())
-        })?;
+        copy_data(src, out, out_path, l.payload_start, progress)?;
     } else {
         let mut next = l.payload_start;
         let mut current: Option<(u64, u64)> = None; // (block, file offset)
