@@ -28,4 +28,7 @@ pub mod cloudinit;
 pub mod fat;
 pub mod provisioning;
 
+// launchers (qemu, Hyper-V)
+pub mod launch;
+
 pub use error::{Error, ErrorKind, Result};
