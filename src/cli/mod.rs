@@ -2,6 +2,7 @@
 
 mod disk;
 mod iso;
+mod launch;
 mod progress;
 mod provisioning;
 mod remaster;
@@ -47,6 +48,9 @@ enum Command {
     ProvisioningCd(provisioning::ProvisioningCdArgs),
     /// Build a NoCloud seed (cidata ISO or FAT), or Azure custom data from a config tree.
     CloudInitSeed(provisioning::CloudInitSeedArgs),
+    /// Boot the artifacts (qemu here; PowerShell for Hyper-V) and wait for the guest to power off.
+    #[command(subcommand)]
+    Launch(launch::LaunchCommand),
 }
 
 /// What a subcommand returns: success, or an exit code with nothing more to print.
@@ -71,6 +75,7 @@ pub fn main() -> ExitCode {
         // provisioning and cloud-init commands
         Command::ProvisioningCd(a) => provisioning::provisioning_cd(a, quiet),
         Command::CloudInitSeed(a) => provisioning::cloud_init_seed(a, quiet),
+        Command::Launch(c) => launch::launch(c, quiet),
     };
     match result {
         Ok(Outcome::Ok) => ExitCode::SUCCESS,
