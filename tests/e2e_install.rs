@@ -13,7 +13,8 @@
 //!
 //! The preseed's finish options are honoured: without `debian-installer/exit/poweroff` the
 //! installer reboots (`finish-install/reboot_in_progress`: QMP reason `guest-reset`) or waits
-//! forever (neither: qemu still running long after "INSTALL-FINISH: wait").
+//! forever (neither: qemu still running long after "INSTALL-FINISH: wait"). A disk too small
+//! for the recipe fails the install before anything is written, and the installer waits.
 //!
 //! Needs: qemu-system-x86, ovmf, and what fixtures/ubuntu-like needs (its README.md).
 
@@ -77,8 +78,12 @@ fn remaster(dir: &Path, name: &str, preseed: &str) -> PathBuf {
 }
 
 fn blank_disk(dir: &Path, name: &str, format: &str) -> PathBuf {
+    sized_blank_disk(dir, name, format, DISK_SIZE)
+}
+
+fn sized_blank_disk(dir: &Path, name: &str, format: &str, size: &str) -> PathBuf {
     let disk = dir.join(name);
-    let mut args = vec!["-q", "--no-sync", "disk", "create", "--size", DISK_SIZE];
+    let mut args = vec!["-q", "--no-sync", "disk", "create", "--size", size];
     args.extend(["--format", format, p(&disk)]);
     if format == "vhdx" {
         args.extend(["--block-size", "1M"]);
@@ -278,7 +283,7 @@ fn install_bios_and_uefi_then_boot_converted_hyperv_and_azure_disks() {
 }
 
 #[test]
-fn preseed_finish_options_reboot_or_wait_instead_of_powering_off() {
+fn preseed_finish_options_reboot_or_wait_and_a_small_disk_fails() {
     let dir = boot_common::scratch_dir("e2e-finish");
     let base = test_preseed();
     // Without the poweroff answer: reboot_in_progress makes d-i reboot.
@@ -298,6 +303,16 @@ fn preseed_finish_options_reboot_or_wait_instead_of_powering_off() {
     );
     // Watched for 20 s after the marker: a power-off or reset would come at once.
     waiting.hold_after = Some(("INSTALL-FINISH: wait".into(), Duration::from_secs(20)));
+    // A disk smaller than the recipe's minimum sizes (961 MiB): the install fails and waits.
+    let d3 = sized_blank_disk(&dir, "small.raw", "raw", "768M");
+    let mut small = install_vm(
+        &dir,
+        "too-small",
+        Firmware::Bios,
+        &reboot_iso,
+        Drive::disk(&d3, "raw"),
+    );
+    small.hold_after = Some(("INSTALL-FAILED".into(), Duration::from_secs(5)));
     let runs = run_all(&[
         install_vm(
             &dir,
@@ -307,9 +322,16 @@ fn preseed_finish_options_reboot_or_wait_instead_of_powering_off() {
             Drive::disk(&d1, "raw"),
         ),
         waiting,
+        small,
     ]);
     assert_no_qemu_left(&dir);
-    let (rebooted, waited) = (&runs[0], &runs[1]);
+    let (rebooted, waited, failed) = (&runs[0], &runs[1], &runs[2]);
+    failed.expect_markers(&["INSTALL-FAILED: the recipe needs 961 MiB, the disk has 766"]);
+    assert!(
+        failed.still_running && failed.shutdown.is_none() && !failed.serial.contains("PARTITIONED"),
+        "a failed install must not partition nor end by itself: {}",
+        failed.describe()
+    );
     rebooted.expect_markers(&["INSTALL-COMPLETE", "INSTALL-FINISH: reboot"]);
     assert_eq!(
         rebooted.shutdown.as_deref(),

@@ -19,33 +19,23 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-pub const QEMU: &str = "qemu-system-x86_64";
-pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
-pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+use crate::boot_common::{OVMF_CODE, OVMF_VARS, QEMU, require_ovmf, require_qemu};
 
 /// The shipped preseed template (the recipe the tests install with).
 pub fn shipped_preseed() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("preseed/ubuntu-18.04-server.seed")
 }
 
-/// Runs the isotool binary; fails the test with its output when it does not succeed.
+/// Runs the isotool binary; fails the test with its output when it does not succeed. (The test
+/// crate declares `mod boot_common;` beside `mod e2e_common;`.)
 pub fn isotool(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_isotool"))
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run isotool {args:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "isotool {args:?} failed ({}):\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_isotool"));
+    cmd.args(args);
+    let out = crate::boot_common::run_ok(&mut cmd, &format!("isotool {args:?}"));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// `s` as a `&str` argument (tests' paths are UTF-8).
+/// `path` as a `&str` argument (tests' paths are UTF-8).
 pub fn p(path: &Path) -> &str {
     path.to_str().expect("test paths are UTF-8")
 }
@@ -337,17 +327,6 @@ impl Run {
     }
 }
 
-fn require(path: &str, package: &str) {
-    let found = if path.starts_with('/') {
-        Path::new(path).is_file()
-    } else {
-        std::env::var_os("PATH")
-            .map(|ps| std::env::split_paths(&ps).any(|d| d.join(path).is_file()))
-            .unwrap_or(false)
-    };
-    assert!(found, "{path} is missing (apt-get install {package})");
-}
-
 /// Kills qemu when dropped, whatever the way out.
 struct Guard(Child);
 
@@ -413,10 +392,9 @@ impl Vm {
 
     /// Runs the VM until it shuts down, the limit passes, or the hold after the marker ends.
     pub fn run(&self) -> Run {
-        require(QEMU, "qemu-system-x86 (from bookworm-backports)");
+        require_qemu();
         if self.firmware == Firmware::Uefi {
-            require(OVMF_CODE, "ovmf");
-            require(OVMF_VARS, "ovmf");
+            require_ovmf();
         }
         static SEQ: AtomicUsize = AtomicUsize::new(0);
         let serial = self.dir.join(format!("{}.serial", self.label));
