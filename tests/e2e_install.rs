@@ -33,6 +33,16 @@ const DISK_BYTES: u64 = 1 << 30;
 /// runs other VMs at the same time.
 const VM_LIMIT: Duration = Duration::from_secs(600);
 
+/// The tests of this file take turns: each runs its VMs side by side, and more TCG guests than
+/// cores at once would only stretch every one of them toward its time limit.
+static VM_TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn vm_turn() -> std::sync::MutexGuard<'static, ()> {
+    VM_TURN
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 const IMAGE_SHORT: &str = "e2e";
 const IMAGE_VERSION: &str = "1.2.3";
 
@@ -172,6 +182,7 @@ fn check_first_boot(run: &Run) {
 
 #[test]
 fn install_bios_and_uefi_then_boot_converted_hyperv_and_azure_disks() {
+    let _turn = vm_turn();
     let dir = boot_common::scratch_dir("e2e-install");
     let iso = remaster(&dir, "installer", &test_preseed());
     let dvd = dir.join("provisioning.iso");
@@ -284,6 +295,7 @@ fn install_bios_and_uefi_then_boot_converted_hyperv_and_azure_disks() {
 
 #[test]
 fn preseed_finish_options_reboot_or_wait_and_a_small_disk_fails() {
+    let _turn = vm_turn();
     let dir = boot_common::scratch_dir("e2e-finish");
     let base = test_preseed();
     // Without the poweroff answer: reboot_in_progress makes d-i reboot.
