@@ -28,4 +28,7 @@ pub mod cloudinit;
 pub mod fat;
 pub mod provisioning;
 
+// the build pipeline
+pub mod build;
+
 pub use error::{Error, ErrorKind, Result};
