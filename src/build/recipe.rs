@@ -56,7 +56,11 @@ fn preseed_value(lines: &[String], question: &str) -> Option<String> {
         let mut it = t.splitn(4, char::is_whitespace).filter(|s| !s.is_empty());
         let (_owner, q) = (it.next(), it.next());
         if q == Some(question) {
-            let rest = t.split_once(question).map(|x| x.1).unwrap_or("").trim_start();
+            let rest = t
+                .split_once(question)
+                .map(|x| x.1)
+                .unwrap_or("")
+                .trim_start();
             let value = rest
                 .split_once(char::is_whitespace)
                 .map(|x| x.1)
