@@ -139,7 +139,7 @@ fn unknown_provider_is_named() {
 #[test]
 fn disk_too_small_for_the_recipe() {
     let b = BuildDir::new();
-    // 801 MB of partitions + 512 MiB of swap (50% of 1 GiB of RAM) + 2 MiB of tables > 1 GiB.
+    // 801 MiB of partitions + 512 MiB of swap (50% of 1 GiB of RAM) + 2 MiB of tables > 1 GiB.
     b.write_toml(&[("disk_size", Some("\"1G\""))]);
     let o = b.build(&[]);
     expect_error(
@@ -149,7 +149,7 @@ fn disk_too_small_for_the_recipe() {
             "disk_size",
             "too small for the partition recipe",
             "test.seed",
-            "1278 MiB",
+            "1315 MiB",
         ],
     );
     nothing_written(&b);

@@ -48,6 +48,8 @@ pub struct RawBuildFile {
     pub name: Spanned<String>,
     /// Image version.
     pub version: Spanned<String>,
+    /// Short name for host names (`cv<SHORT>-<MAJOR>-<MINOR>-<PATCH>-<random>`; default: name).
+    pub short_name: Option<Spanned<String>>,
     /// The stock installer ISO: a local path relative to the build file.
     pub iso_url: Spanned<String>,
     /// `sha256:HEX`, or `file:PATH` of a SHA256SUMS-style file with an entry for the ISO.
@@ -142,6 +144,8 @@ pub struct BuildSpec {
     pub name: String,
     /// Image version.
     pub version: String,
+    /// Short name for host names.
+    pub short_name: String,
     /// Stock ISO.
     pub iso: PathBuf,
     /// Its checksum.
@@ -283,6 +287,36 @@ fn check_name(src: &Src, key: &str, v: &Spanned<String>) -> Result<String> {
         ));
     }
     Ok(s.clone())
+}
+
+/// The short name: given, or the name when it can be part of a host name.
+fn short_name(src: &Src, raw: &RawBuildFile, name: &str) -> Result<String> {
+    let ok = |s: &str| {
+        (1..=24).contains(&s.len())
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !s.starts_with('-')
+            && !s.ends_with('-')
+    };
+    match &raw.short_name {
+        Some(v) if ok(v.get_ref()) => Ok(v.get_ref().clone()),
+        Some(v) => Err(src.error(
+            "short_name",
+            v.span(),
+            format!(
+                "{:?}: 1 to 24 of a-z 0-9 - (part of host names)",
+                v.get_ref()
+            ),
+        )),
+        None if ok(name) => Ok(name.to_string()),
+        None => Err(src.error(
+            "name",
+            raw.name.span(),
+            format!(
+                "{name:?} cannot be part of a host name: give short_name (1 to 24 of a-z 0-9 -)"
+            ),
+        )),
+    }
 }
 
 fn existing(src: &Src, base: &Path, key: &str, v: &Spanned<String>, dir: bool) -> Result<PathBuf> {
@@ -483,6 +517,7 @@ pub fn check(file: &Path, text: &str, raw: RawBuildFile) -> Result<BuildSpec> {
     };
     let name = check_name(&src, "name", &raw.name)?;
     let version = check_name(&src, "version", &raw.version)?;
+    let short_name = short_name(&src, &raw, &name)?;
     let iso = existing(&src, &base, "iso_url", &raw.iso_url, false)?;
     let iso_checksum = checksum(&src, &base, &iso, &raw.iso_checksum)?;
     let seed = seed(&src, &base, &raw)?;
@@ -588,6 +623,7 @@ pub fn check(file: &Path, text: &str, raw: RawBuildFile) -> Result<BuildSpec> {
         file: file.to_path_buf(),
         name,
         version,
+        short_name,
         iso,
         iso_checksum,
         seed,

@@ -14,6 +14,7 @@ pub mod pipeline;
 pub mod plan;
 pub mod provider;
 pub mod recipe;
+pub mod seed;
 pub mod sums;
 
 pub use file::{BuildSpec, load};

@@ -298,19 +298,43 @@ impl Run<'_> {
         Ok(self.tree.as_ref().expect("just set"))
     }
 
+    /// The seed as it goes on the disc: a preseed gets the image's identity answered (see
+    /// [`super::seed`]) in a work copy of the same file name; a kickstart goes as it is.
+    fn seed_for_disc(&self) -> Result<(Flavor, PathBuf)> {
+        let spec = &self.plan.spec;
+        let file = match &spec.seed {
+            super::file::SeedFile::Kickstart(k) => return Ok((Flavor::Kickstart, k.clone())),
+            super::file::SeedFile::Preseed(p) => p,
+        };
+        let text = std::fs::read_to_string(file).ctx(file, "reading the preseed")?;
+        let answered = super::seed::answer(
+            &text,
+            &[
+                (super::seed::IMAGE_QUESTIONS[0], &spec.name),
+                (super::seed::IMAGE_QUESTIONS[1], &spec.short_name),
+                (super::seed::IMAGE_QUESTIONS[2], &spec.version),
+            ],
+        );
+        let out = self.plan.layout.disc_seed(file);
+        let dir = out.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir).ctx(dir, "creating the work directory")?;
+        let o = AtomicOutput::create(&out, &[file], OutputOptions::new(true, 0o600))?;
+        o.file()
+            .write_all(answered.as_bytes())
+            .ctx(o.tmp_path(), "writing the preseed")?;
+        Ok((Flavor::Preseed, o.commit()?))
+    }
+
     fn remaster(&self) -> Result<()> {
         let spec = &self.plan.spec;
-        let (flavor, file) = match &spec.seed {
-            super::file::SeedFile::Preseed(p) => (Flavor::Preseed, p),
-            super::file::SeedFile::Kickstart(k) => (Flavor::Kickstart, k),
-        };
+        let (flavor, file) = self.seed_for_disc()?;
         let o = RemasterOptions {
             input: spec.iso.clone(),
             output: self.plan.layout.installer(),
             seed: Some(Seed {
                 flavor,
-                file: file.clone(),
-                name: remaster::default_seed_name(file)?,
+                name: remaster::default_seed_name(&file)?,
+                file,
             }),
             kernel_args: spec.boot_args.clone(),
             timeout: 1,

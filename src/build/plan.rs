@@ -79,6 +79,15 @@ impl Layout {
         self.work.join("installer.iso")
     }
 
+    /// The preseed as it goes on the disc (same file name as the build file's).
+    pub fn disc_seed(&self, seed: &Path) -> PathBuf {
+        let name = seed
+            .file_name()
+            .map(PathBuf::from)
+            .unwrap_or_else(|| "preseed.seed".into());
+        self.work.join("seed").join(name)
+    }
+
     /// A medium's file.
     pub fn media(&self, m: Media) -> PathBuf {
         self.work.join(match m {
@@ -250,10 +259,11 @@ impl Plan {
             vec![spec.iso.clone()],
             vec![],
         ));
-        let seed_kind = match &spec.seed {
-            SeedFile::Preseed(_) => "preseed",
-            SeedFile::Kickstart(_) => "kickstart",
+        let (seed_kind, mut outs) = match &spec.seed {
+            SeedFile::Preseed(p) => ("preseed (isotool/image_* answered)", vec![l.disc_seed(p)]),
+            SeedFile::Kickstart(_) => ("kickstart", vec![]),
         };
+        outs.push(l.installer());
         let mut args = String::new();
         if !spec.boot_args.is_empty() {
             args = format!(", kernel args {}", spec.boot_args.join(" "));
@@ -263,7 +273,7 @@ impl Plan {
             "remaster".into(),
             format!("unattended BIOS and UEFI boot with the {seed_kind}{args}"),
             vec![spec.iso.clone(), spec.seed.path().to_path_buf()],
-            vec![l.installer()],
+            outs,
         ));
         for m in media_needed(&spec.providers) {
             s.push(media_step(&spec, &l, m));

@@ -2,8 +2,9 @@
 //! refused before any VM starts (instead of an installer that stops at a partman question).
 //!
 //! Preseed: `partman-auto/expert_recipe` (partman's own format: each partition starts with
-//! `MIN PRIORITY MAX FS`, sizes in partman's megabytes of 1,000,000 bytes, or `N%` of the RAM,
-//! and ends with a lone `.`). Kickstart: `part ... --size=MIB`. Built-in recipes (`atomic`,
+//! `MIN PRIORITY MAX FS`, sizes in megabytes or `N%` of the RAM, and ends with a lone `.`).
+//! partman's megabyte is 1,000,000 bytes, the fixture installer's is 1 MiB: sizes are counted in
+//! MiB, the larger reading, so a disk that passes holds the recipe either way. Kickstart: `part ... --size=MIB`. Built-in recipes (`atomic`,
 //! `home`, `multi`) and `autopart` are sized by the installer: the minimum is unknown.
 
 use super::file::SeedFile;
@@ -14,8 +15,8 @@ use crate::error::{IoContext, Result};
 /// partition at sector 2048), the backup table at the end.
 pub const TABLE_OVERHEAD: u64 = 2 << 20;
 
-/// partman's megabyte.
-const PARTMAN_MB: u64 = 1_000_000;
+/// A recipe megabyte, read as MiB (see the module docs).
+const RECIPE_MB: u64 = 1 << 20;
 
 /// What the recipe needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,7 +96,7 @@ pub fn expert_recipe_minimum(recipe: &str, memory_mib: u64) -> std::result::Resu
             let mb: u64 = min
                 .parse()
                 .map_err(|_| format!("partition {}: bad minimum {min:?}", parts + 1))?;
-            mb * PARTMAN_MB
+            mb * RECIPE_MB
         };
         if part.len() < 4 {
             return Err(format!(
@@ -179,7 +180,7 @@ mod tests {
         let min = expert_recipe_minimum(&r, 256).unwrap();
         assert_eq!(
             min,
-            (1 + 100 + 200 + 500) * PARTMAN_MB + 128 * (1 << 20) + TABLE_OVERHEAD
+            (1 + 100 + 200 + 500) * RECIPE_MB + 128 * (1 << 20) + TABLE_OVERHEAD
         );
     }
 

@@ -10,7 +10,7 @@ use std::process::{Command, Output, Stdio};
 pub const BIN: &str = env!("CARGO_BIN_EXE_isotool");
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
-/// A preseed whose expert recipe needs 1 + 100 + 200 + 500 partman MB + 50% of the RAM for swap.
+/// A preseed whose expert recipe needs 1 + 100 + 200 + 500 MiB + 50% of the RAM for swap.
 pub const PRESEED: &str = "d-i debian-installer/locale string en_US.UTF-8\n\
 d-i partman-auto/method string regular\n\
 d-i partman-auto/expert_recipe string \\\n  test :: \\\n    1 1 1 free method{ biosgrub } . \\\n    100 100 100 fat32 method{ efi } format{ } . \\\n    200 200 200 ext4 mountpoint{ /boot } . \\\n    50% 512 100% linux-swap method{ swap } format{ } . \\\n    500 1000 -1 ext4 mountpoint{ / } .\n\
