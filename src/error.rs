@@ -57,6 +57,19 @@ pub enum ErrorKind {
     NotFound,
     /// An external program used by the launcher failed.
     External,
+    /// A program or firmware file the operation needs is not installed (the message names the
+    /// Debian package).
+    MissingTool,
+    /// The guest did not power off within the time limit (the VM was killed).
+    Timeout,
+    /// The guest reset (rebooted) instead of powering off.
+    GuestReset,
+    /// The guest kernel panicked.
+    GuestPanic,
+    /// The VM ended without the guest powering off (qemu died, was killed, or stopped).
+    VmDied,
+    /// The operation was cancelled (Ctrl-C); the VM was killed.
+    Cancelled,
 }
 
 impl ErrorKind {
@@ -85,6 +98,12 @@ impl ErrorKind {
             ErrorKind::LimitExceeded => "limit-exceeded",
             ErrorKind::NotFound => "not-found",
             ErrorKind::External => "external",
+            ErrorKind::MissingTool => "missing-tool",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::GuestReset => "guest-reset",
+            ErrorKind::GuestPanic => "guest-panic",
+            ErrorKind::VmDied => "vm-died",
+            ErrorKind::Cancelled => "cancelled",
         }
     }
 }

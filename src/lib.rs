@@ -28,6 +28,9 @@ pub mod cloudinit;
 pub mod fat;
 pub mod provisioning;
 
+// launchers (qemu, Hyper-V)
+pub mod launch;
+
 // the build pipeline
 pub mod build;
 
