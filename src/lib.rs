@@ -31,4 +31,7 @@ pub mod provisioning;
 // launchers (qemu, Hyper-V)
 pub mod launch;
 
+// the build pipeline
+pub mod build;
+
 pub use error::{Error, ErrorKind, Result};
