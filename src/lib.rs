@@ -16,6 +16,7 @@ pub mod report;
 
 // disk formats
 pub mod gpt;
+pub mod qcow2;
 pub mod vhd;
 pub mod vhdx;
 
