@@ -19,6 +19,7 @@ pub mod gpt;
 pub mod qcow2;
 pub mod vhd;
 pub mod vhdx;
+pub mod vmdk;
 
 // ISO 9660 and remastering
 pub mod iso;

@@ -243,3 +243,16 @@ fn real_qemu_image_from_dfvfs_reads_like_qemu() {
     assert_same_as_raw(&img, &flat);
     assert_eq!(img.len(), 4 * MIB);
 }
+
+#[test]
+fn libqcow_reads_ours() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = mixed_source(dir.path(), 20 * MIB);
+    for compress in [false, true] {
+        let q = dir.path().join(format!("l-{compress}.qcow2"));
+        write_qcow2(&raw, &q, 65536, compress);
+        let out = run("qcowinfo", "libqcow-utils", &[p(&q)]);
+        assert!(out.contains("Format version\t\t: 3"), "{out}");
+        assert!(out.contains(&format!("({} bytes)", 20 * MIB)), "{out}");
+    }
+}
