@@ -12,6 +12,7 @@ pub mod context;
 pub mod disk;
 pub mod error;
 pub mod output;
+pub mod pack;
 pub mod report;
 
 // disk formats
