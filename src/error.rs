@@ -33,6 +33,10 @@ pub enum ErrorKind {
     UnknownBatState,
     /// A VHDX log holds entries that must be replayed before the image can be read.
     DirtyLog,
+    /// An image is marked dirty or corrupt by the program that wrote it (qcow2 dirty bit).
+    DirtyImage,
+    /// The input is a disk or archive format this tool recognises but does not read.
+    UnsupportedFormat,
     /// A differencing disk's parent could not be found.
     MissingParent,
     /// A differencing chain is deeper than the limit (or loops).
@@ -86,6 +90,8 @@ impl ErrorKind {
             ErrorKind::BatOverlap => "bat-overlap",
             ErrorKind::UnknownBatState => "unknown-bat-state",
             ErrorKind::DirtyLog => "dirty-log",
+            ErrorKind::DirtyImage => "dirty-image",
+            ErrorKind::UnsupportedFormat => "unsupported-format",
             ErrorKind::MissingParent => "missing-parent",
             ErrorKind::ParentChainTooDeep => "parent-chain-too-deep",
             ErrorKind::ParentMismatch => "parent-mismatch",

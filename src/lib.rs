@@ -12,12 +12,15 @@ pub mod context;
 pub mod disk;
 pub mod error;
 pub mod output;
+pub mod pack;
 pub mod report;
 
 // disk formats
 pub mod gpt;
+pub mod qcow2;
 pub mod vhd;
 pub mod vhdx;
+pub mod vmdk;
 
 // ISO 9660 and remastering
 pub mod iso;
