@@ -57,6 +57,16 @@ pub enum ErrorKind {
     NotFound,
     /// An external program used by the launcher failed.
     External,
+    /// A service refused the credentials (wrong key, expired token or SAS).
+    AuthFailed,
+    /// The credentials are valid but do not allow the operation (e.g. a read-only SAS).
+    PermissionDenied,
+    /// A remote service answered with an error (its code and message are in the message).
+    Remote,
+    /// A remote long-running operation ended Failed or Canceled.
+    OperationFailed,
+    /// The network failed (connection, timeout) after every retry.
+    Network,
 }
 
 impl ErrorKind {
@@ -85,6 +95,11 @@ impl ErrorKind {
             ErrorKind::LimitExceeded => "limit-exceeded",
             ErrorKind::NotFound => "not-found",
             ErrorKind::External => "external",
+            ErrorKind::AuthFailed => "auth-failed",
+            ErrorKind::PermissionDenied => "permission-denied",
+            ErrorKind::Remote => "remote-error",
+            ErrorKind::OperationFailed => "operation-failed",
+            ErrorKind::Network => "network",
         }
     }
 }

@@ -1,5 +1,6 @@
 //! The `isotool` command line: argument parsing and rendering only; the work is in the library.
 
+mod azure;
 mod disk;
 mod iso;
 mod progress;
@@ -47,6 +48,9 @@ enum Command {
     ProvisioningCd(provisioning::ProvisioningCdArgs),
     /// Build a NoCloud seed (cidata ISO or FAT), or Azure custom data from a config tree.
     CloudInitSeed(provisioning::CloudInitSeedArgs),
+    /// Azure: upload a disk as a page blob, create an image, launch a VM.
+    #[command(subcommand)]
+    Azure(azure::AzureCommand),
 }
 
 /// What a subcommand returns: success, or an exit code with nothing more to print.
@@ -71,6 +75,7 @@ pub fn main() -> ExitCode {
         // provisioning and cloud-init commands
         Command::ProvisioningCd(a) => provisioning::provisioning_cd(a, quiet),
         Command::CloudInitSeed(a) => provisioning::cloud_init_seed(a, quiet),
+        Command::Azure(c) => azure::azure(c, quiet),
     };
     match result {
         Ok(Outcome::Ok) => ExitCode::SUCCESS,
