@@ -76,6 +76,28 @@ pub fn check_page_range(offset: u64, len: u64, blob_len: u64) -> Result<()> {
     Ok(())
 }
 
+/// Checks a container name: 3-63 characters, lower-case letters, digits and single hyphens,
+/// starting and ending with a letter or digit (Azure answers a bare `OutOfRangeInput` otherwise).
+pub fn check_container_name(name: &str) -> Result<()> {
+    let ok_chars = name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    let ok = (3..=63).contains(&name.len())
+        && ok_chars
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+        && !name.contains("--");
+    if ok {
+        Ok(())
+    } else {
+        Err(err!(
+            InvalidArgument,
+            "container name {name:?}: Azure wants 3-63 lower-case letters, digits and single \
+             hyphens, starting and ending with a letter or digit"
+        ))
+    }
+}
+
 impl BlobClient {
     /// A client for `container/blob` at `target`.
     pub fn new(http: Http, target: StorageTarget, container: &str, blob: &str) -> Self {
@@ -479,6 +501,16 @@ mod tests {
         ] {
             let e = check_page_range(o, l, blob).unwrap_err();
             assert_eq!(e.kind(), crate::ErrorKind::InvalidArgument, "{o} {l}");
+        }
+    }
+
+    #[test]
+    fn container_names() {
+        for n in ["abc", "disk-images", "a1b"] {
+            assert!(check_container_name(n).is_ok(), "{n}");
+        }
+        for n in ["c", "ab", "Abc", "a--b", "-ab", "ab-", "a_b"] {
+            assert!(check_container_name(n).is_err(), "{n}");
         }
     }
 

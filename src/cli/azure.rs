@@ -287,6 +287,7 @@ fn upload_cmd(a: UploadArgs, quiet: bool) -> Result<Outcome> {
             format!("{stem}.vhd")
         }
     };
+    crate::azure::pageblob::check_container_name(&container)?;
     let redactor = Redactor::new([target.auth.secret().clone()]);
     let http = a.http.http(redactor)?;
     let client = BlobClient::new(http, target, &container, &blob);
@@ -500,7 +501,7 @@ fn launch(a: LaunchArgs) -> Result<Outcome> {
     use crate::error::IoContext;
     let custom_data = match (&a.config, &a.custom_data) {
         (Some(dir), _) => {
-            let mut report = crate::report::Report::default();
+            let mut report = crate::provisioning::Report::default();
             let tree = crate::provisioning::ConfigTree::scan(dir, &mut report)?;
             report.check(dir)?;
             crate::cloudinit::azure::azure_custom_data(&tree)?

@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod golden;
+
 pub const MIB: u64 = 1 << 20;
 
 /// Azurite's blob service, running until dropped.
@@ -31,7 +33,8 @@ impl Azurite {
     /// Starts `azurite-blob` from `tests/azurite/node_modules` (installed by `.ci/install-deps`
     /// with `npm ci`); the test fails when it is missing.
     pub fn start() -> Azurite {
-        let bin = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/azurite/node_modules/.bin/azurite-blob");
+        let bin = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/azurite/node_modules/.bin/azurite-blob");
         assert!(
             bin.exists(),
             "Azurite is required: run `npm ci` in tests/azurite (.ci/install-deps does): {} missing",
@@ -40,20 +43,37 @@ impl Azurite {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let child = Command::new(&bin)
-            .args(["--location", dir.path().to_str().unwrap(), "--blobHost", "127.0.0.1"])
-            .args(["--blobPort", &port.to_string(), "--skipApiVersionCheck", "--silent"])
+            .args([
+                "--location",
+                dir.path().to_str().unwrap(),
+                "--blobHost",
+                "127.0.0.1",
+            ])
+            .args([
+                "--blobPort",
+                &port.to_string(),
+                "--skipApiVersionCheck",
+                "--silent",
+            ])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("starting azurite-blob");
-        let mut a = Azurite { child, port, _dir: dir };
+        let mut a = Azurite {
+            child,
+            port,
+            _dir: dir,
+        };
         let t0 = Instant::now();
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
             if let Ok(Some(st)) = a.child.try_wait() {
                 panic!("azurite-blob exited early: {st}");
             }
-            assert!(t0.elapsed() < Duration::from_secs(60), "azurite-blob did not listen on {port}");
+            assert!(
+                t0.elapsed() < Duration::from_secs(60),
+                "azurite-blob did not listen on {port}"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
         a
@@ -84,7 +104,9 @@ impl Azurite {
         let sv = "2019-02-02";
         let se = "2099-01-01T00:00:00Z";
         let sts = format!("{DEV_ACCOUNT}\n{perms}\nb\nsco\n\n{se}\n\nhttps,http\n{sv}\n");
-        let key = base64::engine::general_purpose::STANDARD.decode(DEV_ACCOUNT_KEY).unwrap();
+        let key = base64::engine::general_purpose::STANDARD
+            .decode(DEV_ACCOUNT_KEY)
+            .unwrap();
         let sig = isotool::azure::sharedkey::hmac_sha256_b64(&key, &sts);
         let sig = isotool::azure::credentials::percent_encode(&sig, false);
         format!("sv={sv}&ss=b&srt=sco&sp={perms}&se={se}&spr=https,http&sig={sig}")
@@ -124,7 +146,11 @@ pub fn sparse_raw(path: &Path, size: u64, runs: &[(u64, u64)]) {
         let mut done = 0;
         while done < len {
             let n = (len - done).min(8 * MIB);
-            f.write_all_at(&pattern(i as u64 * 1000 + done / MIB, n as usize), off + done).unwrap();
+            f.write_all_at(
+                &pattern(i as u64 * 1000 + done / MIB, n as usize),
+                off + done,
+            )
+            .unwrap();
             done += n;
         }
     }
@@ -167,10 +193,17 @@ pub fn file_md5(path: &Path, len: u64) -> String {
 
 /// Runs qemu-img (the oracle; the test fails when it is missing).
 pub fn qemu_img(args: &[&str]) {
-    let out = Command::new("qemu-img").args(args).output().unwrap_or_else(|e| {
-        panic!("qemu-img is required for this oracle test (apt-get install qemu-utils): {e}")
-    });
-    assert!(out.status.success(), "qemu-img {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("qemu-img")
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("qemu-img is required for this oracle test (apt-get install qemu-utils): {e}")
+        });
+    assert!(
+        out.status.success(),
+        "qemu-img {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 pub fn tmp_path(dir: &tempfile::TempDir, name: &str) -> PathBuf {
