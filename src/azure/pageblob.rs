@@ -195,8 +195,15 @@ impl BlobClient {
         let message = red.redact(&message);
         let acct = &self.target.account;
         let target = format!("{what} {} in storage account '{acct}'", self.name());
-        match (r.status, code.as_str()) {
-            (403, "AuthenticationFailed") | (401, _) => err!(
+        // A Shared Key grants everything: its 403 is always a bad key (Azurite answers
+        // AuthorizationFailure where Azure answers AuthenticationFailed).
+        let auth_failed = r.status == 401
+            || (r.status == 403
+                && (code == "AuthenticationFailed"
+                    || message.contains("failed to authenticate")
+                    || matches!(self.target.auth, StorageAuth::SharedKey(_))));
+        match (r.status, auth_failed) {
+            (_, true) => err!(
                 AuthFailed,
                 "{target}: the account refused the credentials (HTTP {}, {code}): {message} \
                  (check the account key, SAS or token for account '{acct}')",
@@ -241,6 +248,9 @@ impl BlobClient {
             };
         }
         if !r.ok() {
+            // A HEAD answer has no body: ask again with GET to quote Azure's code and message.
+            let g = self.send("GET", true, &[("comp", "metadata")], &[], &[])?;
+            let r = if g.ok() { r } else { g };
             return Err(self.service_error(&r, "reading the properties of"));
         }
         let mut p = BlobProps {
