@@ -74,6 +74,16 @@ pub enum ErrorKind {
     VmDied,
     /// The operation was cancelled (Ctrl-C); the VM was killed.
     Cancelled,
+    /// A service refused the credentials (wrong key, expired token or SAS).
+    AuthFailed,
+    /// The credentials are valid but do not allow the operation (e.g. a read-only SAS).
+    PermissionDenied,
+    /// A remote service answered with an error (its code and message are in the message).
+    Remote,
+    /// A remote long-running operation ended Failed or Canceled.
+    OperationFailed,
+    /// The network failed (connection, timeout) after every retry.
+    Network,
 }
 
 impl ErrorKind {
@@ -110,6 +120,11 @@ impl ErrorKind {
             ErrorKind::GuestPanic => "guest-panic",
             ErrorKind::VmDied => "vm-died",
             ErrorKind::Cancelled => "cancelled",
+            ErrorKind::AuthFailed => "auth-failed",
+            ErrorKind::PermissionDenied => "permission-denied",
+            ErrorKind::Remote => "remote-error",
+            ErrorKind::OperationFailed => "operation-failed",
+            ErrorKind::Network => "network",
         }
     }
 }

@@ -5,6 +5,7 @@
 //! `isotool` binary only parses arguments and draws progress.
 #![warn(missing_docs)]
 
+pub mod azure;
 pub mod bytes;
 pub mod checksum;
 pub mod cli;

@@ -1,6 +1,7 @@
 //! The `isotool` command line: argument parsing and rendering only; the work is in the library.
 
 mod build;
+mod azure;
 mod disk;
 mod iso;
 mod launch;
@@ -54,6 +55,9 @@ enum Command {
     Launch(launch::LaunchCommand),
     /// Run a build file: remaster, media, install in a VM, convert per provider, SHA256SUMS.
     Build(build::BuildArgs),
+    /// Azure: upload a disk as a page blob, create an image, launch a VM.
+    #[command(subcommand)]
+    Azure(azure::AzureCommand),
 }
 
 /// What a subcommand returns: success, or an exit code with nothing more to print.
@@ -80,6 +84,7 @@ pub fn main() -> ExitCode {
         Command::CloudInitSeed(a) => provisioning::cloud_init_seed(a, quiet),
         Command::Launch(c) => launch::launch(c, quiet),
         Command::Build(a) => build::build(a, quiet),
+        Command::Azure(c) => azure::azure(c, quiet),
     };
     match result {
         Ok(Outcome::Ok) => ExitCode::SUCCESS,
