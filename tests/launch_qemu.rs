@@ -17,8 +17,7 @@ use std::time::Duration;
 /// Generous: TCG on two cores shared with other builds (an idle TCG boot takes 20-30 s).
 const BOOT_LIMIT: Duration = Duration::from_secs(300);
 
-/// The fixture currently has no AHCI driver (Debian's cloud kernel): on q35 the CD is invisible
-/// to its initramfs, so the boot tests pick `pc`; the q35 test is separate.
+/// Boots on `pc` (PIIX IDE); the UEFI test boots on `q35` (AHCI), the default machine.
 fn config(iso: &Path, dir: &Path, firmware: Firmware) -> QemuConfig {
     QemuConfig {
         iso: Some(iso.to_path_buf()),
@@ -110,20 +109,22 @@ fn bios_boot_powers_off_with_auto_accel() {
 }
 
 #[test]
-fn uefi_boot_powers_off() {
+fn uefi_boot_on_q35_powers_off() {
     require_qemu_and_ovmf();
     let iso = fixture_variant(&[]);
     let _vm = one_vm_at_a_time();
     let dir = scratch("uefi");
-    let (r, _) = run(
-        &config(&iso, &dir, Firmware::Uefi),
-        &dir,
-        &AtomicBool::new(false),
-    );
+    let cfg = QemuConfig {
+        machine: Machine::Q35,
+        ..config(&iso, &dir, Firmware::Uefi)
+    };
+    let (r, _) = run(&cfg, &dir, &AtomicBool::new(false));
     let out = r.unwrap_or_else(|e| panic!("UEFI boot failed: {e}"));
     assert_eq!(out.accel, AccelKind::Tcg);
     let log = serial(&dir);
     assert!(log.contains("FIXTURE-END: poweroff"), "{log}");
+    // The CD was found on q35's AHCI controller.
+    assert!(log.contains("CDROM: /dev/sr0"), "{log}");
     // OVMF ran (its messages are on the same serial port).
     assert!(log.contains("BdsDxe") || log.contains("UEFI"), "{log}");
 }
