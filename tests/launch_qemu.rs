@@ -298,6 +298,7 @@ fn missing_qemu_and_missing_ovmf_name_their_packages() {
 
 #[test]
 fn dry_run_prints_the_secure_boot_command_line() {
+    let _vm = one_vm_at_a_time();
     let dir = scratch("dryrun");
     let iso = dir.join("in,staller.iso");
     std::fs::write(&iso, b"").unwrap();

@@ -335,7 +335,7 @@ impl Session<'_> {
                 return Err(self.failure(ErrorKind::Timeout, &msg));
             }
             let text = serial::read_tail(&self.paths.serial_log);
-            if let Some(p) = serial::kernel_panic(&text) {
+            if let Some(p) = serial::finished_kernel_panic(&text) {
                 return Err(self.failure(ErrorKind::GuestPanic, &format!("guest {p}")));
             }
             if qmp.is_closed() || self.vm.try_wait()?.is_some() {
