@@ -371,3 +371,38 @@ fn the_kvm_probe_image_reaches_its_marker_under_tcg() {
     assert!(text.starts_with("RPV"), "{text:?}");
     assert_no_stray_qemu(&dir);
 }
+
+#[test]
+fn secure_boot_refuses_the_unsigned_fixture_loader() {
+    // The fixture's GRUB EFI image is not signed: OVMF with Secure Boot on and Microsoft's keys
+    // must refuse it ("Access Denied"), which proves uefi-secure really enforces Secure Boot.
+    require_qemu_and_ovmf();
+    let iso = fixture_variant(&[]);
+    let _vm = one_vm_at_a_time();
+    let dir = scratch("secureboot");
+    let cfg = QemuConfig {
+        machine: Machine::Q35,
+        ..config(&iso, &dir, Firmware::UefiSecure)
+    };
+    let cancel = AtomicBool::new(false);
+    // Stop once the firmware gave up on every boot option (it then waits for a key).
+    let r = launch::run(&cfg, &cancel, &mut |e| {
+        if let LaunchEvent::Tick {
+            last_serial_line: Some(l),
+            ..
+        } = e
+            && (l.contains("No bootable option") || l.contains("Press any key"))
+        {
+            cancel.store(true, Ordering::SeqCst);
+        }
+    });
+    let e = r.expect_err("the unsigned loader must not boot");
+    assert_no_stray_qemu(&dir);
+    assert_eq!(e.kind(), ErrorKind::Cancelled, "{e}");
+    let log = serial(&dir);
+    assert!(log.contains("Access Denied"), "{log}");
+    assert!(
+        !log.contains("FIXTURE-INIT"),
+        "the unsigned loader ran: {log}"
+    );
+}
