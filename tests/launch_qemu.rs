@@ -17,8 +17,7 @@ use std::time::Duration;
 /// Generous: TCG on two cores shared with other builds (an idle TCG boot takes 20-30 s).
 const BOOT_LIMIT: Duration = Duration::from_secs(300);
 
-/// The fixture currently has no AHCI driver (Debian's cloud kernel): on q35 the CD is invisible
-/// to its initramfs, so the boot tests pick `pc`; the q35 test is separate.
+/// Boots on `pc` (PIIX IDE); the UEFI test boots on `q35` (AHCI), the default machine.
 fn config(iso: &Path, dir: &Path, firmware: Firmware) -> QemuConfig {
     QemuConfig {
         iso: Some(iso.to_path_buf()),
@@ -110,20 +109,22 @@ fn bios_boot_powers_off_with_auto_accel() {
 }
 
 #[test]
-fn uefi_boot_powers_off() {
+fn uefi_boot_on_q35_powers_off() {
     require_qemu_and_ovmf();
     let iso = fixture_variant(&[]);
     let _vm = one_vm_at_a_time();
     let dir = scratch("uefi");
-    let (r, _) = run(
-        &config(&iso, &dir, Firmware::Uefi),
-        &dir,
-        &AtomicBool::new(false),
-    );
+    let cfg = QemuConfig {
+        machine: Machine::Q35,
+        ..config(&iso, &dir, Firmware::Uefi)
+    };
+    let (r, _) = run(&cfg, &dir, &AtomicBool::new(false));
     let out = r.unwrap_or_else(|e| panic!("UEFI boot failed: {e}"));
     assert_eq!(out.accel, AccelKind::Tcg);
     let log = serial(&dir);
     assert!(log.contains("FIXTURE-END: poweroff"), "{log}");
+    // The CD was found on q35's AHCI controller.
+    assert!(log.contains("CDROM: /dev/sr0"), "{log}");
     // OVMF ran (its messages are on the same serial port).
     assert!(log.contains("BdsDxe") || log.contains("UEFI"), "{log}");
 }
@@ -297,6 +298,7 @@ fn missing_qemu_and_missing_ovmf_name_their_packages() {
 
 #[test]
 fn dry_run_prints_the_secure_boot_command_line() {
+    let _vm = one_vm_at_a_time();
     let dir = scratch("dryrun");
     let iso = dir.join("in,staller.iso");
     std::fs::write(&iso, b"").unwrap();
@@ -368,4 +370,39 @@ fn the_kvm_probe_image_reaches_its_marker_under_tcg() {
     // It went through real mode, protected mode and virtual-8086 mode, in that order.
     assert!(text.starts_with("RPV"), "{text:?}");
     assert_no_stray_qemu(&dir);
+}
+
+#[test]
+fn secure_boot_refuses_the_unsigned_fixture_loader() {
+    // The fixture's GRUB EFI image is not signed: OVMF with Secure Boot on and Microsoft's keys
+    // must refuse it ("Access Denied"), which proves uefi-secure really enforces Secure Boot.
+    require_qemu_and_ovmf();
+    let iso = fixture_variant(&[]);
+    let _vm = one_vm_at_a_time();
+    let dir = scratch("secureboot");
+    let cfg = QemuConfig {
+        machine: Machine::Q35,
+        ..config(&iso, &dir, Firmware::UefiSecure)
+    };
+    let cancel = AtomicBool::new(false);
+    // Stop once the firmware gave up on every boot option (it then waits for a key).
+    let r = launch::run(&cfg, &cancel, &mut |e| {
+        if let LaunchEvent::Tick {
+            last_serial_line: Some(l),
+            ..
+        } = e
+            && (l.contains("No bootable option") || l.contains("Press any key"))
+        {
+            cancel.store(true, Ordering::SeqCst);
+        }
+    });
+    let e = r.expect_err("the unsigned loader must not boot");
+    assert_no_stray_qemu(&dir);
+    assert_eq!(e.kind(), ErrorKind::Cancelled, "{e}");
+    let log = serial(&dir);
+    assert!(log.contains("Access Denied"), "{log}");
+    assert!(
+        !log.contains("FIXTURE-INIT"),
+        "the unsigned loader ran: {log}"
+    );
 }
