@@ -5,7 +5,7 @@
 #
 #   benches/compare.sh            full: raw 4 GiB with 1 GiB of data
 #   benches/compare.sh --short    CI:   raw 1 GiB with 256 MiB of data
-# Env: RUNS (default 3), WORK (scratch dir, default a temp dir under target/).
+# Env: RUNS (default 3), WORK (scratch dir, default a temp dir under target/), ISOTOOL_BIN.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,8 +16,12 @@ for tool in qemu-img /usr/bin/time; do
   command -v "$tool" >/dev/null || { echo "compare.sh: $tool is required (apt-get install qemu-utils time)" >&2; exit 1; }
 done
 
-cargo build --release --quiet
-ISOTOOL=$PWD/target/release/isotool
+# ISOTOOL_BIN: measure another build (e.g. the binary of an earlier commit, to compare
+# before/after a change in the same session); default: build this checkout.
+if [ -n "${ISOTOOL_BIN:-}" ]; then ISOTOOL=$(realpath "$ISOTOOL_BIN"); else
+  cargo build --release --quiet
+  ISOTOOL=$PWD/target/release/isotool
+fi
 WORK=${WORK:-$(mktemp -d "$PWD/target/bench.XXXXXX")}
 mkdir -p "$WORK"
 trap 'rm -rf "$WORK"' EXIT

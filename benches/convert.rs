@@ -4,7 +4,8 @@
 use criterion::{Criterion, criterion_group, criterion_main};
 use isotool::context::BuildContext;
 use isotool::disk::NoProgress;
-use isotool::disk::convert::{ConvertOptions, TargetFormat, WriteOptions, convert};
+use isotool::disk::stream::WriteOptions;
+use isotool::image::convert::{ConvertOptions, TargetFormat, convert};
 use std::os::unix::fs::FileExt;
 
 fn bench(c: &mut Criterion) {

@@ -10,8 +10,11 @@ cd "$(dirname "$0")/.."
 RES_MB=${1:-16}
 RUNS=${RUNS:-15}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
-cargo build --release --quiet
-BIN=$CARGO_TARGET_DIR/release/isotool
+# ISOTOOL_BIN: measure another build (before/after a change); default: build this checkout.
+if [ -n "${ISOTOOL_BIN:-}" ]; then BIN=$(realpath "$ISOTOOL_BIN"); else
+  cargo build --release --quiet
+  BIN=$CARGO_TARGET_DIR/release/isotool
+fi
 for t in genisoimage cloud-localds python3; do
   command -v $t >/dev/null || { echo "missing $t" >&2; exit 1; }
 done

@@ -22,7 +22,8 @@ impl fatfs::TimeProvider for FixedTime {
 
 fn fat_datetime(t: i64) -> DateTime {
     // FAT dates run from 1980 to 2107, local time; we store UTC.
-    let (y, mo, d, h, mi, s) = crate::iso::build::civil(t.clamp(315_532_800, 4_354_819_199));
+    let (y, mo, d, h, mi, s) =
+        crate::date::civil(t.clamp(crate::date::FAT_RANGE.0, crate::date::FAT_RANGE.1));
     DateTime {
         date: Date {
             year: y as u16,

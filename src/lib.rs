@@ -1,15 +1,28 @@
 //! isotool: build the artifacts of immutable Linux infrastructure in pure Rust.
 //!
 //! Installer ISOs remastered for unattended installs, provisioning DVDs, cloud-init seeds, and
-//! raw / VHD / VHDX disks, without external tools. Every operation is a library function; the
-//! `isotool` binary only parses arguments and draws progress.
+//! raw / VHD / VHDX disks, without external tools. Every operation is a library function that
+//! takes its options explicitly and returns values or an [`Error`]; the library never prints,
+//! exits or reads a global. The `isotool` binary (`src/main.rs` + `src/cli/`, not part of this
+//! library) parses arguments, draws progress, renders results and handles signals.
+//!
+//! Layers, bottom to top (a module only uses its own layer and those below; `.ci/check-arch`
+//! checks it):
+//! - core: [`error`], [`bytes`], [`date`], [`context`], [`report`], [`output`];
+//! - disks without formats: [`disk`] (the [`disk::DiskImage`] trait, raw and in-memory
+//!   backends, the streaming helpers writers share, [`disk::ParentOpener`]), [`checksum`];
+//! - partition tables and small filesystems: [`gpt`], [`fat`];
+//! - one folder per on-disk format: [`vhd`], [`vhdx`], [`iso`]; a differencing disk opens its
+//!   parent through the [`disk::ParentOpener`] it is given, never by naming the probe;
+//! - what users ask of disks: [`image`] (probe, open with parent chains, convert, validate);
+//! - artifacts: [`remaster`], [`provisioning`], [`cloudinit`].
 #![warn(missing_docs)]
 
 pub mod azure;
 pub mod bytes;
 pub mod checksum;
-pub mod cli;
 pub mod context;
+pub mod date;
 pub mod disk;
 pub mod error;
 pub mod output;
@@ -22,6 +35,9 @@ pub mod qcow2;
 pub mod vhd;
 pub mod vhdx;
 pub mod vmdk;
+
+// what users ask of disks: probe, open, convert, validate
+pub mod image;
 
 // ISO 9660 and remastering
 pub mod iso;

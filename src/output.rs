@@ -15,12 +15,13 @@ pub struct OutputOptions {
     pub force: bool,
     /// Permission bits of the created file (e.g. `0o600` for outputs carrying secrets).
     pub mode: u32,
-    /// Flush data and directory to stable storage before the rename (default: true, unless the
-    /// process said otherwise with [`set_sync_default`], which `isotool --no-sync` does).
+    /// Flush data and directory to stable storage before the rename (default: true). Without
+    /// sync the rename is still atomic for readers, but a power loss soon after may leave an
+    /// incomplete file: the trade-off `qemu-img convert` and `genisoimage` make by default.
     pub sync: bool,
 }
 
-/// Temp files being written, so an interrupt can remove them (see [`install_interrupt_cleanup`]).
+/// Temp files being written, so an interrupt can remove them (see [`remove_live_temps`]).
 static LIVE_TEMPS: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
 
 fn register_temp(p: &Path) {
@@ -35,62 +36,36 @@ fn unregister_temp(p: &Path) {
     }
 }
 
-/// Makes SIGINT, SIGTERM and SIGHUP remove the temp files of outputs being written before the
-/// process exits (status 128 + signal), so an interrupted run leaves nothing behind.
+/// Removes the temporary files of every output being written and returns how many there were.
 ///
-/// Call it first thing in `main`, before any thread starts: the signals are blocked in the
-/// calling thread (and so in every thread started after it) and taken by one waiting thread with
-/// `sigwait`, where taking a lock and unlinking files is safe (it is not in a signal handler).
-pub fn install_interrupt_cleanup() {
-    // SAFETY: plain libc calls on a local, zero-initialised sigset_t.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
-            libc::sigaddset(&mut set, sig);
+/// The mechanism for interrupted runs: the binary catches SIGINT, SIGTERM and SIGHUP (outside a
+/// signal handler, on a thread of its own), calls this, and exits. The library installs no
+/// handler itself.
+pub fn remove_live_temps() -> usize {
+    match LIVE_TEMPS.lock() {
+        Ok(v) => {
+            for p in v.iter() {
+                let _ = std::fs::remove_file(p);
+            }
+            v.len()
         }
-        if libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0 {
-            return;
-        }
-        let spawned = std::thread::Builder::new()
-            .name("interrupt-cleanup".into())
-            .spawn(move || {
-                let mut sig: libc::c_int = 0;
-                if libc::sigwait(&set, &mut sig) == 0 {
-                    crate::launch::kill_live_vms();
-                    if let Ok(v) = LIVE_TEMPS.lock() {
-                        for p in v.iter() {
-                            let _ = std::fs::remove_file(p);
-                        }
-                    }
-                    eprintln!("isotool: interrupted: temporary outputs removed");
-                    std::process::exit(128 + sig);
-                }
-            });
-        if spawned.is_err() {
-            libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
-        }
+        Err(_) => 0,
     }
 }
 
-static SYNC_DEFAULT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
-
-/// Sets whether outputs created with default options are synced before their rename (the
-/// command line's global `--no-sync`). Without sync the rename is still atomic for readers, but
-/// a power loss soon after may leave an incomplete file: the trade-off `qemu-img convert` and
-/// `genisoimage` make by default.
-pub fn set_sync_default(sync: bool) {
-    SYNC_DEFAULT.store(sync, std::sync::atomic::Ordering::Relaxed);
-}
-
 impl OutputOptions {
-    /// Options with `force` and `mode`, syncing as the process default says.
+    /// Options with `force` and `mode`, synced before the rename.
     pub fn new(force: bool, mode: u32) -> Self {
         OutputOptions {
             force,
             mode,
-            sync: SYNC_DEFAULT.load(std::sync::atomic::Ordering::Relaxed),
+            sync: true,
         }
+    }
+
+    /// The same options with `sync` set (`isotool --no-sync` passes `false`).
+    pub fn with_sync(self, sync: bool) -> Self {
+        OutputOptions { sync, ..self }
     }
 }
 

@@ -17,7 +17,8 @@
 
 use super::provider::Provider;
 use super::recipe;
-use crate::disk::convert::{MIB, parse_size};
+use crate::disk::stream::MIB;
+use crate::image::convert::parse_size;
 use crate::err;
 use crate::error::{Error, IoContext, Result};
 use serde::Deserialize;

@@ -11,8 +11,8 @@ use super::{Event, Observer, sums};
 use crate::cloudinit::{self, SeedFormat, azure};
 use crate::context::BuildContext;
 use crate::disk::Progress;
-use crate::disk::convert::{self, ConvertOptions, CreateOptions, TargetFormat, WriteOptions};
-use crate::disk::probe::OpenOptions;
+use crate::image::convert::{self, ConvertOptions, CreateOptions, TargetFormat, WriteOptions};
+use crate::disk::OpenOptions;
 use crate::err;
 use crate::error::{IoContext, Result};
 use crate::output::{AtomicOutput, OutputOptions};
@@ -269,6 +269,7 @@ impl Run<'_> {
                     write: WriteOptions::default(),
                     force: true,
                     sha256: false,
+                    sync: true,
                 };
                 convert::create(&l.disk(), &o, self.ctx, &progress).map(|_| ())
             }
@@ -342,6 +343,7 @@ impl Run<'_> {
             adds: Vec::new(),
             no_boot_edit: false,
             force: true,
+            sync: true,
         };
         remaster::remaster(&o, self.ctx).map(|_| ())
     }
@@ -356,6 +358,7 @@ impl Run<'_> {
                 let o = DvdOptions {
                     volume_id: label,
                     force: true,
+                    sync: true,
                 };
                 provisioning::build_dvd(tree, &out, &o, ctx).map(|_| ())
             }
@@ -367,7 +370,7 @@ impl Run<'_> {
                     network_config: None,
                     vendor_data: None,
                 };
-                cloudinit::write_seed(&seed, SeedFormat::Iso, &out, true, ctx).map(|_| ())
+                cloudinit::write_seed(&seed, SeedFormat::Iso, &out, OutputOptions::new(true, 0o600), ctx).map(|_| ())
             }
             Media::AzureCustomData => {
                 let doc = azure::azure_custom_data(tree)?;
@@ -478,7 +481,7 @@ impl Run<'_> {
 /// every case a partition table (a disk without one was not installed).
 fn validate(firmware: super::file::Firmware, p: Provider, path: &Path) -> Result<()> {
     if let Some(target) = p.validation_target(firmware) {
-        let v = crate::disk::validate::validate(path, target, &OpenOptions::default());
+        let v = crate::image::validate::validate(path, target, &OpenOptions::default());
         if !v.ok {
             let blocking: Vec<String> = v
                 .findings
@@ -495,7 +498,7 @@ fn validate(firmware: super::file::Firmware, p: Provider, path: &Path) -> Result
             .with_path(path));
         }
     }
-    let img = crate::disk::open_image(path, &OpenOptions::default())?;
+    let img = crate::image::open_image(path, &OpenOptions::default())?;
     let parts = crate::gpt::inspect(&*img)?;
     if parts.partitions().is_empty() {
         return Err(err!(

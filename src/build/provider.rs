@@ -6,8 +6,8 @@
 //! pipeline walk the list and need no change.
 
 use super::file::Firmware;
-use crate::disk::convert::TargetFormat;
-use crate::disk::validate::Target;
+use crate::image::convert::TargetFormat;
+use crate::image::validate::Target;
 
 /// A target platform of the build.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]

@@ -3,16 +3,16 @@
 //! the environment or files, never echoed.
 
 use super::{Outcome, human_bytes, print_json};
-use crate::azure::arm::{self, ArmClient, Generation, ImageSpec, VmSpec};
-use crate::azure::auth::{self, CertCredential, ClientCredential, ServicePrincipal};
-use crate::azure::credentials::{self, AzureEnv, StorageAuth, StorageTarget};
-use crate::azure::http::{Http, HttpConfig};
-use crate::azure::pageblob::BlobClient;
-use crate::azure::secret::{Redactor, Secret};
-use crate::azure::upload::{self, UploadOptions, UploadProgress, Verify};
-use crate::context::BuildContext;
-use crate::err;
-use crate::error::Result;
+use isotool::azure::arm::{self, ArmClient, Generation, ImageSpec, VmSpec};
+use isotool::azure::auth::{self, CertCredential, ClientCredential, ServicePrincipal};
+use isotool::azure::credentials::{self, AzureEnv, StorageAuth, StorageTarget};
+use isotool::azure::http::{Http, HttpConfig};
+use isotool::azure::pageblob::BlobClient;
+use isotool::azure::secret::{Redactor, Secret};
+use isotool::azure::upload::{self, UploadOptions, UploadProgress, Verify};
+use isotool::context::BuildContext;
+use isotool::err;
+use isotool::error::Result;
 use clap::{Args, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::path::PathBuf;
@@ -287,13 +287,13 @@ fn upload_cmd(a: UploadArgs, quiet: bool) -> Result<Outcome> {
             format!("{stem}.vhd")
         }
     };
-    crate::azure::pageblob::check_container_name(&container)?;
+    isotool::azure::pageblob::check_container_name(&container)?;
     let redactor = Redactor::new([target.auth.secret().clone()]);
     let http = a.http.http(redactor)?;
     let client = BlobClient::new(http, target, &container, &blob);
-    let src = crate::disk::open_image(
+    let src = isotool::image::open_image(
         &a.disk,
-        &crate::disk::probe::OpenOptions {
+        &isotool::disk::OpenOptions {
             replay_log: a.replay_log,
         },
     )?;
@@ -446,7 +446,7 @@ fn image_create(a: ImageCreateArgs) -> Result<Outcome> {
         resource_group: a.resource_group,
         name: a.name,
         location: a.location,
-        blob_url: crate::azure::secret::mask_query(&a.blob_url),
+        blob_url: isotool::azure::secret::mask_query(&a.blob_url),
         generation: match a.generation {
             GenArg::V1 => Generation::V1,
             GenArg::V2 => Generation::V2,
@@ -498,13 +498,13 @@ pub(crate) struct LaunchArgs {
 }
 
 fn launch(a: LaunchArgs) -> Result<Outcome> {
-    use crate::error::IoContext;
+    use isotool::error::IoContext;
     let custom_data = match (&a.config, &a.custom_data) {
         (Some(dir), _) => {
-            let mut report = crate::provisioning::Report::default();
-            let tree = crate::provisioning::ConfigTree::scan(dir, &mut report)?;
+            let mut report = isotool::provisioning::Report::default();
+            let tree = isotool::provisioning::ConfigTree::scan(dir, &mut report)?;
             report.check(dir)?;
-            crate::cloudinit::azure::azure_custom_data(&tree)?
+            isotool::cloudinit::azure::azure_custom_data(&tree)?
         }
         (None, Some(f)) => std::fs::read_to_string(f).ctx(f, "reading the custom data")?,
         (None, None) => {

@@ -3,9 +3,9 @@
 //! terminal, plain lines with `--progress` (CI logs).
 
 use super::Outcome;
-use crate::build::{self, Event, Observer, Plan, RunOptions};
-use crate::context::BuildContext;
-use crate::error::Result;
+use isotool::build::{self, Event, Observer, Plan, RunOptions};
+use isotool::context::BuildContext;
+use isotool::error::Result;
 use clap::Args;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::path::PathBuf;

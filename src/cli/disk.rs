@@ -1,11 +1,11 @@
 //! `convert`, `disk create`, `info`, `validate`.
 
 use super::{Outcome, human_bytes, print_json};
-use crate::context::BuildContext;
-use crate::disk::convert::{self, ConvertOptions, TargetFormat, WriteOptions, parse_size};
-use crate::disk::probe::OpenOptions;
-use crate::error::Result;
 use clap::{Args, Subcommand};
+use isotool::context::BuildContext;
+use isotool::disk::OpenOptions;
+use isotool::error::Result;
+use isotool::image::convert::{self, ConvertOptions, TargetFormat, WriteOptions, parse_size};
 use std::path::PathBuf;
 
 #[derive(Debug, Args)]
@@ -68,7 +68,7 @@ pub(crate) struct ConvertArgs {
     json: bool,
 }
 
-pub(crate) fn convert(a: ConvertArgs, quiet: bool) -> Result<Outcome> {
+pub(crate) fn convert(a: ConvertArgs, quiet: bool, sync: bool) -> Result<Outcome> {
     let ctx = BuildContext::from_env()?;
     let bars = super::progress::Bars::new(quiet || a.json);
     let opts = ConvertOptions {
@@ -76,7 +76,7 @@ pub(crate) fn convert(a: ConvertArgs, quiet: bool) -> Result<Outcome> {
             (Some(t), _) => TargetFormat::parse(t)?,
             (None, true) => TargetFormat::Vhd,
             (None, false) => TargetFormat::from_extension(&a.output).ok_or_else(|| {
-                crate::err!(
+                isotool::err!(
                     InvalidArgument,
                     "give the output format with --to (raw, vhd, vhd-dynamic, vhdx, vhdx-fixed): {} has no known extension",
                     a.output.display()
@@ -90,7 +90,7 @@ pub(crate) fn convert(a: ConvertArgs, quiet: bool) -> Result<Outcome> {
         open: OpenOptions {
             replay_log: a.replay_log,
         },
-        sync: crate::output::OutputOptions::default().sync,
+        sync,
     };
     let r = convert::convert(&a.input, &a.output, &opts, &ctx, &bars)?;
     if a.json {
@@ -146,7 +146,7 @@ pub(crate) struct CreateArgs {
     force: bool,
 }
 
-pub(crate) fn disk(c: DiskCommand, quiet: bool) -> Result<Outcome> {
+pub(crate) fn disk(c: DiskCommand, quiet: bool, sync: bool) -> Result<Outcome> {
     match c {
         DiskCommand::Create(a) => {
             let ctx = BuildContext::from_env()?;
@@ -159,6 +159,7 @@ pub(crate) fn disk(c: DiskCommand, quiet: bool) -> Result<Outcome> {
                 write: a.write.options()?,
                 force: a.force,
                 sha256: a.sha256,
+                sync,
             };
             let (p, h) = convert::create(&a.output, &opts, &ctx, &bars)?;
             println!(
@@ -189,14 +190,14 @@ pub(crate) struct InfoArgs {
 }
 
 pub(crate) fn info(a: InfoArgs) -> Result<Outcome> {
-    let img = crate::disk::open_image(
+    let img = isotool::image::open_image(
         &a.image,
         &OpenOptions {
             replay_log: a.replay_log,
         },
     )?;
     let i = img.info();
-    let parts = crate::gpt::inspect(&*img)?;
+    let parts = isotool::gpt::inspect(&*img)?;
     if a.json {
         print_json(
             &serde_json::json!({ "image": a.image.display().to_string(), "info": i, "partitions": parts }),
@@ -243,6 +244,12 @@ pub(crate) fn info(a: InfoArgs) -> Result<Outcome> {
     for n in &i.notes {
         println!("note:            {n}");
     }
+    print_partitions(&parts);
+    Ok(Outcome::Ok)
+}
+
+/// The partition table found in an image, as text.
+fn print_partitions(parts: &isotool::gpt::PartitionTables) {
     let table = if !parts.gpt.is_empty() {
         format!(
             "GPT ({}-byte sectors)",
@@ -275,7 +282,6 @@ pub(crate) fn info(a: InfoArgs) -> Result<Outcome> {
     for pr in &parts.problems {
         println!("problem:         {pr}");
     }
-    Ok(Outcome::Ok)
 }
 
 #[derive(Debug, Args)]
@@ -297,7 +303,7 @@ pub(crate) struct ValidateArgs {
 pub(crate) const EXIT_BLOCKED: u8 = 3;
 
 pub(crate) fn validate(a: ValidateArgs) -> Result<Outcome> {
-    use crate::disk::validate::{Target, validate};
+    use isotool::image::validate::{Target, validate};
     let target = Target::parse(&a.target)?;
     let v = validate(
         &a.image,
@@ -315,12 +321,12 @@ pub(crate) fn validate(a: ValidateArgs) -> Result<Outcome> {
         let errors = v
             .findings
             .iter()
-            .filter(|f| f.severity == crate::report::Severity::Error)
+            .filter(|f| f.severity == isotool::report::Severity::Error)
             .count();
         let warnings = v
             .findings
             .iter()
-            .filter(|f| f.severity == crate::report::Severity::Warning)
+            .filter(|f| f.severity == isotool::report::Severity::Warning)
             .count();
         println!(
             "{}: {} for {}: {errors} error(s), {warnings} warning(s)",

@@ -1,12 +1,12 @@
 //! `launch qemu` and `launch hyperv`: boot the artifacts and wait for the guest to power off.
 
 use super::{Outcome, print_json};
-use crate::error::Result;
-use crate::launch::hyperv::{self, HypervConfig};
-use crate::launch::{
+use isotool::error::Result;
+use isotool::launch::hyperv::{self, HypervConfig};
+use isotool::launch::{
     self, Accel, DiskSpec, Firmware, LaunchEvent, LaunchOutcome, Machine, QemuConfig,
 };
-use crate::output::{AtomicOutput, OutputOptions};
+use isotool::output::{AtomicOutput, OutputOptions};
 use clap::{Args, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::Write as _;
@@ -339,7 +339,7 @@ fn hyperv(a: HypervArgs, quiet: bool) -> Result<Outcome> {
         let o = AtomicOutput::create(path, &[], OutputOptions::new(a.force, 0o644))?;
         o.file()
             .write_all(script.as_bytes())
-            .map_err(|e| crate::Error::io(e, "writing the script").with_path(o.tmp_path()))?;
+            .map_err(|e| isotool::Error::io(e, "writing the script").with_path(o.tmp_path()))?;
         let written = o.commit()?;
         if !quiet {
             eprintln!("isotool: wrote {}", written.display());
@@ -350,7 +350,7 @@ fn hyperv(a: HypervArgs, quiet: bool) -> Result<Outcome> {
     let dir = launch::RunDir::create("hyperv")?;
     let file = dir.path().join("launch.ps1");
     std::fs::write(&file, &script)
-        .map_err(|e| crate::Error::io(e, "writing the script").with_path(&file))?;
+        .map_err(|e| isotool::Error::io(e, "writing the script").with_path(&file))?;
     let out = hyperv::run_script(&ps, &file)?;
     if !quiet {
         eprint!("{out}");

@@ -9,8 +9,8 @@ mod progress;
 mod provisioning;
 mod remaster;
 
-use crate::error::Error;
 use clap::{Parser, Subcommand};
+use isotool::error::Error;
 use std::process::ExitCode;
 
 /// Build installer ISOs, provisioning media, cloud-init seeds and VHD/VHDX disks.
@@ -70,18 +70,19 @@ pub(crate) enum Outcome {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let quiet = cli.quiet;
-    crate::output::set_sync_default(!cli.no_sync);
+    // Outputs are synced before their rename unless --no-sync: passed to each command.
+    let sync = !cli.no_sync;
     let result = match cli.command {
-        Command::Convert(a) => disk::convert(a, quiet),
-        Command::Disk(c) => disk::disk(c, quiet),
+        Command::Convert(a) => disk::convert(a, quiet, sync),
+        Command::Disk(c) => disk::disk(c, quiet, sync),
         Command::Info(a) => disk::info(a),
         Command::Validate(a) => disk::validate(a),
         // ISO commands
-        Command::Iso(c) => iso::iso(c),
-        Command::Remaster(a) => remaster::remaster(a, quiet),
+        Command::Iso(c) => iso::iso(c, sync),
+        Command::Remaster(a) => remaster::remaster(a, quiet, sync),
         // provisioning and cloud-init commands
-        Command::ProvisioningCd(a) => provisioning::provisioning_cd(a, quiet),
-        Command::CloudInitSeed(a) => provisioning::cloud_init_seed(a, quiet),
+        Command::ProvisioningCd(a) => provisioning::provisioning_cd(a, quiet, sync),
+        Command::CloudInitSeed(a) => provisioning::cloud_init_seed(a, quiet, sync),
         Command::Launch(c) => launch::launch(c, quiet),
         Command::Build(a) => build::build(a, quiet),
         Command::Azure(c) => azure::azure(c, quiet),
@@ -101,8 +102,9 @@ fn report_error(e: &Error) {
 }
 
 /// Prints JSON to stdout.
-pub(crate) fn print_json(v: &impl serde::Serialize) -> crate::Result<()> {
-    let s = serde_json::to_string_pretty(v).map_err(|e| crate::err!(Io, "rendering JSON: {e}"))?;
+pub(crate) fn print_json(v: &impl serde::Serialize) -> isotool::Result<()> {
+    let s =
+        serde_json::to_string_pretty(v).map_err(|e| isotool::err!(Io, "rendering JSON: {e}"))?;
     println!("{s}");
     Ok(())
 }

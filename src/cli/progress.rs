@@ -1,8 +1,8 @@
 //! Draws the library's progress events as indicatif bars on stderr (hidden when stderr is not
 //! a terminal, or with --quiet).
 
-use crate::disk::Progress;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use isotool::disk::Progress;
 use std::sync::Mutex;
 
 /// A progress sink that draws one bar per phase.

@@ -1,13 +1,13 @@
 //! `provisioning-cd` and `cloud-init-seed`.
 
 use super::{Outcome, human_bytes};
-use crate::cloudinit::{self, Seed, SeedFormat, azure};
-use crate::context::BuildContext;
-use crate::err;
-use crate::error::Result;
-use crate::output::{AtomicOutput, OutputOptions};
-use crate::provisioning::{self, DvdOptions, EntryKind, Report, Role, media_mode};
 use clap::Args;
+use isotool::cloudinit::{self, Seed, SeedFormat, azure};
+use isotool::context::BuildContext;
+use isotool::err;
+use isotool::error::Result;
+use isotool::output::{AtomicOutput, OutputOptions};
+use isotool::provisioning::{self, DvdOptions, EntryKind, Report, Role, media_mode};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -73,11 +73,13 @@ pub(crate) struct CloudInitSeedArgs {
 }
 
 fn parse_role(s: &str) -> std::result::Result<Role, String> {
-    s.parse().map_err(|e: crate::Error| e.message().to_string())
+    s.parse()
+        .map_err(|e: isotool::Error| e.message().to_string())
 }
 
 fn parse_format(s: &str) -> std::result::Result<SeedFormat, String> {
-    s.parse().map_err(|e: crate::Error| e.message().to_string())
+    s.parse()
+        .map_err(|e: isotool::Error| e.message().to_string())
 }
 
 fn print_warnings(report: &Report, quiet: bool) {
@@ -103,7 +105,7 @@ fn checked_tree(
     Ok((tree, role))
 }
 
-pub(crate) fn provisioning_cd(a: ProvisioningCdArgs, quiet: bool) -> Result<Outcome> {
+pub(crate) fn provisioning_cd(a: ProvisioningCdArgs, quiet: bool, sync: bool) -> Result<Outcome> {
     let ctx = BuildContext::from_env()?;
     let (tree, role) = checked_tree(&a.from, a.role, quiet)?;
     if a.dry_run {
@@ -128,6 +130,7 @@ pub(crate) fn provisioning_cd(a: ProvisioningCdArgs, quiet: bool) -> Result<Outc
         &DvdOptions {
             volume_id: a.volume_id,
             force: a.force,
+            sync,
         },
         &ctx,
     )?;
@@ -143,16 +146,20 @@ pub(crate) fn provisioning_cd(a: ProvisioningCdArgs, quiet: bool) -> Result<Outc
     Ok(Outcome::Ok)
 }
 
-pub(crate) fn cloud_init_seed(a: CloudInitSeedArgs, quiet: bool) -> Result<Outcome> {
+pub(crate) fn cloud_init_seed(a: CloudInitSeedArgs, quiet: bool, sync: bool) -> Result<Outcome> {
     let ctx = BuildContext::from_env()?;
     let user_data = match (&a.from, &a.user_data) {
         (Some(from), _) => {
             let (tree, _) = checked_tree(from, a.role, quiet)?;
             if a.azure {
                 let doc = azure::azure_custom_data(&tree)?;
-                let o = AtomicOutput::create(&a.output, &[], OutputOptions::new(a.force, 0o600))?;
+                let o = AtomicOutput::create(
+                    &a.output,
+                    &[],
+                    OutputOptions::new(a.force, 0o600).with_sync(sync),
+                )?;
                 o.file().write_all(doc.as_bytes()).map_err(|e| {
-                    crate::Error::io(e, "writing the custom data").with_path(o.tmp_path())
+                    isotool::Error::io(e, "writing the custom data").with_path(o.tmp_path())
                 })?;
                 o.commit()?;
                 if !quiet {
@@ -206,7 +213,13 @@ pub(crate) fn cloud_init_seed(a: CloudInitSeedArgs, quiet: bool) -> Result<Outco
         network_config,
         vendor_data,
     };
-    let n = cloudinit::write_seed(&seed, a.format, &a.output, a.force, &ctx)?;
+    let n = cloudinit::write_seed(
+        &seed,
+        a.format,
+        &a.output,
+        OutputOptions::new(a.force, 0o600).with_sync(sync),
+        &ctx,
+    )?;
     if !quiet {
         eprintln!(
             "isotool: wrote {} ({}, NoCloud seed labelled {})",

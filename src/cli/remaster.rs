@@ -1,11 +1,11 @@
 //! `remaster`: make an installer ISO unattended.
 
 use super::{Outcome, human_bytes, print_json};
-use crate::context::BuildContext;
-use crate::err;
-use crate::error::Result;
-use crate::remaster::{self, RemasterOptions, Seed, bootcfg::Flavor};
 use clap::Args;
+use isotool::context::BuildContext;
+use isotool::err;
+use isotool::error::Result;
+use isotool::remaster::{self, RemasterOptions, Seed, bootcfg::Flavor};
 use std::path::PathBuf;
 
 #[derive(Debug, Args)]
@@ -50,7 +50,7 @@ pub(crate) struct RemasterArgs {
     json: bool,
 }
 
-pub(crate) fn remaster(a: RemasterArgs, quiet: bool) -> Result<Outcome> {
+pub(crate) fn remaster(a: RemasterArgs, quiet: bool, sync: bool) -> Result<Outcome> {
     let ctx = BuildContext::from_env()?;
     let seed = match (&a.preseed, &a.kickstart) {
         (Some(p), _) => Some(Seed {
@@ -88,6 +88,7 @@ pub(crate) fn remaster(a: RemasterArgs, quiet: bool) -> Result<Outcome> {
         adds,
         no_boot_edit: a.no_boot_edit,
         force: a.force,
+        sync,
     };
     let r = remaster::remaster(&o, &ctx)?;
     if a.json {

@@ -232,15 +232,23 @@ impl Seed {
     }
 }
 
-/// Writes a NoCloud seed to `out` (created 0600: user-data often carries secrets).
+/// Writes a NoCloud seed to `out` (created 0600 whatever `opts.mode` says: user-data often
+/// carries secrets).
 pub fn write_seed(
     seed: &Seed,
     format: SeedFormat,
     out: &Path,
-    force: bool,
+    opts: OutputOptions,
     ctx: &BuildContext,
 ) -> Result<u64> {
-    let o = AtomicOutput::create(out, &[], OutputOptions::new(force, 0o600))?;
+    let o = AtomicOutput::create(
+        out,
+        &[],
+        OutputOptions {
+            mode: 0o600,
+            ..opts
+        },
+    )?;
     let now = ctx.now() as i64;
     let n = match format {
         SeedFormat::Iso => {

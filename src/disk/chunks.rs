@@ -3,7 +3,7 @@
 //! every core, hand them to the writer in order; and an appending, buffered output.
 
 use super::{DiskImage, ExtentKind, Progress, for_each_extent};
-use crate::disk::convert::EXTENT_WINDOW;
+use crate::disk::stream::EXTENT_WINDOW;
 use crate::error::{Error, Result};
 use std::fs::File;
 use std::os::unix::fs::FileExt;

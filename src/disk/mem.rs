@@ -85,7 +85,7 @@ impl DiskImage for MemImage {
 
     fn info(&self) -> ImageInfo {
         ImageInfo {
-            format: "memory".into(),
+            format: super::ImageKind::Memory,
             virtual_size: self.len(),
             logical_sector_size: 512,
             physical_sector_size: 512,
@@ -133,7 +133,7 @@ impl DiskImage for ZeroImage {
 
     fn info(&self) -> ImageInfo {
         ImageInfo {
-            format: "zero".into(),
+            format: super::ImageKind::Zero,
             virtual_size: self.len,
             logical_sector_size: 512,
             physical_sector_size: 512,

@@ -4,20 +4,50 @@
 //! zero, unallocated). Raw, VHD and VHDX each implement it, so conversion, checksums, inspection
 //! and validation are written once and are sparse-aware for every format.
 //!
-//! Writers take any `DiskImage` as their source and stream it into a new file
-//! (see [`crate::disk::convert`]).
+//! Writers take any `DiskImage` as their source and stream it into a new file, with the helpers
+//! of [`stream`]. This is the bottom of the disk layers: it names no format. Formats that have
+//! parents open them through a [`ParentOpener`] they are given (the probe lives above them, in
+//! `crate::image`).
 
 pub mod chunks;
-pub mod convert;
 pub mod mem;
-pub mod probe;
 pub mod raw;
-pub mod validate;
+pub mod stream;
 
 use crate::error::Result;
 use serde::Serialize;
+use std::path::Path;
 
-pub use probe::{Format, open_image, probe_format};
+/// How to open images.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OpenOptions {
+    /// Apply a VHDX's pending log in memory while reading (the file is not modified).
+    /// Without it, a VHDX with a non-empty log is refused.
+    pub replay_log: bool,
+}
+
+/// Opens the parent of a differencing image: given to the formats by the layer above, so a
+/// format never names the probe.
+pub trait ParentOpener {
+    /// Opens the image at `path`, `depth` links down a differencing chain (the child is at
+    /// `depth - 1`). Implementations refuse chains deeper than their limit (loops included).
+    fn open_parent(&self, path: &Path, depth: u32) -> Result<Box<dyn DiskImage>>;
+}
+
+/// A [`ParentOpener`] that opens nothing: for images opened for in-place writes, where a
+/// differencing disk is refused.
+#[derive(Debug, Clone, Copy)]
+pub struct NoParents;
+
+impl ParentOpener for NoParents {
+    fn open_parent(&self, path: &Path, _depth: u32) -> Result<Box<dyn DiskImage>> {
+        Err(crate::err!(
+            Unsupported,
+            "writing into a differencing disk is not supported (its parent is {})",
+            path.display()
+        ))
+    }
+}
 
 /// What a range of a virtual disk holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -56,11 +86,125 @@ impl Extent {
     }
 }
 
+/// What an opened image is: its container format and, for VHD/VHDX, its kind. Serialized (and
+/// displayed) as `raw`, `vhd-fixed`, `vhd-dynamic`, `vhd-differencing`, `vhdx`, `vhdx-fixed`,
+/// `vhdx-differencing`, or `memory` / `zero` for the in-memory backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ImageKind {
+    /// A raw disk: the file is the disk.
+    #[default]
+    Raw,
+    /// Fixed VHD.
+    VhdFixed,
+    /// Dynamic VHD.
+    VhdDynamic,
+    /// Differencing VHD.
+    VhdDifferencing,
+    /// Dynamic VHDX.
+    Vhdx,
+    /// VHDX with every block allocated and "leave blocks allocated" set.
+    VhdxFixed,
+    /// Differencing VHDX.
+    VhdxDifferencing,
+    /// qcow2 without a backing file.
+    Qcow2,
+    /// qcow2 read through its backing chain.
+    Qcow2Backed,
+    /// VMDK monolithicSparse (one sparse extent, uncompressed grains).
+    #[serde(rename = "vmdk-monolithicSparse")]
+    VmdkMonolithicSparse,
+    /// VMDK streamOptimized (zlib grains, tables at the end).
+    #[serde(rename = "vmdk-streamOptimized")]
+    VmdkStreamOptimized,
+    /// In-memory disk (tests).
+    Memory,
+    /// A disk of zeros (`disk create`).
+    Zero,
+}
+
+impl ImageKind {
+    /// The name shown and serialized.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ImageKind::Raw => "raw",
+            ImageKind::VhdFixed => "vhd-fixed",
+            ImageKind::VhdDynamic => "vhd-dynamic",
+            ImageKind::VhdDifferencing => "vhd-differencing",
+            ImageKind::Vhdx => "vhdx",
+            ImageKind::VhdxFixed => "vhdx-fixed",
+            ImageKind::VhdxDifferencing => "vhdx-differencing",
+            ImageKind::Qcow2 => "qcow2",
+            ImageKind::Qcow2Backed => "qcow2-backed",
+            ImageKind::VmdkMonolithicSparse => "vmdk-monolithicSparse",
+            ImageKind::VmdkStreamOptimized => "vmdk-streamOptimized",
+            ImageKind::Memory => "memory",
+            ImageKind::Zero => "zero",
+        }
+    }
+
+    /// A VHD of any kind.
+    pub fn is_vhd(self) -> bool {
+        matches!(
+            self,
+            ImageKind::VhdFixed | ImageKind::VhdDynamic | ImageKind::VhdDifferencing
+        )
+    }
+
+    /// A VHDX of any kind.
+    pub fn is_vhdx(self) -> bool {
+        matches!(
+            self,
+            ImageKind::Vhdx | ImageKind::VhdxFixed | ImageKind::VhdxDifferencing
+        )
+    }
+}
+
+impl std::fmt::Display for ImageKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for ImageKind {
+    type Err = crate::Error;
+
+    /// The inverse of [`ImageKind::as_str`].
+    fn from_str(s: &str) -> Result<Self> {
+        const ALL: [ImageKind; 9] = [
+            ImageKind::Raw,
+            ImageKind::VhdFixed,
+            ImageKind::VhdDynamic,
+            ImageKind::VhdDifferencing,
+            ImageKind::Vhdx,
+            ImageKind::VhdxFixed,
+            ImageKind::VhdxDifferencing,
+            ImageKind::Memory,
+            ImageKind::Zero,
+        ];
+        ALL.into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| crate::err!(InvalidArgument, "unknown image kind {s:?}"))
+    }
+}
+
+impl PartialEq<&str> for ImageKind {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl PartialEq<String> for ImageKind {
+    fn eq(&self, other: &String) -> bool {
+        self.as_str() == other
+    }
+}
+
 /// Descriptive facts of an opened image, for `isotool info` and validation.
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct ImageInfo {
-    /// `raw`, `vhd-fixed`, `vhd-dynamic`, `vhd-differencing`, `vhdx`, `vhdx-fixed`, `vhdx-differencing`.
-    pub format: String,
+    /// What the image is (`raw`, `vhd-fixed`, ... when shown).
+    pub format: ImageKind,
     /// Virtual size in bytes.
     pub virtual_size: u64,
     /// Size of the image file on disk (logical length).
@@ -77,6 +221,10 @@ pub struct ImageInfo {
     pub creator: Option<String>,
     /// Disk identifier (VHD unique id / VHDX virtual disk id), as a GUID string.
     pub disk_id: Option<String>,
+    /// A VHDX's data write GUID, braced (what a differencing child's `parent_linkage` names);
+    /// not shown.
+    #[serde(skip)]
+    pub data_write_guid: Option<String>,
     /// CHS geometry recorded in a VHD footer: (cylinders, heads, sectors per track).
     pub geometry: Option<(u16, u8, u8)>,
     /// Parent chain of a differencing disk, nearest first (paths as found).

@@ -16,7 +16,7 @@ pub struct RawImage {
     path: PathBuf,
     base: u64,
     len: u64,
-    format: &'static str,
+    format: super::ImageKind,
 }
 
 impl RawImage {
@@ -28,11 +28,11 @@ impl RawImage {
     /// The whole of an open file as a raw disk.
     fn whole(file: File, path: &Path) -> Result<Self> {
         let len = file.metadata().ctx(path, "reading metadata")?.len();
-        Ok(Self::window(file, path, 0, len, "raw"))
+        Ok(Self::window(file, path, 0, len, super::ImageKind::Raw))
     }
 
     /// A window of an already open file: bytes `base..base+len` are the virtual disk.
-    pub fn window(file: File, path: &Path, base: u64, len: u64, format: &'static str) -> Self {
+    pub fn window(file: File, path: &Path, base: u64, len: u64, format: super::ImageKind) -> Self {
         RawImage {
             file,
             path: path.to_path_buf(),
@@ -247,7 +247,7 @@ impl DiskImage for RawImage {
             Ok(())
         });
         ImageInfo {
-            format: self.format.to_string(),
+            format: self.format,
             virtual_size: self.len,
             file_size,
             allocated: Some(allocated),

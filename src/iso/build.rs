@@ -726,7 +726,7 @@ impl Plan {
             out.extend(both32(v));
         }
         out.extend([b'T', b'F', 26, 1, 0x0E]);
-        let t = dir_date(n.meta.mtime);
+        let t = crate::date::iso_dir_date(n.meta.mtime);
         for _ in 0..3 {
             out.extend(t);
         }
@@ -798,7 +798,7 @@ impl Plan {
         text(&mut d, 702, 37, "");
         text(&mut d, 739, 37, "");
         text(&mut d, 776, 37, "");
-        let t = volume_date(self.volume_time);
+        let t = crate::date::iso_volume_date(self.volume_time);
         d[813..830].copy_from_slice(&t);
         d[830..847].copy_from_slice(&t);
         let mut none = [b'0'; 17];
@@ -895,7 +895,7 @@ fn record(lba: u32, size: u64, mtime: i64, flags: u8, id: &[u8], su: &[u8]) -> R
     r.push(0);
     r.extend(both32(lba));
     r.extend(both32(size as u32));
-    r.extend(dir_date(mtime));
+    r.extend(crate::date::iso_dir_date(mtime));
     r.push(flags);
     r.push(0);
     r.push(0);
@@ -958,70 +958,10 @@ fn er_entry() -> Vec<u8> {
     e
 }
 
-/// (year, month, day, hour, minute, second) in UTC of a Unix time.
-pub fn civil(t: i64) -> (i64, u32, u32, u32, u32, u32) {
-    let days = t.div_euclid(86_400);
-    let secs = t.rem_euclid(86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (
-        year,
-        month,
-        day,
-        (secs / 3600) as u32,
-        (secs / 60 % 60) as u32,
-        (secs % 60) as u32,
-    )
-}
-
-fn dir_date(t: i64) -> [u8; 7] {
-    let (y, mo, d, h, mi, s) = civil(t);
-    if y < 1900 {
-        return [0, 1, 1, 0, 0, 0, 0];
-    }
-    if y > 2155 {
-        return [255, 12, 31, 23, 59, 59, 0];
-    }
-    [
-        (y - 1900) as u8,
-        mo as u8,
-        d as u8,
-        h as u8,
-        mi as u8,
-        s as u8,
-        0,
-    ]
-}
-
-fn volume_date(t: i64) -> [u8; 17] {
-    let (y, mo, d, h, mi, s) = civil(t.max(0));
-    let y = y.min(9999);
-    let txt = format!("{y:04}{mo:02}{d:02}{h:02}{mi:02}{s:02}00");
-    let mut out = [0u8; 17];
-    out[..16].copy_from_slice(txt.as_bytes());
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::output::{AtomicOutput, OutputOptions};
-
-    #[test]
-    fn civil_dates() {
-        assert_eq!(civil(0), (1970, 1, 1, 0, 0, 0));
-        assert_eq!(civil(1_700_000_000), (2023, 11, 14, 22, 13, 20));
-        assert_eq!(civil(951_782_400), (2000, 2, 29, 0, 0, 0));
-        assert_eq!(&volume_date(1_700_000_000)[..16], b"2023111422132000");
-        assert_eq!(dir_date(1_700_000_000), [123, 11, 14, 22, 13, 20, 0]);
-    }
 
     #[test]
     fn iso_names_are_d_characters() {

@@ -245,15 +245,16 @@ pub fn read_file(iso: &IsoFile, tree: &Tree, path: &str, max: u64) -> Result<Vec
 }
 
 /// Extracts a file of the primary tree to `out` (through an atomic output).
-pub fn extract(path: &Path, file: &str, out: &Path, force: bool) -> Result<u64> {
+pub fn extract(
+    path: &Path,
+    file: &str,
+    out: &Path,
+    opts: crate::output::OutputOptions,
+) -> Result<u64> {
     let iso = IsoFile::open(path)?;
     let tree = primary_tree(&iso)?;
     let ex = file_extents(&iso, &tree, file)?;
-    let o = crate::output::AtomicOutput::create(
-        out,
-        &[path],
-        crate::output::OutputOptions::new(force, 0o644),
-    )?;
+    let o = crate::output::AtomicOutput::create(out, &[path], opts)?;
     let mut pos = 0u64;
     for (lba, n) in ex {
         crate::disk::raw::copy_file_bytes(iso.file(), lba as u64 * BLOCK, o.file(), pos, n as u64)

@@ -8,8 +8,8 @@
 
 use super::boot::{self, repoint_system_area};
 use super::read::{
-    BLOCK, DirRecord, Directory, IsoFile, Lookup, Tree, TreeKind, Volume, le32, parse_dir_records,
-    parse_volume, put_both16, put_both32, ucs2_encode,
+    BLOCK, DirRecord, Directory, Entry, IsoFile, Lookup, Tree, TreeKind, Volume, le32,
+    parse_dir_records, parse_volume, put_both16, put_both32, ucs2_encode,
 };
 use crate::err;
 use crate::error::{Error, IoContext, Result};
@@ -46,10 +46,9 @@ pub struct PatchPlan {
     pub volume_id: Option<String>,
     /// Timestamp of changed and added files (seconds since the epoch).
     pub mtime: u64,
-    /// Replace an existing output.
-    pub force: bool,
-    /// Permission bits of the output (0o600 when it carries a seed that may hold passwords).
-    pub mode: u32,
+    /// How the output is created: replace an existing one, its mode (0o600 when it carries a
+    /// seed that may hold passwords), synced or not.
+    pub output: OutputOptions,
 }
 
 /// What was done.
@@ -92,35 +91,6 @@ struct DirEdit {
     new_size: u32,
 }
 
-/// ISO 9660 recording date (7 bytes, UTC) of `t`.
-pub fn iso_date7(t: u64) -> [u8; 7] {
-    let days = (t / 86400) as i64;
-    let secs = t % 86400;
-    let (y, m, d) = civil_from_days(days);
-    [
-        (y - 1900).clamp(0, 255) as u8,
-        m as u8,
-        d as u8,
-        (secs / 3600) as u8,
-        (secs / 60 % 60) as u8,
-        (secs % 60) as u8,
-        0,
-    ]
-}
-
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719468;
-    let era = z.div_euclid(146097);
-    let doe = z.rem_euclid(146097);
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
-
 /// Applies a patch to a record's bytes (extent, size, date, Rock Ridge TF modify/access).
 fn apply_patch(raw: &mut [u8], p: &RecPatch, rr_skip: Option<usize>) {
     if let Some(e) = p.extent {
@@ -130,7 +100,7 @@ fn apply_patch(raw: &mut [u8], p: &RecPatch, rr_skip: Option<usize>) {
         put_both32(raw, 10, s);
     }
     if let Some(t) = p.mtime {
-        let d = iso_date7(t);
+        let d = crate::date::iso_dir_date_u(t);
         raw[18..25].copy_from_slice(&d);
         if let Some(skip) = rr_skip {
             let n = raw[32] as usize;
@@ -252,7 +222,7 @@ fn build_record(ident: &[u8], extent: u32, size: u32, mtime: u64, su: &[u8]) -> 
     r[0] = len as u8;
     put_both32(&mut r, 2, extent);
     put_both32(&mut r, 10, size);
-    r[18..25].copy_from_slice(&iso_date7(mtime));
+    r[18..25].copy_from_slice(&crate::date::iso_dir_date_u(mtime));
     put_both16(&mut r, 28, 1);
     r[32] = ident.len() as u8;
     r[33..33 + ident.len()].copy_from_slice(ident);
@@ -281,7 +251,7 @@ fn rr_fields(
     put_both32(&mut px, 24, uid_gid.1);
     put_both32(&mut px, 32, ino);
     su.extend_from_slice(&px[..pxlen as usize - 4]);
-    let d = iso_date7(mtime);
+    let d = crate::date::iso_dir_date_u(mtime);
     su.extend_from_slice(&[b'T', b'F', 26, 1, 0x0E]);
     for _ in 0..3 {
         su.extend_from_slice(&d);
@@ -528,485 +498,637 @@ fn pack(records: &[(Option<u64>, Vec<u8>)], size: usize) -> Vec<u8> {
     out
 }
 
+#[derive(Debug, Clone, Copy)]
 struct Planned {
     lba: u32,
     len: u64,
 }
 
-/// Applies `plan` to `input`, writing `output` atomically. The input is only read.
-pub fn patch_iso(input: &Path, output: &Path, plan: &PatchPlan) -> Result<PatchReport> {
-    let iso = IsoFile::open(input)?;
-    let old_len = iso.len();
-    if old_len % BLOCK != 0 {
-        return Err(err!(
-            Unsupported,
-            "image size {old_len} is not a multiple of 2048"
-        )
-        .with_path(input));
-    }
-    let vol: Volume = parse_volume(&iso)?;
-    let trees: Vec<Tree> = vol
-        .trees()
-        .map(|vd| Tree::new(&iso, vd))
-        .collect::<Result<_>>()?;
-    let sys_info = boot::parse_system_area(&iso)?;
+/// What the patch reads (never changed): the input, its volume, trees and system area.
+struct Input<'a> {
+    iso: IsoFile,
+    path: &'a Path,
+    plan: &'a PatchPlan,
+    vol: Volume,
+    trees: Vec<Tree>,
+    sys: boot::SystemArea,
+    old_len: u64,
+}
 
-    // 1. Where the old data ends: every extent any tree references, path tables, the
-    //    descriptor set, the boot catalog and images, continuation areas, and partitions that
-    //    do not start in the system area (appended partitions).
-    let mut data_end = (vol.terminator + 1) * BLOCK;
-    let mut max_ino = 0u32;
-    let mut bump = |end: u64| data_end = data_end.max(end);
-    for t in &trees {
-        let vd = &t.vd;
-        bump(vd.root.extent as u64 * BLOCK + vd.root.size as u64);
-        for lba in vd
-            .l_tables
-            .iter()
-            .chain(vd.m_tables.iter())
-            .filter(|&&l| l != 0)
-        {
-            bump(*lba as u64 * BLOCK + vd.path_table_size as u64);
-        }
-        let mut ends = Vec::new();
-        t.walk(&iso, &mut |_p, e, _d| {
-            for r in &e.records {
-                ends.push(r.extent as u64 * BLOCK + r.size as u64);
-            }
-            ends.push(e.rr.ce_end);
-            if let Some(i) = e.rr.ino {
-                max_ino = max_ino.max(i);
-            }
-            Ok(())
-        })?;
-        for e in ends {
-            bump(e);
-        }
-    }
-    let mut boot_lbas = Vec::new();
-    if let Some(c) = vol.boot_catalog {
-        bump((c as u64 + 1) * BLOCK);
-        boot_lbas.push(c);
-        if let Ok(cat) = boot::parse_catalog(&iso, c) {
-            for e in cat.entries {
-                bump(e.lba as u64 * BLOCK + e.load_sectors as u64 * 512);
-                boot_lbas.push(e.lba);
-            }
-        }
-    }
-    for p in &sys_info.mbr {
-        if p.start >= 64 {
-            bump((p.start as u64 + p.sectors as u64) * 512);
-        }
-    }
-    if let Some(g) = &sys_info.gpt {
-        for p in &g.partitions {
-            if p.first >= 64 {
-                bump(p.last.saturating_add(1).saturating_mul(512));
-            }
-        }
-    }
-    if data_end > old_len {
-        return Err(err!(
-            Truncated,
-            "the ISO references data up to byte {data_end} but the file has {old_len} bytes"
-        )
-        .with_path(input));
-    }
-    let data_start = data_end.div_ceil(BLOCK) * BLOCK;
-    let mut cursor: u64 = data_start / BLOCK;
-
-    // 2. Place new contents.
-    let mut planned = Vec::new();
-    for op in &plan.ops {
-        let len = match &op.source {
-            Source::Bytes(b) => b.len() as u64,
-            Source::File(p) => std::fs::metadata(p)
-                .ctx(p, "reading the size of a file to add")?
-                .len(),
-        };
-        if len > u32::MAX as u64 {
+impl<'a> Input<'a> {
+    fn open(path: &'a Path, plan: &'a PatchPlan) -> Result<Self> {
+        let iso = IsoFile::open(path)?;
+        let old_len = iso.len();
+        if old_len % BLOCK != 0 {
             return Err(err!(
                 Unsupported,
-                "{}: files of 4 GiB or more are not supported",
-                op.path
-            ));
+                "image size {old_len} is not a multiple of 2048"
+            )
+            .with_path(path));
         }
-        let lba = u32::try_from(cursor).map_err(|_| err!(LimitExceeded, "image beyond 8 TiB"))?;
-        planned.push(Planned { lba, len });
-        cursor += len.div_ceil(BLOCK).max(1);
+        let vol: Volume = parse_volume(&iso)?;
+        let trees: Vec<Tree> = vol
+            .trees()
+            .map(|vd| Tree::new(&iso, vd))
+            .collect::<Result<_>>()?;
+        let sys = boot::parse_system_area(&iso)?;
+        Ok(Input {
+            iso,
+            path,
+            plan,
+            vol,
+            trees,
+            sys,
+            old_len,
+        })
+    }
+}
+
+/// What the patch builds, phase by phase.
+#[derive(Default)]
+struct Work {
+    /// First block past the old data (new contents go from here).
+    data_start: u64,
+    /// Next free block.
+    cursor: u64,
+    max_ino: u32,
+    next_ino: u32,
+    /// Keys of records that exist only in memory (new directories), counting down.
+    synth: u64,
+    boot_lbas: Vec<u32>,
+    planned: Vec<Planned>,
+    patches: HashMap<u64, RecPatch>,
+    edits: BTreeMap<(usize, u32), DirEdit>,
+    newdirs: Vec<NewDir>,
+    /// (tree, old extent, new extent) of directories moved to the end.
+    moved: Vec<(usize, u32, u32)>,
+    root_moves: HashMap<usize, (u32, u32)>,
+    pt_writes: Vec<(u32, Vec<u8>)>,
+    pt_vd: HashMap<usize, (u32, [u32; 4])>,
+    report: PatchReport,
+}
+
+/// The output's size facts (phase 5).
+struct Sizes {
+    new_len: u64,
+    new_data_end: u64,
+    vol_blocks: u32,
+}
+
+/// The output file being written, counting the bytes written from user space.
+struct Out<'f> {
+    file: &'f File,
+    tmp: PathBuf,
+    written: u64,
+}
+
+impl Out<'_> {
+    fn err(&self, e: std::io::Error, what: &str) -> Error {
+        Error::io(e, what.to_string()).with_path(&self.tmp)
     }
 
-    // 3. Resolve every op in every tree.
-    let mut patches: HashMap<u64, RecPatch> = HashMap::new();
-    let mut edits: BTreeMap<(usize, u32), DirEdit> = BTreeMap::new();
-    let mut report = PatchReport {
-        old_len,
-        ..Default::default()
-    };
-    let mut next_ino = max_ino + 1;
-    let mut newdirs: Vec<NewDir> = Vec::new();
-    let mut synth = SYNTH_TOP;
-    for (i, op) in plan.ops.iter().enumerate() {
-        if plan.ops[..i].iter().any(|o| o.path == op.path) {
-            return Err(err!(InvalidArgument, "{} is given twice", op.path));
-        }
+    fn put(&mut self, bytes: &[u8], at: u64, what: &str) -> Result<()> {
+        self.file
+            .write_all_at(bytes, at)
+            .map_err(|e| self.err(e, what))?;
+        self.written += bytes.len() as u64;
+        Ok(())
     }
-    for (ti, t) in trees.iter().enumerate() {
-        report.trees.push(t.vd.kind);
-        let style = TreeStyle::of(&iso, t, max_ino)?;
-        let mut memo: HashMap<String, DirRef> = HashMap::new();
-        for (op, pl) in plan.ops.iter().zip(&planned) {
-            let comps: Vec<&str> = op.path.split('/').filter(|c| !c.is_empty()).collect();
-            let name = *comps
-                .last()
-                .ok_or_else(|| err!(InvalidArgument, "empty ISO path"))?;
-            let parent_path = format!("/{}", comps[..comps.len() - 1].join("/"));
-            let dref: DirRef = match t.lookup(&iso, &op.path) {
-                Ok(Lookup::Found { parent, index }) => {
-                    let e = &parent.entries[index];
-                    if e.is_dir() || e.is_symlink() {
-                        return Err(err!(InvalidArgument, "{} is a directory or a symlink in the ISO; only regular files can be replaced", op.path).with_path(input));
-                    }
-                    if boot_lbas.contains(&e.rec().extent) && e.rec().size > 0 {
-                        return Err(err!(InvalidArgument, "{} is the El Torito boot catalog or a boot image; replacing it is not supported (its catalog entry would go stale)", op.path).with_path(input));
-                    }
-                    if e.records.len() > 1 {
-                        return Err(err!(
-                            Unsupported,
-                            "{} is a multi-extent file; replacing it is not supported",
-                            op.path
-                        )
-                        .with_path(input));
-                    }
-                    patches.insert(
-                        e.rec().offset,
-                        RecPatch {
-                            extent: Some(pl.lba),
-                            size: Some(pl.len as u32),
-                            mtime: Some(plan.mtime),
-                        },
-                    );
-                    if ti == 0 {
-                        report.replaced.push(op.path.clone());
-                    }
-                    continue;
-                }
-                Ok(Lookup::Missing { parent }) => {
-                    let key = ensure_edit(&mut edits, &iso, t, ti, &parent, &parent_path)?;
-                    DirRef::Edit(key)
-                }
-                Ok(Lookup::Root(_)) => {
-                    return Err(err!(InvalidArgument, "cannot replace the root directory"));
-                }
-                Err(e) if e.kind() == crate::ErrorKind::NotFound => {
-                    // missing directories on the way: create them
-                    let dir_comps = &comps[..comps.len() - 1];
-                    let mut cur = t.root(&iso)?;
-                    let mut cur_path = String::from("/");
-                    let mut dref: Option<DirRef> = None;
-                    for (i, c) in dir_comps.iter().enumerate() {
-                        let p = format!("/{}", dir_comps[..=i].join("/"));
-                        if let Some(r) = memo.get(&p) {
-                            dref = Some(*r);
-                            continue;
-                        }
-                        if dref.is_none()
-                            && let Some(e) = cur.entries.iter().find(|e| t.name_matches(&e.name, c))
-                        {
-                            if !e.is_dir() || e.is_symlink() {
-                                return Err(err!(
-                                    InvalidArgument,
-                                    "{}: {p} is not a directory in the ISO",
-                                    op.path
-                                )
-                                .with_path(input));
-                            }
-                            cur = t.read_dir(&iso, e.dir_extent(), e.rec().size)?;
-                            cur_path = p;
-                            continue;
-                        }
-                        let parent_ref = match dref {
-                            Some(r) => r,
-                            None => {
-                                DirRef::Edit(ensure_edit(&mut edits, &iso, t, ti, &cur, &cur_path)?)
-                            }
-                        };
-                        let recs = match parent_ref {
-                            DirRef::Edit(k) => &mut edits.get_mut(&k).expect("edit exists").records,
-                            DirRef::New(j) => &mut newdirs[j].records,
-                        };
-                        let taken = idents(recs);
-                        let ident = match t.vd.kind {
-                            TreeKind::Primary => iso_dir_ident(c, style.long, &taken)?,
-                            TreeKind::Joliet => {
-                                let id = ucs2_encode(c);
-                                if taken.contains(&id) || c.chars().count() > 103 {
-                                    return Err(err!(InvalidArgument, "{p}: no valid Joliet name"));
-                                }
-                                id
-                            }
-                            TreeKind::Enhanced => c.as_bytes().to_vec(),
-                        };
-                        let ino = next_ino;
-                        next_ino += 1;
-                        let su = |n: Option<&str>| {
-                            if t.rock_ridge {
-                                rr_fields(
-                                    n,
-                                    plan.mtime,
-                                    style.long_px,
-                                    ino,
-                                    style.uid_gid,
-                                    0o040755,
-                                    2,
-                                )
-                            } else {
-                                Vec::new()
-                            }
-                        };
-                        let mut rec = build_record(&ident, 0, 0, plan.mtime, &su(Some(c)))
-                            .map_err(|e| e.with_path(input))?;
-                        rec[25] = 2;
-                        let self_key = synth;
-                        let dot_key = synth - 1;
-                        let dotdot_key = synth - 2;
-                        synth -= 3;
-                        insert_sorted(t.vd.kind, recs, Some(self_key), rec);
-                        let mut dot = build_record(&[0], 0, 0, plan.mtime, &su(None))
-                            .map_err(|e| e.with_path(input))?;
-                        dot[25] = 2;
-                        let mut dotdot = build_record(&[1], 0, 0, plan.mtime, &su(None))
-                            .map_err(|e| e.with_path(input))?;
-                        dotdot[25] = 2;
-                        newdirs.push(NewDir {
-                            tree: ti,
-                            path: p.clone(),
-                            parent: parent_ref,
-                            self_key,
-                            dot_key,
-                            dotdot_key,
-                            records: vec![(Some(dot_key), dot), (Some(dotdot_key), dotdot)],
-                            ident,
-                            lba: 0,
-                            size: 0,
-                        });
-                        let r = DirRef::New(newdirs.len() - 1);
-                        memo.insert(p, r);
-                        dref = Some(r);
-                        if ti == 0 {
-                            report
-                                .added_dirs
-                                .push(format!("/{}", dir_comps[..=i].join("/")));
-                        }
-                    }
-                    match dref {
-                        Some(r) => r,
-                        None => {
-                            return Err(err!(
-                                NotFound,
-                                "{}: not found in the {:?} tree",
-                                op.path,
-                                t.vd.kind
-                            )
-                            .with_path(input));
-                        }
-                    }
-                }
-                Err(e) => return Err(e),
-            };
-            let recs = match dref {
-                DirRef::Edit(k) => &mut edits.get_mut(&k).expect("edit exists").records,
-                DirRef::New(j) => &mut newdirs[j].records,
-            };
-            let taken = idents(recs);
-            let files: Vec<&Vec<u8>> = recs
+}
+
+/// The records of an edited or a new directory.
+fn records_of<'a>(
+    edits: &'a mut BTreeMap<(usize, u32), DirEdit>,
+    newdirs: &'a mut [NewDir],
+    r: DirRef,
+) -> &'a mut Vec<(Option<u64>, Vec<u8>)> {
+    match r {
+        DirRef::Edit(k) => &mut edits.get_mut(&k).expect("edit exists").records,
+        DirRef::New(j) => &mut newdirs[j].records,
+    }
+}
+
+fn next_lba(cursor: u64) -> Result<u32> {
+    u32::try_from(cursor).map_err(|_| err!(LimitExceeded, "image beyond 8 TiB"))
+}
+
+/// Applies `plan` to `input`, writing `output` atomically. The input is only read.
+pub fn patch_iso(input: &Path, output: &Path, plan: &PatchPlan) -> Result<PatchReport> {
+    let inp = Input::open(input, plan)?;
+    let mut w = Work {
+        synth: SYNTH_TOP,
+        ..Work::default()
+    };
+    w.report.old_len = inp.old_len;
+    // 1. Where the old data ends.
+    w.find_data_end(&inp)?;
+    // 2. Place new contents.
+    w.place_new_contents(&inp)?;
+    // 3. Resolve every op in every tree.
+    w.resolve_ops(&inp)?;
+    // 4. Lay out the edited directories, the new ones, the path tables.
+    w.layout_edited_dirs(&inp)?;
+    w.layout_new_dirs()?;
+    for ti in 0..inp.trees.len() {
+        w.rebuild_path_table(&inp, ti)?;
+    }
+    // 5. Sizes.
+    let sizes = w.sizes(&inp)?;
+    // 6. Write.
+    w.write(&inp, output, &sizes)
+}
+
+impl Work {
+    /// Phase 1: where the old data ends: every extent any tree references, path tables, the
+    /// descriptor set, the boot catalog and images, continuation areas, and partitions that
+    /// do not start in the system area (appended partitions).
+    fn find_data_end(&mut self, inp: &Input) -> Result<()> {
+        let iso = &inp.iso;
+        let mut data_end = (inp.vol.terminator + 1) * BLOCK;
+        let mut max_ino = 0u32;
+        let mut bump = |end: u64| data_end = data_end.max(end);
+        for t in &inp.trees {
+            let vd = &t.vd;
+            bump(vd.root.extent as u64 * BLOCK + vd.root.size as u64);
+            for lba in vd
+                .l_tables
                 .iter()
-                .skip(2)
-                .filter(|(_, r)| r[25] & 2 == 0)
-                .map(|(_, r)| r)
-                .collect();
-            let ident = match t.vd.kind {
-                TreeKind::Primary => {
-                    let long = style.long
-                        || taken.iter().any(|id| {
-                            let body = id.split(|&c| c == b';').next().unwrap_or(id);
-                            let mut parts = body.splitn(2, |&c| c == b'.');
-                            let b = parts.next().map(|x| x.len()).unwrap_or(0);
-                            let x = parts.next().map(|x| x.len()).unwrap_or(0);
-                            b > 8 || x > 3
-                        });
-                    let version = if files.is_empty() {
-                        style.version
-                    } else {
-                        files
-                            .iter()
-                            .any(|r| r[33..33 + r[32] as usize].contains(&b';'))
-                    };
-                    iso_ident(name, long, version, &taken)?
+                .chain(vd.m_tables.iter())
+                .filter(|&&l| l != 0)
+            {
+                bump(*lba as u64 * BLOCK + vd.path_table_size as u64);
+            }
+            let mut ends = Vec::new();
+            t.walk(iso, &mut |_p, e, _d| {
+                for r in &e.records {
+                    ends.push(r.extent as u64 * BLOCK + r.size as u64);
                 }
-                TreeKind::Joliet => {
-                    if name.chars().count() > 103 {
-                        return Err(err!(
-                            LimitExceeded,
-                            "{}: Joliet names are limited to 103 characters",
-                            op.path
-                        ));
-                    }
-                    let mut id = ucs2_encode(name);
-                    let version = if files.is_empty() {
-                        style.joliet_version
-                    } else {
-                        files
-                            .iter()
-                            .any(|r| r[33..33 + r[32] as usize].ends_with(&[0, b';', 0, b'1']))
-                    };
-                    if version {
-                        id.extend_from_slice(&ucs2_encode(";1"));
-                    }
-                    if taken.contains(&id) {
-                        return Err(err!(
-                            InvalidArgument,
-                            "{}: Joliet name already taken",
-                            op.path
-                        ));
-                    }
-                    id
+                ends.push(e.rr.ce_end);
+                if let Some(i) = e.rr.ino {
+                    max_ino = max_ino.max(i);
                 }
-                TreeKind::Enhanced => name.as_bytes().to_vec(),
+                Ok(())
+            })?;
+            for e in ends {
+                bump(e);
+            }
+        }
+        let mut boot_lbas = Vec::new();
+        if let Some(c) = inp.vol.boot_catalog {
+            bump((c as u64 + 1) * BLOCK);
+            boot_lbas.push(c);
+            if let Ok(cat) = boot::parse_catalog(iso, c) {
+                for e in cat.entries {
+                    bump(e.lba as u64 * BLOCK + e.load_sectors as u64 * 512);
+                    boot_lbas.push(e.lba);
+                }
+            }
+        }
+        for p in &inp.sys.mbr {
+            if p.start >= 64 {
+                bump((p.start as u64 + p.sectors as u64) * 512);
+            }
+        }
+        if let Some(g) = &inp.sys.gpt {
+            for p in &g.partitions {
+                if p.first >= 64 {
+                    bump(p.last.saturating_add(1).saturating_mul(512));
+                }
+            }
+        }
+        if data_end > inp.old_len {
+            return Err(err!(
+                Truncated,
+                "the ISO references data up to byte {data_end} but the file has {} bytes",
+                inp.old_len
+            )
+            .with_path(inp.path));
+        }
+        self.data_start = data_end.div_ceil(BLOCK) * BLOCK;
+        self.cursor = self.data_start / BLOCK;
+        self.max_ino = max_ino;
+        self.boot_lbas = boot_lbas;
+        Ok(())
+    }
+
+    /// Phase 2: new contents go one after the other from the end of the old data.
+    fn place_new_contents(&mut self, inp: &Input) -> Result<()> {
+        for op in &inp.plan.ops {
+            let len = match &op.source {
+                Source::Bytes(b) => b.len() as u64,
+                Source::File(p) => std::fs::metadata(p)
+                    .ctx(p, "reading the size of a file to add")?
+                    .len(),
             };
-            let su = if t.rock_ridge {
-                let ino = next_ino;
-                next_ino += 1;
+            if len > u32::MAX as u64 {
+                return Err(err!(
+                    Unsupported,
+                    "{}: files of 4 GiB or more are not supported",
+                    op.path
+                ));
+            }
+            let lba = next_lba(self.cursor)?;
+            self.planned.push(Planned { lba, len });
+            self.cursor += len.div_ceil(BLOCK).max(1);
+        }
+        Ok(())
+    }
+
+    /// Phase 3: every op in every tree: a record patched, or a record added to a directory
+    /// (created on the way when missing).
+    fn resolve_ops(&mut self, inp: &Input) -> Result<()> {
+        let ops = &inp.plan.ops;
+        for (i, op) in ops.iter().enumerate() {
+            if ops[..i].iter().any(|o| o.path == op.path) {
+                return Err(err!(InvalidArgument, "{} is given twice", op.path));
+            }
+        }
+        self.next_ino = self.max_ino + 1;
+        for (ti, t) in inp.trees.iter().enumerate() {
+            self.report.trees.push(t.vd.kind);
+            let style = TreeStyle::of(&inp.iso, t, self.max_ino)?;
+            let mut memo: HashMap<String, DirRef> = HashMap::new();
+            for oi in 0..ops.len() {
+                self.resolve_op(inp, ti, &style, &mut memo, oi)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn resolve_op(
+        &mut self,
+        inp: &Input,
+        ti: usize,
+        style: &TreeStyle,
+        memo: &mut HashMap<String, DirRef>,
+        oi: usize,
+    ) -> Result<()> {
+        let (iso, t, op) = (&inp.iso, &inp.trees[ti], &inp.plan.ops[oi]);
+        let pl = self.planned[oi];
+        let comps: Vec<&str> = op.path.split('/').filter(|c| !c.is_empty()).collect();
+        let name = *comps
+            .last()
+            .ok_or_else(|| err!(InvalidArgument, "empty ISO path"))?;
+        let parent_path = format!("/{}", comps[..comps.len() - 1].join("/"));
+        let dref: DirRef = match t.lookup(iso, &op.path) {
+            Ok(Lookup::Found { parent, index }) => {
+                return self.replace_file(inp, ti, oi, &parent.entries[index]);
+            }
+            Ok(Lookup::Missing { parent }) => {
+                let key = ensure_edit(&mut self.edits, iso, t, ti, &parent, &parent_path)?;
+                DirRef::Edit(key)
+            }
+            Ok(Lookup::Root(_)) => {
+                return Err(err!(InvalidArgument, "cannot replace the root directory"));
+            }
+            Err(e) if e.kind() == crate::ErrorKind::NotFound => {
+                self.create_dirs(inp, ti, style, memo, oi, &comps[..comps.len() - 1])?
+            }
+            Err(e) => return Err(e),
+        };
+        self.add_file_record(inp, ti, style, pl, oi, name, dref)
+    }
+
+    /// An op naming an existing file: its record is patched in place.
+    fn replace_file(&mut self, inp: &Input, ti: usize, oi: usize, e: &Entry) -> Result<()> {
+        let op = &inp.plan.ops[oi];
+        let pl = self.planned[oi];
+        let input = inp.path;
+        if e.is_dir() || e.is_symlink() {
+            return Err(err!(
+                InvalidArgument,
+                "{} is a directory or a symlink in the ISO; only regular files can be replaced",
+                op.path
+            )
+            .with_path(input));
+        }
+        if self.boot_lbas.contains(&e.rec().extent) && e.rec().size > 0 {
+            return Err(err!(InvalidArgument, "{} is the El Torito boot catalog or a boot image; replacing it is not supported (its catalog entry would go stale)", op.path).with_path(input));
+        }
+        if e.records.len() > 1 {
+            return Err(err!(
+                Unsupported,
+                "{} is a multi-extent file; replacing it is not supported",
+                op.path
+            )
+            .with_path(input));
+        }
+        self.patches.insert(
+            e.rec().offset,
+            RecPatch {
+                extent: Some(pl.lba),
+                size: Some(pl.len as u32),
+                mtime: Some(inp.plan.mtime),
+            },
+        );
+        if ti == 0 {
+            self.report.replaced.push(op.path.clone());
+        }
+        Ok(())
+    }
+
+    /// Missing directories on the way to a new file: found, or created (new directories are
+    /// remembered in `memo` for the next ops of the same tree).
+    fn create_dirs(
+        &mut self,
+        inp: &Input,
+        ti: usize,
+        style: &TreeStyle,
+        memo: &mut HashMap<String, DirRef>,
+        oi: usize,
+        dir_comps: &[&str],
+    ) -> Result<DirRef> {
+        let (iso, t, op) = (&inp.iso, &inp.trees[ti], &inp.plan.ops[oi]);
+        let mut cur = t.root(iso)?;
+        let mut cur_path = String::from("/");
+        let mut dref: Option<DirRef> = None;
+        for (i, c) in dir_comps.iter().enumerate() {
+            let p = format!("/{}", dir_comps[..=i].join("/"));
+            if let Some(r) = memo.get(&p) {
+                dref = Some(*r);
+                continue;
+            }
+            if dref.is_none()
+                && let Some(e) = cur.entries.iter().find(|e| t.name_matches(&e.name, c))
+            {
+                if !e.is_dir() || e.is_symlink() {
+                    return Err(err!(
+                        InvalidArgument,
+                        "{}: {p} is not a directory in the ISO",
+                        op.path
+                    )
+                    .with_path(inp.path));
+                }
+                cur = t.read_dir(iso, e.dir_extent(), e.rec().size)?;
+                cur_path = p;
+                continue;
+            }
+            let parent_ref = match dref {
+                Some(r) => r,
+                None => DirRef::Edit(ensure_edit(&mut self.edits, iso, t, ti, &cur, &cur_path)?),
+            };
+            let r = self.new_dir(inp, ti, style, parent_ref, c, &p)?;
+            memo.insert(p.clone(), r);
+            dref = Some(r);
+            if ti == 0 {
+                self.report.added_dirs.push(p);
+            }
+        }
+        dref.ok_or_else(|| {
+            err!(
+                NotFound,
+                "{}: not found in the {:?} tree",
+                op.path,
+                t.vd.kind
+            )
+            .with_path(inp.path)
+        })
+    }
+
+    /// A new directory `c` (at ISO path `p`) in `parent_ref`: its record in the parent, its
+    /// `.` and `..` (extents filled in by phase 4).
+    fn new_dir(
+        &mut self,
+        inp: &Input,
+        ti: usize,
+        style: &TreeStyle,
+        parent_ref: DirRef,
+        c: &str,
+        p: &str,
+    ) -> Result<DirRef> {
+        let (t, plan, input) = (&inp.trees[ti], inp.plan, inp.path);
+        let recs = records_of(&mut self.edits, &mut self.newdirs, parent_ref);
+        let taken = idents(recs);
+        let ident = match t.vd.kind {
+            TreeKind::Primary => iso_dir_ident(c, style.long, &taken)?,
+            TreeKind::Joliet => {
+                let id = ucs2_encode(c);
+                if taken.contains(&id) || c.chars().count() > 103 {
+                    return Err(err!(InvalidArgument, "{p}: no valid Joliet name"));
+                }
+                id
+            }
+            TreeKind::Enhanced => c.as_bytes().to_vec(),
+        };
+        let ino = self.next_ino;
+        self.next_ino += 1;
+        let su = |n: Option<&str>| {
+            if t.rock_ridge {
                 rr_fields(
-                    Some(name),
+                    n,
                     plan.mtime,
                     style.long_px,
                     ino,
                     style.uid_gid,
-                    0o100644,
-                    1,
+                    0o040755,
+                    2,
                 )
             } else {
                 Vec::new()
-            };
-            let rec = build_record(&ident, pl.lba, pl.len as u32, plan.mtime, &su)
-                .map_err(|e| e.with_path(input))?;
-            insert_sorted(t.vd.kind, recs, None, rec);
-            if ti == 0 {
-                report.added.push(op.path.clone());
             }
+        };
+        let mut rec =
+            build_record(&ident, 0, 0, plan.mtime, &su(Some(c))).map_err(|e| e.with_path(input))?;
+        rec[25] = 2;
+        let self_key = self.synth;
+        let dot_key = self.synth - 1;
+        let dotdot_key = self.synth - 2;
+        self.synth -= 3;
+        insert_sorted(t.vd.kind, recs, Some(self_key), rec);
+        let mut dot =
+            build_record(&[0], 0, 0, plan.mtime, &su(None)).map_err(|e| e.with_path(input))?;
+        dot[25] = 2;
+        let mut dotdot =
+            build_record(&[1], 0, 0, plan.mtime, &su(None)).map_err(|e| e.with_path(input))?;
+        dotdot[25] = 2;
+        self.newdirs.push(NewDir {
+            tree: ti,
+            path: p.to_string(),
+            parent: parent_ref,
+            self_key,
+            dot_key,
+            dotdot_key,
+            records: vec![(Some(dot_key), dot), (Some(dotdot_key), dotdot)],
+            ident,
+            lba: 0,
+            size: 0,
+        });
+        Ok(DirRef::New(self.newdirs.len() - 1))
+    }
+
+    /// The record of a new file, added to directory `dref` with a name in the tree's style.
+    #[allow(clippy::too_many_arguments)]
+    fn add_file_record(
+        &mut self,
+        inp: &Input,
+        ti: usize,
+        style: &TreeStyle,
+        pl: Planned,
+        oi: usize,
+        name: &str,
+        dref: DirRef,
+    ) -> Result<()> {
+        let (t, plan, op) = (&inp.trees[ti], inp.plan, &inp.plan.ops[oi]);
+        let recs = records_of(&mut self.edits, &mut self.newdirs, dref);
+        let taken = idents(recs);
+        let files: Vec<&Vec<u8>> = recs
+            .iter()
+            .skip(2)
+            .filter(|(_, r)| r[25] & 2 == 0)
+            .map(|(_, r)| r)
+            .collect();
+        let ident = match t.vd.kind {
+            TreeKind::Primary => primary_file_ident(name, style, &taken, &files)?,
+            TreeKind::Joliet => joliet_file_ident(name, style, &taken, &files, &op.path)?,
+            TreeKind::Enhanced => name.as_bytes().to_vec(),
+        };
+        let su = if t.rock_ridge {
+            let ino = self.next_ino;
+            self.next_ino += 1;
+            rr_fields(
+                Some(name),
+                plan.mtime,
+                style.long_px,
+                ino,
+                style.uid_gid,
+                0o100644,
+                1,
+            )
+        } else {
+            Vec::new()
+        };
+        let rec = build_record(&ident, pl.lba, pl.len as u32, plan.mtime, &su)
+            .map_err(|e| e.with_path(inp.path))?;
+        insert_sorted(t.vd.kind, recs, None, rec);
+        if ti == 0 {
+            self.report.added.push(op.path.clone());
+        }
+        Ok(())
+    }
+
+    /// Phase 4a: edited directories, deepest first; the ones that no longer fit move to the
+    /// end, with their parent record, `.`, and children's `..` re-pointed.
+    fn layout_edited_dirs(&mut self, inp: &Input) -> Result<()> {
+        let iso = &inp.iso;
+        let mut order: Vec<(usize, u32)> = self.edits.keys().copied().collect();
+        order.sort_by_key(|k| std::cmp::Reverse(self.edits[k].depth));
+        for k in &order {
+            let ed = self.edits.get_mut(k).expect("key from the map");
+            let need = pack_len(&ed.records);
+            let have = (ed.dir.size as u64).div_ceil(BLOCK) * BLOCK;
+            if need <= have {
+                continue;
+            }
+            let lba = next_lba(self.cursor)?;
+            self.cursor += need / BLOCK;
+            ed.new_extent = lba;
+            ed.new_size = need as u32;
+            let p = RecPatch {
+                extent: Some(lba),
+                size: Some(need as u32),
+                mtime: None,
+            };
+            self.patches.insert(ed.dir.dot.offset, p);
+            // its own '..' when it points at itself (the root; libisofs' Joliet directories)
+            if ed.dir.dotdot.extent == ed.dir.extent {
+                self.patches.insert(ed.dir.dotdot.offset, p);
+            }
+            match ed.rec_in_parent {
+                Some(off) => {
+                    self.patches.insert(off, p);
+                }
+                None => {
+                    self.root_moves.insert(ed.tree, (lba, need as u32));
+                }
+            }
+            for e in &ed.dir.entries {
+                if e.is_dir() && !e.is_symlink() && e.rr.child_link.is_none() && !e.rr.relocated {
+                    let first = iso.read(
+                        e.rec().extent as u64 * BLOCK,
+                        BLOCK.min(e.rec().size as u64),
+                        "directory",
+                    )?;
+                    let recs = parse_dir_records(&first, e.rec().extent as u64 * BLOCK)
+                        .map_err(|x| x.with_path(inp.path))?;
+                    let dd = recs.get(1).filter(|r| r.is_dotdot()).ok_or_else(|| {
+                        iso.bad(
+                            err!(BadField, "directory has no '..' record"),
+                            "directory",
+                            e.rec().extent as u64 * BLOCK,
+                        )
+                    })?;
+                    // only a '..' that points at the moved directory (libisofs' Joliet '..'
+                    // records point at their own directory: keep such quirks as they are)
+                    if dd.extent == ed.dir.extent {
+                        self.patches.insert(dd.offset, p);
+                    }
+                }
+            }
+            self.moved.push((ed.tree, ed.dir.extent, lba));
+            self.report
+                .moved_dirs
+                .push(format!("{:?}:{}", inp.trees[ed.tree].vd.kind, ed.path));
+        }
+        Ok(())
+    }
+
+    /// Where a directory ends up (extent, size).
+    fn final_loc(&self, r: DirRef) -> (u32, u32) {
+        match r {
+            DirRef::Edit(k) => (self.edits[&k].new_extent, self.edits[&k].new_size),
+            DirRef::New(j) => (self.newdirs[j].lba, self.newdirs[j].size),
         }
     }
 
-    // 4. Lay out the edited directories, deepest first; move the ones that no longer fit.
-    let mut order: Vec<(usize, u32)> = edits.keys().copied().collect();
-    order.sort_by_key(|k| std::cmp::Reverse(edits[k].depth));
-    let mut moved: Vec<(usize, u32, u32)> = Vec::new();
-    let mut root_moves: HashMap<usize, (u32, u32)> = HashMap::new();
-    for k in &order {
-        let ed = edits.get_mut(k).expect("key from the map");
-        let need = pack_len(&ed.records);
-        let have = (ed.dir.size as u64).div_ceil(BLOCK) * BLOCK;
-        if need <= have {
-            continue;
-        }
-        let lba = u32::try_from(cursor).map_err(|_| err!(LimitExceeded, "image beyond 8 TiB"))?;
-        cursor += need / BLOCK;
-        ed.new_extent = lba;
-        ed.new_size = need as u32;
-        let p = RecPatch {
-            extent: Some(lba),
-            size: Some(need as u32),
-            mtime: None,
-        };
-        patches.insert(ed.dir.dot.offset, p);
-        // its own '..' when it points at itself (the root; libisofs' Joliet directories)
-        if ed.dir.dotdot.extent == ed.dir.extent {
-            patches.insert(ed.dir.dotdot.offset, p);
-        }
-        match ed.rec_in_parent {
-            Some(off) => {
-                patches.insert(off, p);
-            }
-            None => {
-                root_moves.insert(ed.tree, (lba, need as u32));
-            }
-        }
-        let t = &trees[ed.tree];
-        for e in &ed.dir.entries {
-            if e.is_dir() && !e.is_symlink() && e.rr.child_link.is_none() && !e.rr.relocated {
-                let first = iso.read(
-                    e.rec().extent as u64 * BLOCK,
-                    BLOCK.min(e.rec().size as u64),
-                    "directory",
-                )?;
-                let recs = parse_dir_records(&first, e.rec().extent as u64 * BLOCK)
-                    .map_err(|x| x.with_path(input))?;
-                let dd = recs.get(1).filter(|r| r.is_dotdot()).ok_or_else(|| {
-                    iso.bad(
-                        err!(BadField, "directory has no '..' record"),
-                        "directory",
-                        e.rec().extent as u64 * BLOCK,
-                    )
-                })?;
-                // only a '..' that points at the moved directory (libisofs' Joliet '..'
-                // records point at their own directory: keep such quirks as they are)
-                if dd.extent == ed.dir.extent {
-                    patches.insert(dd.offset, p);
-                }
-            }
-        }
-        let _ = t;
-        moved.push((ed.tree, ed.dir.extent, lba));
-        report
-            .moved_dirs
-            .push(format!("{:?}:{}", trees[ed.tree].vd.kind, ed.path));
-    }
-    // new directories: after everything else, parents before children
-    for nd in newdirs.iter_mut() {
-        let need = pack_len(&nd.records);
-        nd.lba = u32::try_from(cursor).map_err(|_| err!(LimitExceeded, "image beyond 8 TiB"))?;
-        nd.size = need as u32;
-        cursor += need / BLOCK;
-        let p = RecPatch {
-            extent: Some(nd.lba),
-            size: Some(nd.size),
-            mtime: None,
-        };
-        patches.insert(nd.self_key, p);
-        patches.insert(nd.dot_key, p);
-    }
-    let final_loc = |r: DirRef, newdirs: &[NewDir]| match r {
-        DirRef::Edit(k) => (edits[&k].new_extent, edits[&k].new_size),
-        DirRef::New(j) => (newdirs[j].lba, newdirs[j].size),
-    };
-    for nd in &newdirs {
-        let (e, sz) = final_loc(nd.parent, &newdirs);
-        patches.insert(
-            nd.dotdot_key,
-            RecPatch {
-                extent: Some(e),
-                size: Some(sz),
+    /// Phase 4b: new directories after everything else, parents before children.
+    fn layout_new_dirs(&mut self) -> Result<()> {
+        for nd in self.newdirs.iter_mut() {
+            let need = pack_len(&nd.records);
+            nd.lba = next_lba(self.cursor)?;
+            nd.size = need as u32;
+            self.cursor += need / BLOCK;
+            let p = RecPatch {
+                extent: Some(nd.lba),
+                size: Some(nd.size),
                 mtime: None,
-            },
-        );
+            };
+            self.patches.insert(nd.self_key, p);
+            self.patches.insert(nd.dot_key, p);
+        }
+        let dotdots: Vec<(u64, (u32, u32))> = self
+            .newdirs
+            .iter()
+            .map(|nd| (nd.dotdot_key, self.final_loc(nd.parent)))
+            .collect();
+        for (key, (e, sz)) in dotdots {
+            self.patches.insert(
+                key,
+                RecPatch {
+                    extent: Some(e),
+                    size: Some(sz),
+                    mtime: None,
+                },
+            );
+        }
+        Ok(())
     }
-    // path tables of trees whose directories moved or grew in number: rebuilt from the L table
-    let mut pt_writes: Vec<(u32, Vec<u8>)> = Vec::new();
-    let mut pt_vd: HashMap<usize, (u32, [u32; 4])> = HashMap::new();
-    for (ti, t) in trees.iter().enumerate() {
-        let mv: Vec<(u32, u32)> = moved
+
+    /// Phase 4c: the path tables of tree `ti`, when its directories moved or grew in number:
+    /// rebuilt from the L table.
+    fn rebuild_path_table(&mut self, inp: &Input, ti: usize) -> Result<()> {
+        let input = inp.path;
+        let mv: Vec<(u32, u32)> = self
+            .moved
             .iter()
             .filter(|m| m.0 == ti)
             .map(|m| (m.1, m.2))
             .collect();
-        let nds: Vec<&NewDir> = newdirs.iter().filter(|n| n.tree == ti).collect();
+        let nds: Vec<&NewDir> = self.newdirs.iter().filter(|n| n.tree == ti).collect();
         if mv.is_empty() && nds.is_empty() {
-            continue;
+            return Ok(());
         }
-        let vd = &t.vd;
-        let old = super::read::read_path_table(&iso, vd.l_tables[0], vd.path_table_size)?;
+        let vd = &inp.trees[ti].vd;
+        let old = super::read::read_path_table(&inp.iso, vd.l_tables[0], vd.path_table_size)?;
         let mut ents = parse_pt(&old).map_err(|e| e.with_path(input))?;
         if ents.is_empty() {
             return Err(err!(BadField, "empty path table")
@@ -1018,36 +1140,7 @@ pub fn patch_iso(input: &Path, output: &Path, plan: &PatchPlan) -> Result<PatchR
                 e.1 = *new;
             }
         }
-        for nd in nds {
-            let (pext, _) = final_loc(nd.parent, &newdirs);
-            let pno = ents.iter().position(|e| e.1 == pext).ok_or_else(|| {
-                err!(
-                    BadField,
-                    "the path table has no entry for the parent of {}",
-                    nd.path
-                )
-                .with_structure("path table")
-                .with_path(input)
-            })? + 1;
-            let pos = (1..ents.len())
-                .find(|&i| {
-                    (ents[i].2 as usize) > pno
-                        || (ents[i].2 as usize == pno && ident_less(vd.kind, &nd.ident, &ents[i].0))
-                })
-                .unwrap_or(ents.len());
-            if ents.len() >= u16::MAX as usize {
-                return Err(err!(
-                    LimitExceeded,
-                    "more than 65535 directories in the path table"
-                ));
-            }
-            for e in ents.iter_mut().skip(1) {
-                if e.2 as usize > pos {
-                    e.2 += 1;
-                }
-            }
-            ents.insert(pos, (nd.ident.clone(), nd.lba, pno as u16));
-        }
+        self.insert_new_dirs(&mut ents, &nds, vd.kind, input)?;
         let l = pt_bytes(&ents, false);
         let m = pt_bytes(&ents, true);
         let size = l.len() as u64;
@@ -1064,233 +1157,360 @@ pub fn patch_iso(input: &Path, output: &Path, plan: &PatchPlan) -> Result<PatchR
                 continue;
             }
             if new_blocks > old_blocks {
-                *lba =
-                    u32::try_from(cursor).map_err(|_| err!(LimitExceeded, "image beyond 8 TiB"))?;
-                cursor += new_blocks;
+                *lba = next_lba(self.cursor)?;
+                self.cursor += new_blocks;
             }
             let mut b = if i < 2 { l.clone() } else { m.clone() };
             b.resize((new_blocks.max(old_blocks) * BLOCK) as usize, 0);
-            pt_writes.push((*lba, b));
+            self.pt_writes.push((*lba, b));
         }
-        pt_vd.insert(ti, (size as u32, lbas));
+        self.pt_vd.insert(ti, (size as u32, lbas));
+        Ok(())
     }
 
-    // 5. Sizes: keep the padding the input had inside and after its volume space.
-    let old_vol_end = vol.primary.volume_space as u64 * BLOCK;
-    let new_data_end = cursor * BLOCK;
-    let cyl = 64 * 32 * 512u64;
-    let cyl_aligned = sys_info.mbr_signature
-        && old_len.is_multiple_of(cyl)
-        && old_len == old_vol_end.div_ceil(cyl) * cyl;
-    // an isohybrid image padded to whole cylinders needs no more padding than the alignment
-    // gives (plus the backup GPT); other images keep the padding they had after their data
-    let mut new_vol_end = if cyl_aligned && old_vol_end >= old_len {
-        new_data_end
-    } else {
-        new_data_end + old_vol_end.saturating_sub(data_start)
-    };
-    let gpt_area = sys_info.gpt.as_ref().map(|g| {
-        ((g.entry_count as u64 * g.entry_size as u64).div_ceil(512) * 512 + 512).div_ceil(BLOCK)
-            * BLOCK
-    });
-    if let Some(a) = gpt_area {
-        new_vol_end = new_vol_end.max(new_data_end + a);
-    }
-    let mut new_len = if cyl_aligned {
-        new_vol_end.div_ceil(cyl) * cyl
-    } else {
-        new_vol_end + old_len.saturating_sub(old_vol_end)
-    };
-    new_len = new_len.max(old_len);
-    let vol_blocks = if old_vol_end >= old_len {
-        new_len / BLOCK
-    } else {
-        new_vol_end / BLOCK
-    };
-    let vol_blocks =
-        u32::try_from(vol_blocks).map_err(|_| err!(LimitExceeded, "volume beyond 8 TiB"))?;
-    report.new_len = new_len;
-
-    // 6. Write.
-    let out = AtomicOutput::create(
-        output,
-        &[input],
-        OutputOptions {
-            force: plan.force,
-            mode: if plan.mode == 0 { 0o644 } else { plan.mode },
-            ..OutputOptions::default()
-        },
-    )?;
-    let of = out.file();
-    let tmp = out.tmp_path().to_path_buf();
-    let werr = |e: std::io::Error, what: &str| Error::io(e, what.to_string()).with_path(&tmp);
-    if !clone_file(iso.file(), of) {
-        crate::disk::raw::copy_file_bytes(iso.file(), 0, of, 0, data_start)
-            .map_err(|e| werr(e, "copying the ISO"))?;
-    }
-    of.set_len(data_start)
-        .map_err(|e| werr(e, "sizing the output"))?;
-    of.set_len(new_len)
-        .map_err(|e| werr(e, "sizing the output"))?;
-    let mut written = 0u64;
-    for (op, pl) in plan.ops.iter().zip(&planned) {
-        let off = pl.lba as u64 * BLOCK;
-        match &op.source {
-            Source::Bytes(b) => {
-                of.write_all_at(b, off)
-                    .map_err(|e| werr(e, "writing a new file"))?;
-                written += b.len() as u64;
+    /// New directories of one tree into its path-table entries (ident, extent, parent number),
+    /// in path-table order (parents first, then by identifier).
+    fn insert_new_dirs(
+        &self,
+        ents: &mut Vec<(Vec<u8>, u32, u16)>,
+        nds: &[&NewDir],
+        kind: TreeKind,
+        input: &Path,
+    ) -> Result<()> {
+        for nd in nds {
+            let (pext, _) = self.final_loc(nd.parent);
+            let pno = ents.iter().position(|e| e.1 == pext).ok_or_else(|| {
+                err!(
+                    BadField,
+                    "the path table has no entry for the parent of {}",
+                    nd.path
+                )
+                .with_structure("path table")
+                .with_path(input)
+            })? + 1;
+            let pos = (1..ents.len())
+                .find(|&i| {
+                    (ents[i].2 as usize) > pno
+                        || (ents[i].2 as usize == pno && ident_less(kind, &nd.ident, &ents[i].0))
+                })
+                .unwrap_or(ents.len());
+            if ents.len() >= u16::MAX as usize {
+                return Err(err!(
+                    LimitExceeded,
+                    "more than 65535 directories in the path table"
+                ));
             }
-            Source::File(p) => {
-                let f = File::open(p).ctx(p, "opening a file to add")?;
-                let now = f.metadata().ctx(p, "reading its size")?.len();
-                if now != pl.len {
-                    return Err(
-                        err!(Io, "the file changed size while the ISO was written").with_path(p)
-                    );
+            for e in ents.iter_mut().skip(1) {
+                if e.2 as usize > pos {
+                    e.2 += 1;
                 }
-                crate::disk::raw::copy_file_bytes(&f, 0, of, off, pl.len)
-                    .map_err(|e| werr(e, "copying a file into the ISO"))?;
+            }
+            ents.insert(pos, (nd.ident.clone(), nd.lba, pno as u16));
+        }
+        Ok(())
+    }
+
+    /// Phase 5: sizes: keep the padding the input had inside and after its volume space.
+    fn sizes(&self, inp: &Input) -> Result<Sizes> {
+        let old_len = inp.old_len;
+        let old_vol_end = inp.vol.primary.volume_space as u64 * BLOCK;
+        let new_data_end = self.cursor * BLOCK;
+        let cyl = 64 * 32 * 512u64;
+        let cyl_aligned = inp.sys.mbr_signature
+            && old_len.is_multiple_of(cyl)
+            && old_len == old_vol_end.div_ceil(cyl) * cyl;
+        // an isohybrid image padded to whole cylinders needs no more padding than the alignment
+        // gives (plus the backup GPT); other images keep the padding they had after their data
+        let mut new_vol_end = if cyl_aligned && old_vol_end >= old_len {
+            new_data_end
+        } else {
+            new_data_end + old_vol_end.saturating_sub(self.data_start)
+        };
+        let gpt_area = inp.sys.gpt.as_ref().map(|g| {
+            ((g.entry_count as u64 * g.entry_size as u64).div_ceil(512) * 512 + 512).div_ceil(BLOCK)
+                * BLOCK
+        });
+        if let Some(a) = gpt_area {
+            new_vol_end = new_vol_end.max(new_data_end + a);
+        }
+        let mut new_len = if cyl_aligned {
+            new_vol_end.div_ceil(cyl) * cyl
+        } else {
+            new_vol_end + old_len.saturating_sub(old_vol_end)
+        };
+        new_len = new_len.max(old_len);
+        let vol_blocks = if old_vol_end >= old_len {
+            new_len / BLOCK
+        } else {
+            new_vol_end / BLOCK
+        };
+        let vol_blocks =
+            u32::try_from(vol_blocks).map_err(|_| err!(LimitExceeded, "volume beyond 8 TiB"))?;
+        Ok(Sizes {
+            new_len,
+            new_data_end,
+            vol_blocks,
+        })
+    }
+
+    /// Phase 6: the output: the input's data copied (reflinked when the filesystem can), then
+    /// new contents, directories, patched records, path tables, volume descriptors, system area.
+    fn write(mut self, inp: &Input, output: &Path, sz: &Sizes) -> Result<PatchReport> {
+        self.report.new_len = sz.new_len;
+        let out = AtomicOutput::create(output, &[inp.path], inp.plan.output)?;
+        let mut o = Out {
+            file: out.file(),
+            tmp: out.tmp_path().to_path_buf(),
+            written: 0,
+        };
+        let iso = &inp.iso;
+        if !clone_file(iso.file(), o.file) {
+            crate::disk::raw::copy_file_bytes(iso.file(), 0, o.file, 0, self.data_start)
+                .map_err(|e| o.err(e, "copying the ISO"))?;
+        }
+        o.file
+            .set_len(self.data_start)
+            .map_err(|e| o.err(e, "sizing the output"))?;
+        o.file
+            .set_len(sz.new_len)
+            .map_err(|e| o.err(e, "sizing the output"))?;
+        self.write_new_files(inp, &mut o)?;
+        let in_edit = self.write_dirs(inp, &mut o)?;
+        self.patch_records_in_place(inp, &mut o, &in_edit)?;
+        for (lba, b) in &self.pt_writes {
+            o.put(b, *lba as u64 * BLOCK, "writing a path table")?;
+        }
+        self.patch_volume_descriptors(inp, &mut o, sz)?;
+        write_system_area(inp, &mut o, sz)?;
+        self.report.bytes_written = o.written;
+        out.commit()?;
+        Ok(self.report)
+    }
+
+    fn write_new_files(&self, inp: &Input, o: &mut Out) -> Result<()> {
+        for (op, pl) in inp.plan.ops.iter().zip(&self.planned) {
+            let off = pl.lba as u64 * BLOCK;
+            match &op.source {
+                Source::Bytes(b) => o.put(b, off, "writing a new file")?,
+                Source::File(p) => {
+                    let f = File::open(p).ctx(p, "opening a file to add")?;
+                    let now = f.metadata().ctx(p, "reading its size")?.len();
+                    if now != pl.len {
+                        return Err(err!(Io, "the file changed size while the ISO was written")
+                            .with_path(p));
+                    }
+                    crate::disk::raw::copy_file_bytes(&f, 0, o.file, off, pl.len)
+                        .map_err(|e| o.err(e, "copying a file into the ISO"))?;
+                }
             }
         }
+        Ok(())
     }
-    let skip_of = |ti: usize| {
-        if trees[ti].rock_ridge {
-            Some(trees[ti].susp_skip)
+
+    /// Writes the edited and new directories; returns the record offsets they hold (patched
+    /// there, not in place).
+    fn write_dirs(&mut self, inp: &Input, o: &mut Out) -> Result<HashMap<u64, usize>> {
+        let mut in_edit: HashMap<u64, usize> = HashMap::new();
+        for ed in self.edits.values() {
+            for (off, _) in &ed.records {
+                if let Some(off) = off {
+                    in_edit.insert(*off, ed.tree);
+                }
+            }
+        }
+        for ed in self.edits.values_mut() {
+            let skip = inp.susp_skip(ed.tree);
+            for (off, r) in ed.records.iter_mut() {
+                if let Some(p) = off.and_then(|off| self.patches.get(&off)) {
+                    apply_patch(r, p, skip);
+                }
+            }
+            let size = (ed.new_size as u64).div_ceil(BLOCK) * BLOCK;
+            let bytes = pack(&ed.records, size as usize);
+            o.put(&bytes, ed.new_extent as u64 * BLOCK, "writing a directory")?;
+        }
+        for nd in self.newdirs.iter_mut() {
+            let skip = inp.susp_skip(nd.tree);
+            for (off, r) in nd.records.iter_mut() {
+                if let Some(p) = off.and_then(|off| self.patches.get(&off)) {
+                    apply_patch(r, p, skip);
+                }
+            }
+            let bytes = pack(&nd.records, nd.size as usize);
+            o.put(&bytes, nd.lba as u64 * BLOCK, "writing a new directory")?;
+        }
+        Ok(in_edit)
+    }
+
+    /// Records outside the rewritten directories are patched where they are.
+    fn patch_records_in_place(
+        &self,
+        inp: &Input,
+        o: &mut Out,
+        in_edit: &HashMap<u64, usize>,
+    ) -> Result<()> {
+        let iso = &inp.iso;
+        // record offsets -> tree, to know the RR skip of in-place patches
+        let mut tree_of_dir: Vec<(u64, u64, usize)> = Vec::new();
+        for (ti, t) in inp.trees.iter().enumerate() {
+            let mut v = vec![(t.vd.root.extent as u64 * BLOCK, t.vd.root.size as u64)];
+            t.walk(iso, &mut |_p, e, _d| {
+                if e.is_dir() && !e.is_symlink() {
+                    v.push((e.dir_extent() as u64 * BLOCK, e.rec().size as u64));
+                }
+                Ok(())
+            })?;
+            for (s, l) in v {
+                tree_of_dir.push((s, s + l, ti));
+            }
+        }
+        let mut sorted: Vec<(&u64, &RecPatch)> = self.patches.iter().collect();
+        sorted.sort_by_key(|x| *x.0);
+        for (off, p) in sorted {
+            if in_edit.contains_key(off) || *off >= SYNTH_FLOOR {
+                continue;
+            }
+            let ti = tree_of_dir
+                .iter()
+                .find(|(s, e, _)| off >= s && off < e)
+                .map(|x| x.2)
+                .unwrap_or(0);
+            let len = iso.read(*off, 1, "directory record")?[0] as u64;
+            let mut raw = iso.read(*off, len, "directory record")?;
+            apply_patch(&mut raw, p, inp.susp_skip(ti));
+            o.put(&raw, *off, "patching a directory record")?;
+        }
+        Ok(())
+    }
+
+    /// Volume space size, path-table locations, the root record and the volume id of every
+    /// descriptor.
+    fn patch_volume_descriptors(&self, inp: &Input, o: &mut Out, sz: &Sizes) -> Result<()> {
+        for (ti, t) in inp.trees.iter().enumerate() {
+            let off = t.vd.sector * BLOCK;
+            let mut d = inp.iso.read(off, BLOCK, "volume descriptor")?;
+            put_both32(&mut d, 80, sz.vol_blocks);
+            if let Some((size, lbas)) = self.pt_vd.get(&ti) {
+                put_both32(&mut d, 132, *size);
+                d[140..144].copy_from_slice(&lbas[0].to_le_bytes());
+                d[144..148].copy_from_slice(&lbas[1].to_le_bytes());
+                d[148..152].copy_from_slice(&lbas[2].to_be_bytes());
+                d[152..156].copy_from_slice(&lbas[3].to_be_bytes());
+            }
+            if let Some((lba, size)) = self.root_moves.get(&ti) {
+                put_both32(&mut d, 156 + 2, *lba);
+                put_both32(&mut d, 156 + 10, *size);
+            }
+            if let Some(id) = &inp.plan.volume_id {
+                match t.vd.kind {
+                    TreeKind::Joliet => {
+                        let mut u: Vec<u8> = ucs2_encode(id);
+                        u.truncate(32);
+                        while u.len() < 32 {
+                            u.extend_from_slice(&[0, b' ']);
+                        }
+                        d[40..72].copy_from_slice(&u);
+                    }
+                    _ => {
+                        let mut b = id.as_bytes().to_vec();
+                        b.resize(32, b' ');
+                        d[40..72].copy_from_slice(&b);
+                    }
+                }
+            }
+            o.put(&d, off, "patching a volume descriptor")?;
+        }
+        Ok(())
+    }
+}
+
+impl Input<'_> {
+    /// The Rock Ridge SUSP skip of tree `ti` (None without Rock Ridge).
+    fn susp_skip(&self, ti: usize) -> Option<usize> {
+        let t = &self.trees[ti];
+        if t.rock_ridge {
+            Some(t.susp_skip)
         } else {
             None
         }
-    };
-    let mut in_edit: HashMap<u64, usize> = HashMap::new();
-    for ed in edits.values() {
-        for (o, _) in &ed.records {
-            if let Some(o) = o {
-                in_edit.insert(*o, ed.tree);
-            }
-        }
     }
-    for ed in edits.values_mut() {
-        let skip = skip_of(ed.tree);
-        for (o, r) in ed.records.iter_mut() {
-            if let Some(p) = o.and_then(|o| patches.get(&o)) {
-                apply_patch(r, p, skip);
-            }
-        }
-        let size = (ed.new_size as u64).div_ceil(BLOCK) * BLOCK;
-        let bytes = pack(&ed.records, size as usize);
-        of.write_all_at(&bytes, ed.new_extent as u64 * BLOCK)
-            .map_err(|e| werr(e, "writing a directory"))?;
-        written += bytes.len() as u64;
+}
+
+/// The system area follows the new end; always rewritten with a GPT (the old backup GPT past
+/// the data was not copied, and partitions follow the end).
+fn write_system_area(inp: &Input, o: &mut Out, sz: &Sizes) -> Result<()> {
+    if sz.new_len == inp.old_len && inp.sys.gpt.is_none() {
+        return Ok(());
     }
-    for nd in newdirs.iter_mut() {
-        let skip = skip_of(nd.tree);
-        for (o, r) in nd.records.iter_mut() {
-            if let Some(p) = o.and_then(|o| patches.get(&o)) {
-                apply_patch(r, p, skip);
-            }
+    let mut sys = inp.iso.read(0, 32768, "system area")?;
+    let backup = repoint_system_area(&mut sys, inp.old_len, sz.new_len)
+        .map_err(|e| e.with_path(inp.path))?;
+    o.put(&sys, 0, "writing the system area")?;
+    if let Some(b) = backup {
+        let at = sz.new_len - b.len() as u64;
+        if at < sz.new_data_end {
+            return Err(err!(LimitExceeded, "no room for the backup GPT").with_path(&o.tmp));
         }
-        let bytes = pack(&nd.records, nd.size as usize);
-        of.write_all_at(&bytes, nd.lba as u64 * BLOCK)
-            .map_err(|e| werr(e, "writing a new directory"))?;
-        written += bytes.len() as u64;
+        o.put(&b, at, "writing the backup GPT")?;
     }
-    // record offsets -> tree, to know the RR skip of in-place patches
-    let mut tree_of_dir: Vec<(u64, u64, usize)> = Vec::new();
-    for (ti, t) in trees.iter().enumerate() {
-        let mut v = vec![(t.vd.root.extent as u64 * BLOCK, t.vd.root.size as u64)];
-        t.walk(&iso, &mut |_p, e, _d| {
-            if e.is_dir() && !e.is_symlink() {
-                v.push((e.dir_extent() as u64 * BLOCK, e.rec().size as u64));
-            }
-            Ok(())
-        })?;
-        for (s, l) in v {
-            tree_of_dir.push((s, s + l, ti));
-        }
-    }
-    let mut sorted: Vec<(&u64, &RecPatch)> = patches.iter().collect();
-    sorted.sort_by_key(|x| *x.0);
-    for (off, p) in sorted {
-        if in_edit.contains_key(off) || *off >= SYNTH_FLOOR {
-            continue;
-        }
-        let ti = tree_of_dir
+    Ok(())
+}
+
+/// A new file's identifier in the primary tree: long names when the tree has them, a version
+/// suffix when its other files have one.
+fn primary_file_ident(
+    name: &str,
+    style: &TreeStyle,
+    taken: &[Vec<u8>],
+    files: &[&Vec<u8>],
+) -> Result<Vec<u8>> {
+    let long = style.long
+        || taken.iter().any(|id| {
+            let body = id.split(|&c| c == b';').next().unwrap_or(id);
+            let mut parts = body.splitn(2, |&c| c == b'.');
+            let b = parts.next().map(|x| x.len()).unwrap_or(0);
+            let x = parts.next().map(|x| x.len()).unwrap_or(0);
+            b > 8 || x > 3
+        });
+    let version = if files.is_empty() {
+        style.version
+    } else {
+        files
             .iter()
-            .find(|(s, e, _)| off >= s && off < e)
-            .map(|x| x.2)
-            .unwrap_or(0);
-        let len = iso.read(*off, 1, "directory record")?[0] as u64;
-        let mut raw = iso.read(*off, len, "directory record")?;
-        apply_patch(&mut raw, p, skip_of(ti));
-        of.write_all_at(&raw, *off)
-            .map_err(|e| werr(e, "patching a directory record"))?;
-        written += raw.len() as u64;
+            .any(|r| r[33..33 + r[32] as usize].contains(&b';'))
+    };
+    iso_ident(name, long, version, taken)
+}
+
+/// A new file's identifier in a Joliet tree (UCS-2, `;1` when its other files have it).
+fn joliet_file_ident(
+    name: &str,
+    style: &TreeStyle,
+    taken: &[Vec<u8>],
+    files: &[&Vec<u8>],
+    path: &str,
+) -> Result<Vec<u8>> {
+    if name.chars().count() > 103 {
+        return Err(err!(
+            LimitExceeded,
+            "{path}: Joliet names are limited to 103 characters"
+        ));
     }
-    // path tables
-    for (lba, b) in &pt_writes {
-        of.write_all_at(b, *lba as u64 * BLOCK)
-            .map_err(|e| werr(e, "writing a path table"))?;
-        written += b.len() as u64;
+    let mut id = ucs2_encode(name);
+    let version = if files.is_empty() {
+        style.joliet_version
+    } else {
+        files
+            .iter()
+            .any(|r| r[33..33 + r[32] as usize].ends_with(&[0, b';', 0, b'1']))
+    };
+    if version {
+        id.extend_from_slice(&ucs2_encode(";1"));
     }
-    // volume descriptors
-    for (ti, t) in trees.iter().enumerate() {
-        let off = t.vd.sector * BLOCK;
-        let mut d = iso.read(off, BLOCK, "volume descriptor")?;
-        put_both32(&mut d, 80, vol_blocks);
-        if let Some((size, lbas)) = pt_vd.get(&ti) {
-            put_both32(&mut d, 132, *size);
-            d[140..144].copy_from_slice(&lbas[0].to_le_bytes());
-            d[144..148].copy_from_slice(&lbas[1].to_le_bytes());
-            d[148..152].copy_from_slice(&lbas[2].to_be_bytes());
-            d[152..156].copy_from_slice(&lbas[3].to_be_bytes());
-        }
-        if let Some((lba, size)) = root_moves.get(&ti) {
-            put_both32(&mut d, 156 + 2, *lba);
-            put_both32(&mut d, 156 + 10, *size);
-        }
-        if let Some(id) = &plan.volume_id {
-            match t.vd.kind {
-                TreeKind::Joliet => {
-                    let mut u: Vec<u8> = ucs2_encode(id);
-                    u.truncate(32);
-                    while u.len() < 32 {
-                        u.extend_from_slice(&[0, b' ']);
-                    }
-                    d[40..72].copy_from_slice(&u);
-                }
-                _ => {
-                    let mut b = id.as_bytes().to_vec();
-                    b.resize(32, b' ');
-                    d[40..72].copy_from_slice(&b);
-                }
-            }
-        }
-        of.write_all_at(&d, off)
-            .map_err(|e| werr(e, "patching a volume descriptor"))?;
-        written += BLOCK;
+    if taken.contains(&id) {
+        return Err(err!(InvalidArgument, "{path}: Joliet name already taken"));
     }
-    // system area
-    // always: the old backup GPT past the data was not copied, and partitions follow the end
-    if new_len != old_len || sys_info.gpt.is_some() {
-        let mut sys = iso.read(0, 32768, "system area")?;
-        let backup =
-            repoint_system_area(&mut sys, old_len, new_len).map_err(|e| e.with_path(input))?;
-        of.write_all_at(&sys, 0)
-            .map_err(|e| werr(e, "writing the system area"))?;
-        written += sys.len() as u64;
-        if let Some(b) = backup {
-            let at = new_len - b.len() as u64;
-            if at < new_data_end {
-                return Err(err!(LimitExceeded, "no room for the backup GPT").with_path(&tmp));
-            }
-            of.write_all_at(&b, at)
-                .map_err(|e| werr(e, "writing the backup GPT"))?;
-            written += b.len() as u64;
-        }
-    }
-    report.bytes_written = written;
-    out.commit()?;
-    Ok(report)
+    Ok(id)
 }
 
 /// FICLONE (reflink) the whole input into the output when the filesystem can.
@@ -1310,12 +1530,6 @@ pub fn read_le32(b: &[u8], o: usize) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn dates_are_utc() {
-        assert_eq!(iso_date7(0), [70, 1, 1, 0, 0, 0, 0]);
-        assert_eq!(iso_date7(1565000000), [119, 8, 5, 10, 13, 20, 0]);
-    }
 
     #[test]
     fn iso_names_are_unique_and_valid() {

@@ -94,9 +94,9 @@ pub struct DiskSpec {
 }
 
 impl DiskSpec {
-    /// A disk whose format is recognised from its content (see [`crate::disk::probe`]).
+    /// A disk whose format is recognised from its content (see [`crate::image::probe`]).
     pub fn probe(path: &std::path::Path) -> crate::Result<DiskSpec> {
-        let f = crate::disk::probe::probe_format(path)?;
+        let f = crate::image::probe::probe_format(path)?;
         let name = serde_json::to_value(f)
             .ok()
             .and_then(|v| v.as_str().map(str::to_string))

@@ -13,7 +13,7 @@ pub use ovf::Firmware;
 
 use crate::checksum::{sha256_file, sha256_hex};
 use crate::context::BuildContext;
-use crate::disk::convert::{EXTENT_WINDOW, Padded, data_bytes};
+use crate::disk::stream::{EXTENT_WINDOW, Padded, data_bytes};
 use crate::disk::{DiskImage, ExtentKind, Progress, for_each_extent};
 use crate::err;
 use crate::error::{IoContext, Result};

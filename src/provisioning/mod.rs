@@ -381,6 +381,8 @@ pub struct DvdOptions {
     pub volume_id: String,
     /// Replace an existing output.
     pub force: bool,
+    /// Flush the output to stable storage before renaming it into place.
+    pub sync: bool,
 }
 
 /// Adds every entry of `tree` to an ISO builder (modes per [`media_mode`], owner root).
@@ -424,7 +426,11 @@ pub fn build_dvd(
         .with_path(out));
     }
     let b = tree_to_iso(tree, &opts.volume_id, ctx)?;
-    let o = AtomicOutput::create(out, &[], OutputOptions::new(opts.force, 0o600))?;
+    let o = AtomicOutput::create(
+        out,
+        &[],
+        OutputOptions::new(opts.force, 0o600).with_sync(opts.sync),
+    )?;
     let n = b.write(&o)?;
     o.commit()?;
     Ok(n)

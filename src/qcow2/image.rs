@@ -6,7 +6,7 @@
 //! the caller passes in.
 
 use super::layout::*;
-use crate::disk::{DiskImage, Extent, ExtentKind, ImageInfo, clamp_window, push_extent};
+use crate::disk::{DiskImage, Extent, ExtentKind, ImageInfo, ImageKind, clamp_window, push_extent};
 use crate::err;
 use crate::error::{Error, IoContext, Result};
 use std::fs::File;
@@ -695,14 +695,15 @@ impl DiskImage for Qcow2Image {
         }
         ImageInfo {
             format: if self.backing.is_some() {
-                "qcow2-backed".into()
+                ImageKind::Qcow2Backed
             } else {
-                "qcow2".into()
+                ImageKind::Qcow2
             },
             virtual_size: h.size,
             file_size: self.file_len,
             allocated,
             block_size: Some(h.cluster_size()),
+            data_write_guid: None,
             logical_sector_size: 512,
             physical_sector_size: 512,
             creator: None,

@@ -7,7 +7,7 @@
 use super::image::MAX_L1_BYTES;
 use super::layout::*;
 use crate::disk::chunks::{AppendWriter, for_each_data_chunk};
-use crate::disk::convert::{Padded, data_bytes};
+use crate::disk::stream::{Padded, data_bytes};
 use crate::disk::{DiskImage, Progress};
 use crate::err;
 use crate::error::{Error, Result};

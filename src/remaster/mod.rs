@@ -53,6 +53,8 @@ pub struct RemasterOptions {
     pub no_boot_edit: bool,
     /// Replace an existing output.
     pub force: bool,
+    /// Flush the output to stable storage before renaming it into place.
+    pub sync: bool,
 }
 
 /// What `remaster` did.
@@ -112,8 +114,8 @@ fn check_iso_path(p: &str) -> Result<String> {
     Ok(p.to_string())
 }
 
-/// Runs a remaster. Returns what was done.
-pub fn remaster(o: &RemasterOptions, ctx: &BuildContext) -> Result<RemasterReport> {
+/// Refuses kernel arguments and volume ids the boot configs or the descriptor cannot hold.
+fn check_options(o: &RemasterOptions) -> Result<()> {
     for a in &o.kernel_args {
         bootcfg::check_kernel_arg(a)?;
     }
@@ -125,13 +127,23 @@ pub fn remaster(o: &RemasterOptions, ctx: &BuildContext) -> Result<RemasterRepor
             "volume id {v:?}: 1 to 32 ASCII characters"
         ));
     }
-    let iso = IsoFile::open(&o.input)?;
-    let tree = primary_tree(&iso)?;
-    let mut ops: Vec<FileOp> = Vec::new();
-    let mut notes = Vec::new();
-    let mut edited = Vec::new();
+    Ok(())
+}
 
-    if let Some(seed) = &o.seed {
+/// What a remaster changes, gathered before the patch: file ops, notes for the user, the boot
+/// configs edited.
+struct Edits<'a> {
+    iso: &'a IsoFile,
+    tree: &'a Tree,
+    ops: Vec<FileOp>,
+    notes: Vec<String>,
+    edited: Vec<String>,
+}
+
+impl Edits<'_> {
+    /// The seed and, unless `--no-boot-edit`, the boot configs that start it unattended.
+    fn add_seed(&mut self, o: &RemasterOptions, seed: &Seed) -> Result<()> {
+        let (iso, tree) = (self.iso, self.tree);
         if seed.name.is_empty()
             || seed.name.contains('/')
             || seed
@@ -155,17 +167,17 @@ pub fn remaster(o: &RemasterOptions, ctx: &BuildContext) -> Result<RemasterRepor
             .with_path(&seed.file));
         }
         let seed_path = match seed.flavor {
-            Flavor::Preseed if is_dir(&iso, &tree, "/preseed")? => {
+            Flavor::Preseed if is_dir(iso, tree, "/preseed")? => {
                 format!("/preseed/{}", seed.name)
             }
             Flavor::Preseed => {
-                notes
+                self.notes
                     .push("no /preseed directory on the disc: the preseed goes to the root".into());
                 format!("/{}", seed.name)
             }
             Flavor::Kickstart => format!("/{}", seed.name),
         };
-        ops.push(FileOp {
+        self.ops.push(FileOp {
             path: seed_path.clone(),
             source: Source::File(seed.file.clone()),
         });
@@ -176,133 +188,189 @@ pub fn remaster(o: &RemasterOptions, ctx: &BuildContext) -> Result<RemasterRepor
             timeout: o.timeout,
         };
         if o.no_boot_edit {
-            notes.push("--no-boot-edit: boot configs left as they are".into());
+            self.notes
+                .push("--no-boot-edit: boot configs left as they are".into());
+            return Ok(());
+        }
+        let bios = self.edit_bios(seed.flavor, &u, o.timeout)?;
+        let uefi = self.edit_uefi(seed.flavor, &u)?;
+        if !bios && !uefi {
+            return Err(err!(NotFound, "no boot config to edit on this disc (isolinux or GRUB); use --no-boot-edit to only add the seed").with_path(&o.input));
+        }
+        Ok(())
+    }
+
+    /// BIOS path: isolinux.cfg (timeout, no gfxboot) and the label that boots the installer
+    /// (in txt.cfg for a preseed when there is one). True when an unattended entry was made.
+    fn edit_bios(&mut self, flavor: Flavor, u: &Unattended, timeout: u32) -> Result<bool> {
+        let (iso, tree) = (self.iso, self.tree);
+        let iso_cfg = "/isolinux/isolinux.cfg";
+        let txt_cfg = "/isolinux/txt.cfg";
+        if !exists_file(iso, tree, iso_cfg)? {
+            self.notes
+                .push("BIOS path: no /isolinux/isolinux.cfg found; skipped".into());
+            return Ok(false);
+        }
+        let mut bios = false;
+        let cfg = text(iso, tree, iso_cfg)?;
+        let (mut new_cfg, gfx) = bootcfg::edit_isolinux_timeout(&cfg, timeout);
+        if gfx {
+            self.notes.push(format!(
+                "{iso_cfg}: gfxboot UI disabled (it waits for a key)"
+            ));
+        }
+        if flavor == Flavor::Preseed && exists_file(iso, tree, txt_cfg)? {
+            let txt = text(iso, tree, txt_cfg)?;
+            let t2 = bootcfg::edit_syslinux_labels(&txt, u).map_err(|e| e.with_path(txt_cfg))?;
+            self.ops.push(FileOp {
+                path: txt_cfg.into(),
+                source: Source::Bytes(t2.into_bytes()),
+            });
+            self.edited.push(txt_cfg.to_string());
+            bios = true;
+        } else if bootcfg::has_syslinux_entry(&new_cfg) {
+            new_cfg =
+                bootcfg::edit_syslinux_labels(&new_cfg, u).map_err(|e| e.with_path(iso_cfg))?;
+            bios = true;
         } else {
-            let mut bios = false;
-            let mut uefi = false;
-            let iso_cfg = "/isolinux/isolinux.cfg";
-            let txt_cfg = "/isolinux/txt.cfg";
-            if exists_file(&iso, &tree, iso_cfg)? {
-                let cfg = text(&iso, &tree, iso_cfg)?;
-                let (mut new_cfg, gfx) = bootcfg::edit_isolinux_timeout(&cfg, o.timeout);
-                if gfx {
-                    notes.push(format!(
-                        "{iso_cfg}: gfxboot UI disabled (it waits for a key)"
-                    ));
-                }
-                if seed.flavor == Flavor::Preseed && exists_file(&iso, &tree, txt_cfg)? {
-                    let txt = text(&iso, &tree, txt_cfg)?;
-                    let t2 = bootcfg::edit_syslinux_labels(&txt, &u)
-                        .map_err(|e| e.with_path(txt_cfg))?;
-                    ops.push(FileOp {
-                        path: txt_cfg.into(),
-                        source: Source::Bytes(t2.into_bytes()),
+            self.notes.push(format!(
+                "{iso_cfg}: no label with a kernel to copy; the BIOS menu has no unattended entry"
+            ));
+        }
+        if bios {
+            self.ops.push(FileOp {
+                path: iso_cfg.into(),
+                source: Source::Bytes(new_cfg.into_bytes()),
+            });
+            self.edited.push(iso_cfg.to_string());
+        }
+        Ok(bios)
+    }
+
+    /// UEFI path: every GRUB config with a menuentry. True when one was edited.
+    fn edit_uefi(&mut self, flavor: Flavor, u: &Unattended) -> Result<bool> {
+        let (iso, tree) = (self.iso, self.tree);
+        let grub_candidates: &[&str] = match flavor {
+            Flavor::Preseed => &["/boot/grub/grub.cfg"],
+            Flavor::Kickstart => &["/EFI/BOOT/grub.cfg", "/boot/grub/grub.cfg"],
+        };
+        let mut found_grub = false;
+        let mut uefi = false;
+        for g in grub_candidates {
+            if exists_file(iso, tree, g)? {
+                found_grub = true;
+                let cfg = text(iso, tree, g)?;
+                if bootcfg::has_grub_entry(&cfg) {
+                    let n = bootcfg::edit_grub(&cfg, u).map_err(|e| e.with_path(g))?;
+                    self.ops.push(FileOp {
+                        path: g.to_string(),
+                        source: Source::Bytes(n.into_bytes()),
                     });
-                    edited.push(txt_cfg.to_string());
-                    bios = true;
-                } else if bootcfg::has_syslinux_entry(&new_cfg) {
-                    new_cfg = bootcfg::edit_syslinux_labels(&new_cfg, &u)
-                        .map_err(|e| e.with_path(iso_cfg))?;
-                    bios = true;
+                    self.edited.push(g.to_string());
+                    uefi = true;
                 } else {
-                    notes.push(format!("{iso_cfg}: no label with a kernel to copy; the BIOS menu has no unattended entry"));
+                    self.notes
+                        .push(format!("{g}: no menuentry with a linux line; skipped"));
                 }
-                if bios {
-                    ops.push(FileOp {
-                        path: iso_cfg.into(),
-                        source: Source::Bytes(new_cfg.into_bytes()),
-                    });
-                    edited.push(iso_cfg.to_string());
-                }
-            } else {
-                notes.push("BIOS path: no /isolinux/isolinux.cfg found; skipped".into());
-            }
-            let grub_candidates: &[&str] = match seed.flavor {
-                Flavor::Preseed => &["/boot/grub/grub.cfg"],
-                Flavor::Kickstart => &["/EFI/BOOT/grub.cfg", "/boot/grub/grub.cfg"],
-            };
-            let mut found_grub = false;
-            for g in grub_candidates {
-                if exists_file(&iso, &tree, g)? {
-                    found_grub = true;
-                    let cfg = text(&iso, &tree, g)?;
-                    if bootcfg::has_grub_entry(&cfg) {
-                        let n = bootcfg::edit_grub(&cfg, &u).map_err(|e| e.with_path(g))?;
-                        ops.push(FileOp {
-                            path: g.to_string(),
-                            source: Source::Bytes(n.into_bytes()),
-                        });
-                        edited.push(g.to_string());
-                        uefi = true;
-                    } else {
-                        notes.push(format!("{g}: no menuentry with a linux line; skipped"));
-                    }
-                }
-            }
-            if !found_grub {
-                notes.push(format!(
-                    "UEFI path: no {} found; skipped",
-                    grub_candidates.join(" or ")
-                ));
-            }
-            if !bios && !uefi {
-                return Err(err!(NotFound, "no boot config to edit on this disc (isolinux or GRUB); use --no-boot-edit to only add the seed").with_path(&o.input));
             }
         }
+        if !found_grub {
+            self.notes.push(format!(
+                "UEFI path: no {} found; skipped",
+                grub_candidates.join(" or ")
+            ));
+        }
+        Ok(uefi)
+    }
+
+    /// `--add SRC=DST` files.
+    fn add_files(&mut self, adds: &[(PathBuf, String)]) -> Result<()> {
+        for (src, dst) in adds {
+            let dst = check_iso_path(dst)?;
+            let m = std::fs::metadata(src).ctx(src, "reading a file to add")?;
+            if !m.is_file() {
+                return Err(err!(InvalidArgument, "--add takes regular files").with_path(src));
+            }
+            if self.ops.iter().any(|x| x.path == dst) {
+                return Err(err!(InvalidArgument, "{dst} is given twice"));
+            }
+            self.ops.push(FileOp {
+                path: dst,
+                source: Source::File(src.clone()),
+            });
+        }
+        Ok(())
+    }
+
+    /// md5sum.txt kept true for every changed file.
+    fn update_md5sum(&mut self) -> Result<()> {
+        let (iso, tree) = (self.iso, self.tree);
+        let given = self.ops.iter().any(|x| x.path == "/md5sum.txt");
+        if exists_file(iso, tree, "/md5sum.txt")? && !given {
+            let old = text(iso, tree, "/md5sum.txt")?;
+            let mut sums = Vec::new();
+            for op in &self.ops {
+                let h = match &op.source {
+                    Source::Bytes(b) => crate::checksum::md5_hex(b),
+                    Source::File(p) => md5sum::md5_file(p)?,
+                };
+                sums.push((op.path.clone(), h));
+            }
+            let new = md5sum::update(&old, &sums);
+            self.ops.push(FileOp {
+                path: "/md5sum.txt".into(),
+                source: Source::Bytes(new.into_bytes()),
+            });
+            self.edited.push("/md5sum.txt".into());
+        } else if !given {
+            self.notes
+                .push("no /md5sum.txt on the disc; nothing to update".into());
+        }
+        Ok(())
+    }
+}
+
+/// Runs a remaster. Returns what was done.
+pub fn remaster(o: &RemasterOptions, ctx: &BuildContext) -> Result<RemasterReport> {
+    check_options(o)?;
+    let iso = IsoFile::open(&o.input)?;
+    let tree = primary_tree(&iso)?;
+    let mut ed = Edits {
+        iso: &iso,
+        tree: &tree,
+        ops: Vec::new(),
+        notes: Vec::new(),
+        edited: Vec::new(),
+    };
+    if let Some(seed) = &o.seed {
+        ed.add_seed(o, seed)?;
     } else if !o.no_boot_edit && !o.kernel_args.is_empty() {
         return Err(err!(
             InvalidArgument,
             "--kernel-arg needs --preseed or --kickstart"
         ));
     }
-
-    for (src, dst) in &o.adds {
-        let dst = check_iso_path(dst)?;
-        let m = std::fs::metadata(src).ctx(src, "reading a file to add")?;
-        if !m.is_file() {
-            return Err(err!(InvalidArgument, "--add takes regular files").with_path(src));
-        }
-        if ops.iter().any(|x| x.path == dst) {
-            return Err(err!(InvalidArgument, "{dst} is given twice"));
-        }
-        ops.push(FileOp {
-            path: dst,
-            source: Source::File(src.clone()),
-        });
-    }
-    if ops.is_empty() && o.volume_id.is_none() {
+    ed.add_files(&o.adds)?;
+    if ed.ops.is_empty() && o.volume_id.is_none() {
         return Err(err!(
             InvalidArgument,
             "nothing to do: give --preseed, --kickstart, --add or --volume-id"
         ));
     }
-    if ops
+    if ed
+        .ops
         .iter()
         .any(|x| x.path.eq_ignore_ascii_case("/boot/grub/efi.img"))
     {
         return Err(err!(InvalidArgument, "boot/grub/efi.img is never modified"));
     }
-
-    // md5sum.txt
-    if exists_file(&iso, &tree, "/md5sum.txt")? && !ops.iter().any(|x| x.path == "/md5sum.txt") {
-        let old = text(&iso, &tree, "/md5sum.txt")?;
-        let mut sums = Vec::new();
-        for op in &ops {
-            let h = match &op.source {
-                Source::Bytes(b) => crate::checksum::md5_hex(b),
-                Source::File(p) => md5sum::md5_file(p)?,
-            };
-            sums.push((op.path.clone(), h));
-        }
-        let new = md5sum::update(&old, &sums);
-        ops.push(FileOp {
-            path: "/md5sum.txt".into(),
-            source: Source::Bytes(new.into_bytes()),
-        });
-        edited.push("/md5sum.txt".into());
-    } else if !ops.iter().any(|x| x.path == "/md5sum.txt") {
-        notes.push("no /md5sum.txt on the disc; nothing to update".into());
-    }
+    ed.update_md5sum()?;
+    let Edits {
+        ops,
+        mut notes,
+        edited,
+        ..
+    } = ed;
     drop(tree);
     drop(iso);
     // the seed may hold passwords: an output carrying one is readable by its owner only
@@ -314,8 +382,11 @@ pub fn remaster(o: &RemasterOptions, ctx: &BuildContext) -> Result<RemasterRepor
         ops,
         volume_id: o.volume_id.clone(),
         mtime: ctx.now(),
-        force: o.force,
-        mode,
+        output: crate::output::OutputOptions {
+            force: o.force,
+            mode,
+            sync: o.sync,
+        },
     };
     let patch = patch_iso(&o.input, &o.output, &plan)?;
     Ok(RemasterReport {

@@ -1,6 +1,8 @@
 //! The VHD hard disk footer (512 bytes, big-endian) and CHS geometry.
 //!
-//! Layout (offsets in bytes):
+//! Spec: Microsoft "Virtual Hard Disk Image Format Specification" v1.0, "Hard Disk Footer
+//! Format". The byte ranges are declared once, in [`field`]; parse, encode and the golden tests
+//! use them. Layout (offsets in bytes):
 //!
 //! | off | len | field |
 //! |----:|----:|-------|
@@ -26,6 +28,53 @@ use crate::error::Result;
 
 /// Size of the footer.
 pub const FOOTER_SIZE: usize = 512;
+
+/// Byte ranges of the footer's fields (the table above).
+pub mod field {
+    use std::ops::Range;
+    /// `conectix`.
+    pub const COOKIE: Range<usize> = 0..8;
+    /// Features bit field.
+    pub const FEATURES: Range<usize> = 8..12;
+    /// File format version.
+    pub const VERSION: Range<usize> = 12..16;
+    /// Offset of the dynamic disk header.
+    pub const DATA_OFFSET: Range<usize> = 16..24;
+    /// Seconds since 2000-01-01 UTC.
+    pub const TIMESTAMP: Range<usize> = 24..28;
+    /// Creator application.
+    pub const CREATOR_APP: Range<usize> = 28..32;
+    /// Creator version.
+    pub const CREATOR_VERSION: Range<usize> = 32..36;
+    /// Creator host OS.
+    pub const CREATOR_OS: Range<usize> = 36..40;
+    /// Original size.
+    pub const ORIGINAL_SIZE: Range<usize> = 40..48;
+    /// Current size.
+    pub const CURRENT_SIZE: Range<usize> = 48..56;
+    /// Geometry: cylinders.
+    pub const CYLINDERS: Range<usize> = 56..58;
+    /// Geometry: heads.
+    pub const HEADS: usize = 58;
+    /// Geometry: sectors per track.
+    pub const SECTORS: usize = 59;
+    /// Disk type.
+    pub const DISK_TYPE: Range<usize> = 60..64;
+    /// Checksum.
+    pub const CHECKSUM: Range<usize> = 64..68;
+    /// Unique id.
+    pub const UNIQUE_ID: Range<usize> = 68..84;
+    /// Saved state.
+    pub const SAVED_STATE: usize = 84;
+    /// Reserved, zeros.
+    pub const RESERVED: Range<usize> = 85..512;
+}
+const _: () = assert!(
+    field::RESERVED.end == FOOTER_SIZE
+        && field::SAVED_STATE + 1 == field::RESERVED.start
+        && field::UNIQUE_ID.end == field::SAVED_STATE
+        && field::CHECKSUM.end == field::UNIQUE_ID.start
+);
 /// Footer cookie.
 pub const COOKIE: &[u8; 8] = b"conectix";
 /// Seconds from the Unix epoch to the VHD epoch (2000-01-01 00:00:00 UTC).
@@ -64,6 +113,30 @@ impl DiskType {
             DiskType::Differencing => "differencing",
         }
     }
+}
+
+/// The structure name of an error in footer field `name` (at byte `at`).
+fn in_field(name: &str, at: usize) -> String {
+    format!("VHD footer ({name} field at byte {at})")
+}
+
+/// The current size is a whole number of sectors, within [`MAX_SIZE`].
+fn check_current_size(current_size: u64) -> Result<()> {
+    if !current_size.is_multiple_of(512) {
+        return Err(err!(
+            AbsurdSize,
+            "current size {current_size} is not a multiple of 512"
+        )
+        .with_structure(in_field("current size", field::CURRENT_SIZE.start)));
+    }
+    if current_size > MAX_SIZE {
+        return Err(err!(
+            AbsurdSize,
+            "current size {current_size} is above the VHD limit of 2040 GiB"
+        )
+        .with_structure(in_field("current size", field::CURRENT_SIZE.start)));
+    }
+    Ok(())
 }
 
 /// The parsed footer.
@@ -207,24 +280,24 @@ impl Footer {
             .with_structure("VHD footer"));
         }
         let b = &bytes[..bytes.len().min(FOOTER_SIZE)];
-        if &b[0..8] != COOKIE {
+        if &b[field::COOKIE] != COOKIE {
             return Err(err!(
                 BadSignature,
                 "cookie is {:?}, expected \"conectix\"",
-                String::from_utf8_lossy(&b[0..8])
+                String::from_utf8_lossy(&b[field::COOKIE])
             )
             .with_structure("VHD footer"));
         }
-        let stored = be32(b, 64);
-        let computed = checksum_skipping(b, 64);
+        let stored = be32(b, field::CHECKSUM.start);
+        let computed = checksum_skipping(b, field::CHECKSUM.start);
         if stored != computed {
             return Err(err!(
                 BadChecksum,
                 "stored checksum 0x{stored:08x}, computed 0x{computed:08x}"
             )
-            .with_structure("VHD footer (checksum field at byte 64)"));
+            .with_structure(in_field("checksum", field::CHECKSUM.start)));
         }
-        let disk_type = match be32(b, 60) {
+        let disk_type = match be32(b, field::DISK_TYPE.start) {
             2 => DiskType::Fixed,
             3 => DiskType::Dynamic,
             4 => DiskType::Differencing,
@@ -233,73 +306,60 @@ impl Footer {
                     BadField,
                     "disk type {t} is not fixed (2), dynamic (3) or differencing (4)"
                 )
-                .with_structure("VHD footer (disk type field at byte 60)"));
+                .with_structure(in_field("disk type", field::DISK_TYPE.start)));
             }
         };
-        let current_size = be64(b, 48);
-        if !current_size.is_multiple_of(512) {
-            return Err(err!(
-                AbsurdSize,
-                "current size {current_size} is not a multiple of 512"
-            )
-            .with_structure("VHD footer (current size field at byte 48)"));
-        }
-        if current_size > MAX_SIZE {
-            return Err(err!(
-                AbsurdSize,
-                "current size {current_size} is above the VHD limit of 2040 GiB"
-            )
-            .with_structure("VHD footer (current size field at byte 48)"));
-        }
+        let current_size = be64(b, field::CURRENT_SIZE.start);
+        check_current_size(current_size)?;
         let mut creator_app = [0u8; 4];
-        creator_app.copy_from_slice(&b[28..32]);
+        creator_app.copy_from_slice(&b[field::CREATOR_APP]);
         let mut creator_os = [0u8; 4];
-        creator_os.copy_from_slice(&b[36..40]);
+        creator_os.copy_from_slice(&b[field::CREATOR_OS]);
         let mut unique_id = [0u8; 16];
-        unique_id.copy_from_slice(&b[68..84]);
+        unique_id.copy_from_slice(&b[field::UNIQUE_ID]);
         Ok(Footer {
-            features: be32(b, 8),
-            version: be32(b, 12),
-            data_offset: be64(b, 16),
-            timestamp: be32(b, 24),
+            features: be32(b, field::FEATURES.start),
+            version: be32(b, field::VERSION.start),
+            data_offset: be64(b, field::DATA_OFFSET.start),
+            timestamp: be32(b, field::TIMESTAMP.start),
             creator_app,
-            creator_version: be32(b, 32),
+            creator_version: be32(b, field::CREATOR_VERSION.start),
             creator_os,
-            original_size: be64(b, 40),
+            original_size: be64(b, field::ORIGINAL_SIZE.start),
             current_size,
             geometry: Geometry {
-                cylinders: be16(b, 56),
-                heads: b[58],
-                sectors: b[59],
+                cylinders: be16(b, field::CYLINDERS.start),
+                heads: b[field::HEADS],
+                sectors: b[field::SECTORS],
             },
             disk_type,
             checksum: stored,
             unique_id,
-            saved_state: b[84],
+            saved_state: b[field::SAVED_STATE],
         })
     }
 
     /// Encodes the footer, computing the checksum (the `checksum` field is ignored).
     pub fn encode(&self) -> [u8; FOOTER_SIZE] {
         let mut b = [0u8; FOOTER_SIZE];
-        b[0..8].copy_from_slice(COOKIE);
-        b[8..12].copy_from_slice(&self.features.to_be_bytes());
-        b[12..16].copy_from_slice(&self.version.to_be_bytes());
-        b[16..24].copy_from_slice(&self.data_offset.to_be_bytes());
-        b[24..28].copy_from_slice(&self.timestamp.to_be_bytes());
-        b[28..32].copy_from_slice(&self.creator_app);
-        b[32..36].copy_from_slice(&self.creator_version.to_be_bytes());
-        b[36..40].copy_from_slice(&self.creator_os);
-        b[40..48].copy_from_slice(&self.original_size.to_be_bytes());
-        b[48..56].copy_from_slice(&self.current_size.to_be_bytes());
-        b[56..58].copy_from_slice(&self.geometry.cylinders.to_be_bytes());
-        b[58] = self.geometry.heads;
-        b[59] = self.geometry.sectors;
-        b[60..64].copy_from_slice(&self.disk_type.code().to_be_bytes());
-        b[68..84].copy_from_slice(&self.unique_id);
-        b[84] = self.saved_state;
+        b[field::COOKIE].copy_from_slice(COOKIE);
+        b[field::FEATURES].copy_from_slice(&self.features.to_be_bytes());
+        b[field::VERSION].copy_from_slice(&self.version.to_be_bytes());
+        b[field::DATA_OFFSET].copy_from_slice(&self.data_offset.to_be_bytes());
+        b[field::TIMESTAMP].copy_from_slice(&self.timestamp.to_be_bytes());
+        b[field::CREATOR_APP].copy_from_slice(&self.creator_app);
+        b[field::CREATOR_VERSION].copy_from_slice(&self.creator_version.to_be_bytes());
+        b[field::CREATOR_OS].copy_from_slice(&self.creator_os);
+        b[field::ORIGINAL_SIZE].copy_from_slice(&self.original_size.to_be_bytes());
+        b[field::CURRENT_SIZE].copy_from_slice(&self.current_size.to_be_bytes());
+        b[field::CYLINDERS].copy_from_slice(&self.geometry.cylinders.to_be_bytes());
+        b[field::HEADS] = self.geometry.heads;
+        b[field::SECTORS] = self.geometry.sectors;
+        b[field::DISK_TYPE].copy_from_slice(&self.disk_type.code().to_be_bytes());
+        b[field::UNIQUE_ID].copy_from_slice(&self.unique_id);
+        b[field::SAVED_STATE] = self.saved_state;
         let c = checksum(&b);
-        b[64..68].copy_from_slice(&c.to_be_bytes());
+        b[field::CHECKSUM].copy_from_slice(&c.to_be_bytes());
         b
     }
 
@@ -354,22 +414,22 @@ mod tests {
     fn golden_footer_bytes() {
         let b = sample().encode();
         let mut want = [0u8; 512];
-        want[0..8].copy_from_slice(b"conectix");
-        want[8..12].copy_from_slice(&[0, 0, 0, 2]);
-        want[12..16].copy_from_slice(&[0, 1, 0, 0]);
-        want[16..24].copy_from_slice(&[0xff; 8]);
-        want[24..28].copy_from_slice(&[0x12, 0x34, 0x56, 0x78]);
-        want[28..32].copy_from_slice(b"qem2");
-        want[32..36].copy_from_slice(&[0, 5, 0, 3]);
-        want[36..40].copy_from_slice(b"Wi2k");
-        want[40..48].copy_from_slice(&[0, 0, 0, 0, 0, 0x40, 0, 0]);
-        want[48..56].copy_from_slice(&[0, 0, 0, 0, 0, 0x40, 0, 0]);
-        want[56..60].copy_from_slice(&[0, 120, 4, 17]);
-        want[60..64].copy_from_slice(&[0, 0, 0, 2]);
-        want[68..84].copy_from_slice(&[0xab; 16]);
+        want[field::COOKIE].copy_from_slice(b"conectix");
+        want[field::FEATURES].copy_from_slice(&[0, 0, 0, 2]);
+        want[field::VERSION].copy_from_slice(&[0, 1, 0, 0]);
+        want[field::DATA_OFFSET].copy_from_slice(&[0xff; 8]);
+        want[field::TIMESTAMP].copy_from_slice(&[0x12, 0x34, 0x56, 0x78]);
+        want[field::CREATOR_APP].copy_from_slice(b"qem2");
+        want[field::CREATOR_VERSION].copy_from_slice(&[0, 5, 0, 3]);
+        want[field::CREATOR_OS].copy_from_slice(b"Wi2k");
+        want[field::ORIGINAL_SIZE].copy_from_slice(&[0, 0, 0, 0, 0, 0x40, 0, 0]);
+        want[field::CURRENT_SIZE].copy_from_slice(&[0, 0, 0, 0, 0, 0x40, 0, 0]);
+        want[field::CYLINDERS.start..=field::SECTORS].copy_from_slice(&[0, 120, 4, 17]);
+        want[field::DISK_TYPE].copy_from_slice(&[0, 0, 0, 2]);
+        want[field::UNIQUE_ID].copy_from_slice(&[0xab; 16]);
         // Byte sum computed by hand: each field's bytes added.
         let sum: u32 = want.iter().map(|&x| u32::from(x)).sum();
-        want[64..68].copy_from_slice(&(!sum).to_be_bytes());
+        want[field::CHECKSUM].copy_from_slice(&(!sum).to_be_bytes());
         assert_eq!(b.to_vec(), want.to_vec());
         let back = Footer::parse(&b).unwrap();
         assert_eq!(back.checksum, !sum);
@@ -404,9 +464,9 @@ mod tests {
         let mut b = sample().encode();
         b[off..off + bytes.len()].copy_from_slice(bytes);
         if fix_checksum {
-            b[64..68].fill(0);
+            b[field::CHECKSUM].fill(0);
             let c = checksum(&b);
-            b[64..68].copy_from_slice(&c.to_be_bytes());
+            b[field::CHECKSUM].copy_from_slice(&c.to_be_bytes());
         }
         Footer::parse(&b).unwrap_err().kind()
     }
@@ -427,10 +487,10 @@ mod tests {
         assert_eq!(corrupt(48, &big, true), ErrorKind::AbsurdSize);
         // 2040 GiB exactly is fine.
         let mut b = sample().encode();
-        b[48..56].copy_from_slice(&(2040u64 << 30).to_be_bytes());
-        b[64..68].fill(0);
+        b[field::CURRENT_SIZE].copy_from_slice(&(2040u64 << 30).to_be_bytes());
+        b[field::CHECKSUM].fill(0);
         let c = checksum(&b);
-        b[64..68].copy_from_slice(&c.to_be_bytes());
+        b[field::CHECKSUM].copy_from_slice(&c.to_be_bytes());
         assert_eq!(Footer::parse(&b).unwrap().current_size, 2040 << 30);
     }
 

@@ -11,8 +11,7 @@ pub mod header;
 pub mod read;
 pub mod write;
 
-use crate::disk::DiskImage;
-use crate::disk::probe::OpenOptions;
+use crate::disk::{DiskImage, ParentOpener};
 use crate::error::Result;
 use std::path::Path;
 
@@ -21,9 +20,9 @@ pub use header::{DynHeader, ParentLocator};
 pub use write::write;
 
 /// Opens a VHD image (fixed, dynamic or differencing). Parents of differencing disks are
-/// opened through [`crate::disk::probe::open_image_at_depth`] at `depth + 1`.
-pub fn open(path: &Path, opts: &OpenOptions, depth: u32) -> Result<Box<dyn DiskImage>> {
-    read::open(path, opts, depth)
+/// opened through `parents` at `depth + 1`.
+pub fn open(path: &Path, depth: u32, parents: &dyn ParentOpener) -> Result<Box<dyn DiskImage>> {
+    read::open(path, depth, parents)
 }
 
 /// Opens a fixed or dynamic VHD for in-place writes (see [`read::open_rw`]).

@@ -12,11 +12,11 @@
 use super::footer::{DiskType, FOOTER_SIZE, Footer, Geometry};
 use super::header::{DynHeader, HEADER_SIZE, decode_locator, is_relative_code};
 use crate::context::guid_string;
-use crate::disk::probe::OpenOptions;
 use crate::disk::raw::{RawImage, copy_file_bytes, data_ranges};
 use crate::disk::{
-    DiskImage, DiskImageMut, Extent, ExtentKind, ImageInfo, clamp_window, push_extent,
+    DiskImage, DiskImageMut, Extent, ExtentKind, ImageInfo, ImageKind, clamp_window, push_extent,
 };
+use crate::disk::{NoParents, ParentOpener};
 use crate::err;
 use crate::error::{Error, IoContext, Result};
 use std::fs::File;
@@ -91,9 +91,9 @@ fn end_footer(file: &File, path: &Path, len: u64) -> Result<(Footer, u64)> {
 }
 
 /// Opens a VHD image (fixed, dynamic or differencing) at `path`. `depth` is the position in a
-/// differencing chain (parents are opened at `depth + 1`).
-pub fn open(path: &Path, opts: &OpenOptions, depth: u32) -> Result<Box<dyn DiskImage>> {
-    Ok(match open_vhd(path, opts, depth, false)? {
+/// differencing chain (the parent is opened through `parents` at `depth + 1`).
+pub fn open(path: &Path, depth: u32, parents: &dyn ParentOpener) -> Result<Box<dyn DiskImage>> {
+    Ok(match open_vhd(path, depth, false, parents)? {
         Opened::Fixed(f) => Box::new(f),
         Opened::Dynamic(d) => d,
     })
@@ -103,7 +103,7 @@ pub fn open(path: &Path, opts: &OpenOptions, depth: u32) -> Result<Box<dyn DiskI
 /// blocks of a dynamic disk allocate them at the end of the file. Differencing disks are
 /// refused (`Unsupported`).
 pub fn open_rw(path: &Path) -> Result<Box<dyn DiskImageMut>> {
-    Ok(match open_vhd(path, &OpenOptions::default(), 0, true)? {
+    Ok(match open_vhd(path, 0, true, &NoParents)? {
         Opened::Fixed(f) => Box::new(f),
         Opened::Dynamic(d) if d.parent.is_none() => d,
         Opened::Dynamic(_) => {
@@ -121,7 +121,7 @@ enum Opened {
     Dynamic(Box<VhdDynamic>),
 }
 
-fn open_vhd(path: &Path, opts: &OpenOptions, depth: u32, writable: bool) -> Result<Opened> {
+fn open_vhd(path: &Path, depth: u32, writable: bool, parents: &dyn ParentOpener) -> Result<Opened> {
     let file = std::fs::OpenOptions::new()
         .read(true)
         .write(writable)
@@ -215,7 +215,7 @@ fn open_vhd(path: &Path, opts: &OpenOptions, depth: u32, writable: bool) -> Resu
                     footer_off - footer.current_size
                 ));
             }
-            let raw = RawImage::window(file, path, 0, footer.current_size, "vhd-fixed");
+            let raw = RawImage::window(file, path, 0, footer.current_size, ImageKind::VhdFixed);
             Ok(Opened::Fixed(VhdFixed {
                 raw,
                 footer,
@@ -239,7 +239,7 @@ fn open_vhd(path: &Path, opts: &OpenOptions, depth: u32, writable: bool) -> Resu
                 .with_path(path));
             }
             let d = VhdDynamic::open(
-                file, path, footer, footer_off, end_ok, file_size, notes, opts, depth,
+                file, path, footer, footer_off, end_ok, file_size, notes, depth, parents,
             )?;
             Ok(Opened::Dynamic(Box::new(d)))
         }
@@ -255,10 +255,10 @@ pub struct VhdFixed {
     notes: Vec<String>,
 }
 
-fn base_info(footer: &Footer, format: &str, file_size: u64, notes: &[String]) -> ImageInfo {
+fn base_info(footer: &Footer, format: ImageKind, file_size: u64, notes: &[String]) -> ImageInfo {
     let g = footer.geometry;
     ImageInfo {
-        format: format.to_string(),
+        format,
         virtual_size: footer.current_size,
         file_size,
         logical_sector_size: 512,
@@ -289,7 +289,12 @@ impl DiskImage for VhdFixed {
         self.raw.extents(offset, len)
     }
     fn info(&self) -> ImageInfo {
-        let mut i = base_info(&self.footer, "vhd-fixed", self.file_size, &self.notes);
+        let mut i = base_info(
+            &self.footer,
+            ImageKind::VhdFixed,
+            self.file_size,
+            &self.notes,
+        );
         i.allocated = self.raw.info().allocated;
         i
     }
@@ -478,8 +483,8 @@ impl VhdDynamic {
         end_ok: bool,
         file_size: u64,
         mut notes: Vec<String>,
-        opts: &OpenOptions,
         depth: u32,
+        parents: &dyn ParentOpener,
     ) -> Result<VhdDynamic> {
         let data_end = footer_off;
         let hoff = footer.data_offset;
@@ -591,12 +596,12 @@ impl VhdDynamic {
             notes,
         };
         if me.footer.disk_type == DiskType::Differencing {
-            me.open_parent(opts, depth)?;
+            me.open_parent(depth, parents)?;
         }
         Ok(me)
     }
 
-    fn open_parent(&mut self, opts: &OpenOptions, depth: u32) -> Result<()> {
+    fn open_parent(&mut self, depth: u32, parents: &dyn ParentOpener) -> Result<()> {
         let mut locs = Vec::new();
         for l in self.header.locators.iter().filter(|l| l.is_used()) {
             if l.data_len == 0 || l.data_len > MAX_LOCATOR {
@@ -652,11 +657,12 @@ impl VhdDynamic {
             .with_structure("VHD parent locators")
             .with_path(&self.path));
         };
-        let parent = crate::disk::probe::open_image_at_depth(ppath, opts, depth + 1)
+        let parent = parents
+            .open_parent(ppath, depth + 1)
             .map_err(|e| e.with_path(ppath))?;
         let pinfo = parent.info();
         if self.header.parent_unique_id != [0; 16]
-            && pinfo.format.starts_with("vhd-")
+            && pinfo.format.is_vhd()
             && pinfo.disk_id.as_deref() != Some(&guid_string(&self.header.parent_unique_id))
         {
             return Err(err!(
@@ -900,9 +906,9 @@ impl DiskImage for VhdDynamic {
 
     fn info(&self) -> ImageInfo {
         let format = if self.footer.disk_type == DiskType::Differencing {
-            "vhd-differencing"
+            ImageKind::VhdDifferencing
         } else {
-            "vhd-dynamic"
+            ImageKind::VhdDynamic
         };
         let mut i = base_info(&self.footer, format, self.file_size, &self.notes);
         i.allocated = Some(self.allocated_blocks * self.block_size);

@@ -4,7 +4,7 @@ use super::footer::{DiskType, FOOTER_SIZE, Footer, Geometry, MAX_SIZE, VHD_EPOCH
 use super::header::{DynHeader, HEADER_SIZE};
 use super::read::{UNALLOCATED, bitmap_size};
 use crate::context::BuildContext;
-use crate::disk::convert::{EXTENT_WINDOW, Padded, WriteOptions, copy_data, data_bytes};
+use crate::disk::stream::{EXTENT_WINDOW, Padded, WriteOptions, copy_data, data_bytes};
 use crate::disk::{DiskImage, ExtentKind, Progress, for_each_extent};
 use crate::err;
 use crate::error::{Error, IoContext, Result};

@@ -2,8 +2,8 @@
 
 use super::format::*;
 use super::log::{self, Sector};
-use crate::disk::probe::{Format, MAX_PARENT_DEPTH, OpenOptions};
-use crate::disk::{DiskImage, Extent, ExtentKind, ImageInfo, push_extent};
+use crate::disk::{DiskImage, Extent, ExtentKind, ImageInfo, ImageKind, push_extent};
+use crate::disk::{NoParents, OpenOptions, ParentOpener};
 use crate::err;
 use crate::error::{Error, IoContext, Result};
 use std::collections::BTreeMap;
@@ -355,18 +355,18 @@ impl DiskImage for VhdxImage {
             }
         }
         let format = if self.parent.is_some() {
-            "vhdx-differencing"
+            ImageKind::VhdxDifferencing
         } else if all_full && self.leave_allocated {
-            "vhdx-fixed"
+            ImageKind::VhdxFixed
         } else {
-            "vhdx"
+            ImageKind::Vhdx
         };
         let mut parents = self.parent_paths.clone();
         if let Some(p) = &self.parent {
             parents.extend(p.info().parents);
         }
         ImageInfo {
-            format: format.into(),
+            format,
             virtual_size: self.virtual_size,
             file_size: self.real_len,
             allocated: Some(allocated),
@@ -375,6 +375,7 @@ impl DiskImage for VhdxImage {
             physical_sector_size: self.physical_sector,
             creator: Some(self.creator.clone()),
             disk_id: Some(crate::context::guid_string_le(&self.disk_id)),
+            data_write_guid: Some(guid_braced(&self.data_write_guid)),
             geometry: None,
             parents,
             notes: self.notes.clone(),
@@ -423,11 +424,16 @@ impl DiskImage for VhdxImage {
 }
 
 /// Opens the VHDX at `path`.
-pub fn open_vhdx(path: &Path, opts: &OpenOptions, depth: u32) -> Result<VhdxImage> {
+pub fn open_vhdx(
+    path: &Path,
+    opts: &OpenOptions,
+    depth: u32,
+    parents: &dyn ParentOpener,
+) -> Result<VhdxImage> {
     let file = File::open(path).ctx(path, "opening image")?;
     let real_len = file.metadata().ctx(path, "reading metadata")?.len();
-    let mut img =
-        open_file(file, path, real_len, opts, depth).map_err(|e| structure_err(e, path))?;
+    let mut img = open_file(file, path, real_len, opts, depth, parents)
+        .map_err(|e| structure_err(e, path))?;
     img.rw = None;
     Ok(img)
 }
@@ -443,7 +449,7 @@ pub fn open_rw(path: &Path) -> Result<VhdxImage> {
         .open(path)
         .ctx(path, "opening image for writing")?;
     let real_len = file.metadata().ctx(path, "reading metadata")?.len();
-    let img = open_file(file, path, real_len, &OpenOptions::default(), 0)
+    let img = open_file(file, path, real_len, &OpenOptions::default(), 0, &NoParents)
         .map_err(|e| structure_err(e, path))?;
     if img.parent.is_some() {
         return Err(err!(Unsupported, "writing into a differencing VHDX").with_path(path));
@@ -457,7 +463,57 @@ fn open_file(
     real_len: u64,
     opts: &OpenOptions,
     depth: u32,
+    parents: &dyn ParentOpener,
 ) -> Result<VhdxImage> {
+    let ident = read_identifier(&file, path, real_len)?;
+    let (hdr_at, hdr, mut notes) = read_headers(&file, path, real_len)?;
+    let (overlay, file_size) = read_log(&file, path, real_len, hdr_at, &hdr, opts, &mut notes)?;
+    let mut img = VhdxImage {
+        file,
+        path: path.to_path_buf(),
+        real_len,
+        file_size,
+        overlay,
+        virtual_size: 0,
+        block_size: MIB,
+        logical_sector: 512,
+        physical_sector: 512,
+        leave_allocated: false,
+        geo: BatGeometry::new(0, MIB, 512, false),
+        bat: Vec::new(),
+        parent: None,
+        parent_paths: Vec::new(),
+        creator: ident.creator,
+        disk_id: [0; 16],
+        data_write_guid: hdr.data_write_guid,
+        notes,
+        rw: None,
+    };
+
+    let (bat, meta) = read_regions(&img)?;
+    let (fp, locator) = read_metadata(&mut img, meta.0, meta.1)?;
+    read_bat(&mut img, hdr_at, &hdr, bat, meta, fp.has_parent)?;
+    let (bat_off, meta_off) = (bat.0, meta.0);
+    img.rw = Some(RwState {
+        bat_offset: bat_off,
+        header: hdr.clone(),
+        headers_updated: false,
+    });
+
+    // parent
+    if fp.has_parent {
+        let (loc, loc_at) = locator.ok_or_else(|| {
+            err!(BadField, "differencing disk without a parent locator")
+                .with_structure("VHDX metadata table")
+                .at(meta_off)
+        })?;
+        open_parent(&mut img, &loc, loc_at, depth, parents)?;
+    }
+    Ok(img)
+}
+
+/// The file identifier (MS-VHDX "File Type Identifier"), at offset 0.
+fn read_identifier(file: &File, path: &Path, real_len: u64) -> Result<FileIdentifier> {
     // file identifier
     let mut idb = vec![0u8; 520];
     if real_len < 520 {
@@ -468,9 +524,13 @@ fn open_file(
         .with_structure("VHDX file identifier")
         .at(0));
     }
-    read_phys(&file, path, &mut idb, 0, "VHDX file identifier")?;
-    let ident = FileIdentifier::parse(&idb)?;
+    read_phys(file, path, &mut idb, 0, "VHDX file identifier")?;
+    FileIdentifier::parse(&idb)
+}
 
+/// The current header (MS-VHDX "Headers"): the valid one of the two with the higher sequence
+/// number; notes say when one was invalid.
+fn read_headers(file: &File, path: &Path, real_len: u64) -> Result<(u64, Header, Vec<String>)> {
     // headers
     let mut hdrs = Vec::new();
     let mut errs = Vec::new();
@@ -481,7 +541,7 @@ fn open_file(
                 .with_structure("VHDX header")
                 .at(at))
         } else {
-            read_phys(&file, path, &mut b, at, "VHDX header").and_then(|_| Header::parse(&b, at))
+            read_phys(file, path, &mut b, at, "VHDX header").and_then(|_| Header::parse(&b, at))
         };
         match r {
             Ok(h) => hdrs.push((at, h)),
@@ -536,7 +596,21 @@ fn open_file(
         .with_structure("VHDX header")
         .at(hdr_at + 64));
     }
+    Ok((hdr_at, hdr, notes))
+}
 
+/// The log (MS-VHDX "Log"): a dirty log is refused unless `opts.replay_log`, then replayed into
+/// an in-memory overlay. Returns the overlay and the file size the log implies.
+#[allow(clippy::type_complexity)]
+fn read_log(
+    file: &File,
+    path: &Path,
+    real_len: u64,
+    hdr_at: u64,
+    hdr: &Header,
+    opts: &OpenOptions,
+    notes: &mut Vec<String>,
+) -> Result<(BTreeMap<u64, Sector>, u64)> {
     // log
     let log_len = u64::from(hdr.log_length);
     if hdr
@@ -552,7 +626,10 @@ fn open_file(
         .with_structure("VHDX header")
         .at(hdr_at + 68));
     }
-    if hdr.log_offset % MIB != 0 || log_len % MIB != 0 || (log_len > 0 && hdr.log_offset < MIB) {
+    if !hdr.log_offset.is_multiple_of(MIB)
+        || !log_len.is_multiple_of(MIB)
+        || (log_len > 0 && hdr.log_offset < MIB)
+    {
         return Err(err!(
             BadField,
             "log region {} bytes at {} is not 1 MiB aligned or lies outside the file ({real_len} bytes)",
@@ -565,7 +642,7 @@ fn open_file(
     let mut overlay = BTreeMap::new();
     let mut file_size = real_len;
     if hdr.log_guid != [0u8; 16] && log_len > 0 {
-        let rd = |buf: &mut [u8], off: u64| read_phys(&file, path, buf, off, "VHDX log");
+        let rd = |buf: &mut [u8], off: u64| read_phys(file, path, buf, off, "VHDX log");
         let r = log::replay(&rd, hdr.log_offset, log_len, &hdr.log_guid, real_len)?;
         if r.entries > 0 {
             if !opts.replay_log {
@@ -585,28 +662,12 @@ fn open_file(
         }
         notes.extend(r.notes);
     }
-    let mut img = VhdxImage {
-        file,
-        path: path.to_path_buf(),
-        real_len,
-        file_size,
-        overlay,
-        virtual_size: 0,
-        block_size: MIB,
-        logical_sector: 512,
-        physical_sector: 512,
-        leave_allocated: false,
-        geo: BatGeometry::new(0, MIB, 512, false),
-        bat: Vec::new(),
-        parent: None,
-        parent_paths: Vec::new(),
-        creator: ident.creator,
-        disk_id: [0; 16],
-        data_write_guid: hdr.data_write_guid,
-        notes,
-        rw: None,
-    };
+    Ok((overlay, file_size))
+}
 
+/// The region table (MS-VHDX "Region Table"): where the BAT and the metadata region are, as
+/// ((offset, length), (offset, length)).
+fn read_regions(img: &VhdxImage) -> Result<((u64, u64), (u64, u64))> {
     // region tables (read through the overlay: the log may rewrite them)
     let mut tables = Vec::new();
     let mut rerrs = Vec::new();
@@ -653,34 +714,7 @@ fn open_file(
         } else {
             continue;
         };
-        if e.offset
-            .checked_add(u64::from(e.length))
-            .is_none_or(|x| x > img.file_size)
-        {
-            return Err(err!(
-                Truncated,
-                "region {} ({} bytes at {}) lies past the end of the file ({} bytes)",
-                crate::context::guid_string_le(&e.guid),
-                e.length,
-                e.offset,
-                img.file_size
-            )
-            .with_structure("VHDX region table")
-            .at(at));
-        }
-        if e.offset % MIB != 0 || u64::from(e.length) % MIB != 0 || e.length == 0 || e.offset < MIB
-        {
-            return Err(err!(
-                BadField,
-                "region {} ({} bytes at {}) is not 1 MiB aligned or lies outside the file ({} bytes)",
-                crate::context::guid_string_le(&e.guid),
-                e.length,
-                e.offset,
-                img.file_size
-            )
-            .with_structure("VHDX region table")
-            .at(at));
-        }
+        check_region(e, at, img.file_size)?;
         if slot.is_some() {
             return Err(err!(BadField, "region listed twice")
                 .with_structure("VHDX region table")
@@ -696,17 +730,105 @@ fn open_file(
         .with_structure("VHDX region table")
         .at(REGION1_OFFSET));
     };
+    Ok(((bat_off, bat_len), (meta_off, meta_len)))
+}
 
+/// A region (entry at `at`) lies inside the file and is 1 MiB aligned.
+fn check_region(e: &RegionEntry, at: u64, file_size: u64) -> Result<()> {
+    if e.offset
+        .checked_add(u64::from(e.length))
+        .is_none_or(|x| x > file_size)
+    {
+        return Err(err!(
+            Truncated,
+            "region {} ({} bytes at {}) lies past the end of the file ({} bytes)",
+            crate::context::guid_string_le(&e.guid),
+            e.length,
+            e.offset,
+            file_size
+        )
+        .with_structure("VHDX region table")
+        .at(at));
+    }
+    if !e.offset.is_multiple_of(MIB)
+        || !u64::from(e.length).is_multiple_of(MIB)
+        || e.length == 0
+        || e.offset < MIB
+    {
+        return Err(err!(
+            BadField,
+            "region {} ({} bytes at {}) is not 1 MiB aligned or lies outside the file ({} bytes)",
+            crate::context::guid_string_le(&e.guid),
+            e.length,
+            e.offset,
+            file_size
+        )
+        .with_structure("VHDX region table")
+        .at(at));
+    }
+    Ok(())
+}
+
+/// The known metadata items (MS-VHDX "Known Metadata Items"), each with its file offset.
+#[derive(Default)]
+struct MetaItems {
+    fp: Option<(FileParameters, u64)>,
+    vsize: Option<(u64, u64)>,
+    page83: Option<[u8; 16]>,
+    lss: Option<(u32, u64)>,
+    pss: Option<(u32, u64)>,
+    locator: Option<(ParentLocator, u64)>,
+}
+
+impl MetaItems {
+    /// Decodes item `guid` (its bytes `v`, at file offset `item_at`).
+    fn set(&mut self, guid: [u8; 16], v: &[u8], item_at: u64) -> Result<()> {
+        let need = |n: usize| -> Result<()> {
+            if v.len() < n {
+                Err(
+                    err!(BadField, "metadata item is {} bytes, needs {n}", v.len())
+                        .with_structure("VHDX metadata item")
+                        .at(item_at),
+                )
+            } else {
+                Ok(())
+            }
+        };
+        match guid {
+            g if g == FILE_PARAMETERS_GUID => {
+                need(8)?;
+                self.fp = Some((FileParameters::parse(v), item_at));
+            }
+            g if g == VIRTUAL_DISK_SIZE_GUID => {
+                need(8)?;
+                self.vsize = Some((le64(v, 0), item_at));
+            }
+            g if g == PAGE83_GUID => {
+                need(16)?;
+                let mut g = [0u8; 16];
+                g.copy_from_slice(&v[..16]);
+                self.page83 = Some(g);
+            }
+            g if g == LOGICAL_SECTOR_GUID => {
+                need(4)?;
+                self.lss = Some((le32(v, 0), item_at));
+            }
+            g if g == PHYSICAL_SECTOR_GUID => {
+                need(4)?;
+                self.pss = Some((le32(v, 0), item_at));
+            }
+            _ => self.locator = Some((ParentLocator::parse(v, item_at)?, item_at)),
+        }
+        Ok(())
+    }
+}
+
+fn read_metadata_items(img: &VhdxImage, meta_off: u64, meta_len: u64) -> Result<MetaItems> {
     // metadata
     let mut mt = vec![0u8; METADATA_TABLE_SIZE.min(meta_len as usize)];
     img.read_file(&mut mt, meta_off, "VHDX metadata table")?;
     let table = MetadataTable::parse(&mt, meta_off)?;
-    let mut fp = None;
-    let mut vsize = None;
-    let mut page83 = None;
-    let mut lss = None;
-    let mut pss = None;
-    let mut locator = None;
+    let mut items = MetaItems::default();
     for (i, e) in table.entries.iter().enumerate() {
         let at = meta_off + 32 + i as u64 * 32;
         let known = [
@@ -750,43 +872,27 @@ fn open_file(
         let mut v = vec![0u8; e.length as usize];
         let item_at = meta_off + u64::from(e.offset);
         img.read_file(&mut v, item_at, "VHDX metadata item")?;
-        let need = |n: usize| -> Result<()> {
-            if v.len() < n {
-                Err(
-                    err!(BadField, "metadata item is {} bytes, needs {n}", v.len())
-                        .with_structure("VHDX metadata item")
-                        .at(item_at),
-                )
-            } else {
-                Ok(())
-            }
-        };
-        match e.guid {
-            g if g == FILE_PARAMETERS_GUID => {
-                need(8)?;
-                fp = Some((FileParameters::parse(&v), item_at));
-            }
-            g if g == VIRTUAL_DISK_SIZE_GUID => {
-                need(8)?;
-                vsize = Some((le64(&v, 0), item_at));
-            }
-            g if g == PAGE83_GUID => {
-                need(16)?;
-                let mut g = [0u8; 16];
-                g.copy_from_slice(&v[..16]);
-                page83 = Some(g);
-            }
-            g if g == LOGICAL_SECTOR_GUID => {
-                need(4)?;
-                lss = Some((le32(&v, 0), item_at));
-            }
-            g if g == PHYSICAL_SECTOR_GUID => {
-                need(4)?;
-                pss = Some((le32(&v, 0), item_at));
-            }
-            _ => locator = Some((ParentLocator::parse(&v, item_at)?, item_at)),
-        }
+        items.set(e.guid, &v, item_at)?;
     }
+    Ok(items)
+}
+
+/// The metadata region (MS-VHDX "Metadata Region"): sizes checked and set on `img`. Returns the file
+/// parameters and the parent locator (with its offset), if any.
+#[allow(clippy::type_complexity)]
+fn read_metadata(
+    img: &mut VhdxImage,
+    meta_off: u64,
+    meta_len: u64,
+) -> Result<(FileParameters, Option<(ParentLocator, u64)>)> {
+    let MetaItems {
+        fp,
+        vsize,
+        page83,
+        lss,
+        pss,
+        locator,
+    } = read_metadata_items(img, meta_off, meta_len)?;
     let missing = |what: &str| {
         err!(BadField, "required metadata item {what} is missing")
             .with_structure("VHDX metadata table")
@@ -830,7 +936,18 @@ fn open_file(
     img.leave_allocated = fp.leave_blocks_allocated;
     img.disk_id = page83.unwrap_or([0; 16]);
     img.geo = BatGeometry::new(vs, bs, u64::from(ls), fp.has_parent);
+    Ok((fp, locator))
+}
 
+/// The BAT (MS-VHDX "BAT"), read and checked against the file.
+fn read_bat(
+    img: &mut VhdxImage,
+    hdr_at: u64,
+    hdr: &Header,
+    (bat_off, bat_len): (u64, u64),
+    (meta_off, meta_len): (u64, u64),
+    has_parent: bool,
+) -> Result<()> {
     // BAT
     let need_bytes = img.geo.entries * 8;
     if need_bytes > bat_len {
@@ -858,30 +975,14 @@ fn open_file(
         .collect();
     drop(raw);
     check_bat(
-        &img,
+        img,
         hdr_at,
-        &hdr,
+        hdr,
         (bat_off, bat_len),
         (meta_off, meta_len),
-        fp.has_parent,
+        has_parent,
     )?;
-
-    img.rw = Some(RwState {
-        bat_offset: bat_off,
-        header: hdr.clone(),
-        headers_updated: false,
-    });
-
-    // parent
-    if fp.has_parent {
-        let (loc, loc_at) = locator.ok_or_else(|| {
-            err!(BadField, "differencing disk without a parent locator")
-                .with_structure("VHDX metadata table")
-                .at(meta_off)
-        })?;
-        open_parent(&mut img, &loc, loc_at, opts, depth)?;
-    }
-    Ok(img)
+    Ok(())
 }
 
 fn check_bat(
@@ -989,8 +1090,8 @@ fn open_parent(
     img: &mut VhdxImage,
     loc: &ParentLocator,
     loc_at: u64,
-    opts: &OpenOptions,
     depth: u32,
+    parents: &dyn ParentOpener,
 ) -> Result<()> {
     if loc.locator_type != PARENT_LOCATOR_TYPE_VHDX {
         return Err(err!(
@@ -1046,32 +1147,21 @@ fn open_parent(
         .with_structure("VHDX parent locator")
         .at(loc_at));
     };
-    let nd = depth + 1;
-    if nd > MAX_PARENT_DEPTH {
+    let parent = parents.open_parent(&pp, depth + 1)?;
+    // A VHDX parent must be the one the child was made from: its data write GUID is the
+    // locator's `parent_linkage` (MS-VHDX, parent locator entries).
+    if let Some(want) = parent.info().data_write_guid
+        && let Some(link) = loc.get("parent_linkage")
+        && !link.eq_ignore_ascii_case(&want)
+    {
         return Err(err!(
-            ParentChainTooDeep,
-            "differencing chain deeper than {MAX_PARENT_DEPTH} (or a loop)"
+            ParentMismatch,
+            "parent {} has data write GUID {want}, the child expects {link}",
+            pp.display()
         )
-        .with_path(&pp));
+        .with_structure("VHDX parent locator")
+        .at(loc_at));
     }
-    let parent: Box<dyn DiskImage> = if crate::disk::probe::probe_format(&pp)? == Format::Vhdx {
-        let p = open_vhdx(&pp, opts, nd)?;
-        if let Some(link) = loc.get("parent_linkage") {
-            let want = guid_braced(&p.data_write_guid());
-            if !link.eq_ignore_ascii_case(&want) {
-                return Err(err!(
-                    ParentMismatch,
-                    "parent {} has data write GUID {want}, the child expects {link}",
-                    pp.display()
-                )
-                .with_structure("VHDX parent locator")
-                .at(loc_at));
-            }
-        }
-        Box::new(p)
-    } else {
-        crate::disk::probe::open_image_at_depth(&pp, opts, nd)?
-    };
     if parent.len() != img.virtual_size {
         return Err(err!(
             ParentMismatch,

@@ -88,15 +88,8 @@ pub fn replay(
         // one 4 KiB sector at a log-relative position (wrapping)
         read(buf, log_offset + pos % log_length)
     };
-    let mut entries: HashMap<u64, Entry> = HashMap::new();
     let mut sec = vec![0u8; SECTOR as usize];
-    let mut pos = 0;
-    while pos < log_length {
-        if let Some(e) = parse_entry(&read_log, &mut sec, pos, log_length, log_guid)? {
-            entries.insert(pos, e);
-        }
-        pos += SECTOR;
-    }
+    let entries = scan_entries(&read_log, &mut sec, log_length, log_guid)?;
     let mut out = Replay {
         file_size: file_len,
         ..Default::default()
@@ -107,6 +100,80 @@ pub fn replay(
         );
         return Ok(out);
     }
+    let Some(chain) = longest_sequence(&entries, log_length) else {
+        return Ok(out);
+    };
+    let head = &entries[chain.last().unwrap_or(&0)];
+    let from = match chain.iter().position(|&p| p == head.tail) {
+        Some(i) => i,
+        None => {
+            out.notes.push(format!(
+                "log head's tail 0x{:x} is not inside its sequence: replaying the whole sequence",
+                head.tail
+            ));
+            0
+        }
+    };
+    let active = &chain[from..];
+    out.entries = active.len();
+    out.head_sequence = head.seq;
+    let mut data_bytes = 0u64;
+    for p in active {
+        let e = &entries[p];
+        if e.flushed_file_offset > file_len {
+            return Err(err!(
+                Truncated,
+                "log entry {} says the file had at least {} bytes, it has {}",
+                e.seq,
+                e.flushed_file_offset,
+                file_len
+            )
+            .with_structure(s)
+            .at(log_offset + e.pos));
+        }
+        apply_entry(
+            &mut out,
+            e,
+            &read_log,
+            &mut sec,
+            &mut data_bytes,
+            log_offset,
+        )?;
+        if out.file_size < e.last_file_offset {
+            out.file_size = e.last_file_offset;
+        }
+    }
+    out.notes.push(format!(
+        "log replayed in memory: {} entr{} up to sequence {}, {} sector(s) rewritten",
+        out.entries,
+        if out.entries == 1 { "y" } else { "ies" },
+        out.head_sequence,
+        out.overlay.len()
+    ));
+    Ok(out)
+}
+
+/// Every valid entry of the log, by log position (entries start on 4 KiB boundaries).
+fn scan_entries(
+    read_log: &dyn Fn(&mut [u8], u64) -> Result<()>,
+    sec: &mut [u8],
+    log_length: u64,
+    log_guid: &[u8; 16],
+) -> Result<HashMap<u64, Entry>> {
+    let mut entries: HashMap<u64, Entry> = HashMap::new();
+    let mut pos = 0;
+    while pos < log_length {
+        if let Some(e) = parse_entry(read_log, sec, pos, log_length, log_guid)? {
+            entries.insert(pos, e);
+        }
+        pos += SECTOR;
+    }
+    Ok(entries)
+}
+
+/// The sequence to replay: of the chains of entries whose sequence numbers follow each other,
+/// the one whose head has the highest sequence number (positions, tail first).
+fn longest_sequence(entries: &HashMap<u64, Entry>, log_length: u64) -> Option<Vec<u64>> {
     // links: entry -> next entry in the sequence
     let next_of = |e: &Entry| -> Option<u64> {
         let np = (e.pos + e.len) % log_length;
@@ -145,96 +212,66 @@ pub fn replay(
             best = Some(chain);
         }
     }
-    let Some(chain) = best else {
-        return Ok(out);
-    };
-    let head = &entries[chain.last().unwrap_or(&0)];
-    let from = match chain.iter().position(|&p| p == head.tail) {
-        Some(i) => i,
-        None => {
-            out.notes.push(format!(
-                "log head's tail 0x{:x} is not inside its sequence: replaying the whole sequence",
-                head.tail
-            ));
-            0
-        }
-    };
-    let active = &chain[from..];
-    out.entries = active.len();
-    out.head_sequence = head.seq;
-    let mut data_bytes = 0u64;
-    for p in active {
-        let e = &entries[p];
-        if e.flushed_file_offset > file_len {
-            return Err(err!(
-                Truncated,
-                "log entry {} says the file had at least {} bytes, it has {}",
-                e.seq,
-                e.flushed_file_offset,
-                file_len
-            )
-            .with_structure(s)
-            .at(log_offset + e.pos));
-        }
-        for d in &e.descs {
-            match *d {
-                Desc::Zero { file_offset, len } => {
-                    let n = len / SECTOR;
-                    if out.overlay.len() as u64 + n > MAX_OVERLAY_SECTORS {
-                        return Err(err!(
-                            LimitExceeded,
-                            "log zeroes more than {} sectors: too large to replay in memory",
-                            MAX_OVERLAY_SECTORS
-                        )
-                        .with_structure(s)
-                        .at(log_offset + e.pos));
-                    }
-                    for i in 0..n {
-                        out.overlay.insert(file_offset + i * SECTOR, Sector::Zero);
-                    }
-                    out.file_size = out.file_size.max(file_offset.saturating_add(len));
+    best
+}
+
+/// Applies the descriptors of entry `e` to the overlay (zero runs and data sectors, bounded).
+fn apply_entry(
+    out: &mut Replay,
+    e: &Entry,
+    read_log: &dyn Fn(&mut [u8], u64) -> Result<()>,
+    sec: &mut [u8],
+    data_bytes: &mut u64,
+    log_offset: u64,
+) -> Result<()> {
+    let s = "VHDX log";
+    for d in &e.descs {
+        match *d {
+            Desc::Zero { file_offset, len } => {
+                let n = len / SECTOR;
+                if out.overlay.len() as u64 + n > MAX_OVERLAY_SECTORS {
+                    return Err(err!(
+                        LimitExceeded,
+                        "log zeroes more than {} sectors: too large to replay in memory",
+                        MAX_OVERLAY_SECTORS
+                    )
+                    .with_structure(s)
+                    .at(log_offset + e.pos));
                 }
-                Desc::Data {
-                    file_offset,
-                    leading,
-                    trailing,
-                    sector_pos,
-                } => {
-                    read_log(&mut sec, sector_pos)?;
-                    let mut v = vec![0u8; SECTOR as usize];
-                    v[..8].copy_from_slice(&leading.to_le_bytes());
-                    v[8..4092].copy_from_slice(&sec[8..4092]);
-                    v[4092..].copy_from_slice(&trailing.to_le_bytes());
-                    data_bytes += SECTOR;
-                    if data_bytes > MAX_OVERLAY_DATA
-                        || out.overlay.len() as u64 >= MAX_OVERLAY_SECTORS
-                    {
-                        return Err(err!(
-                            LimitExceeded,
-                            "log holds more than {} MiB of data: too large to replay in memory",
-                            MAX_OVERLAY_DATA >> 20
-                        )
-                        .with_structure(s)
-                        .at(log_offset + e.pos));
-                    }
-                    out.overlay
-                        .insert(file_offset, Sector::Data(v.into_boxed_slice()));
-                    out.file_size = out.file_size.max(file_offset.saturating_add(SECTOR));
+                for i in 0..n {
+                    out.overlay.insert(file_offset + i * SECTOR, Sector::Zero);
                 }
+                out.file_size = out.file_size.max(file_offset.saturating_add(len));
+            }
+            Desc::Data {
+                file_offset,
+                leading,
+                trailing,
+                sector_pos,
+            } => {
+                read_log(sec, sector_pos)?;
+                let mut v = vec![0u8; SECTOR as usize];
+                v[..8].copy_from_slice(&leading.to_le_bytes());
+                v[8..4092].copy_from_slice(&sec[8..4092]);
+                v[4092..].copy_from_slice(&trailing.to_le_bytes());
+                *data_bytes += SECTOR;
+                if *data_bytes > MAX_OVERLAY_DATA || out.overlay.len() as u64 >= MAX_OVERLAY_SECTORS
+                {
+                    return Err(err!(
+                        LimitExceeded,
+                        "log holds more than {} MiB of data: too large to replay in memory",
+                        MAX_OVERLAY_DATA >> 20
+                    )
+                    .with_structure(s)
+                    .at(log_offset + e.pos));
+                }
+                out.overlay
+                    .insert(file_offset, Sector::Data(v.into_boxed_slice()));
+                out.file_size = out.file_size.max(file_offset.saturating_add(SECTOR));
             }
         }
-        if out.file_size < e.last_file_offset {
-            out.file_size = e.last_file_offset;
-        }
     }
-    out.notes.push(format!(
-        "log replayed in memory: {} entr{} up to sequence {}, {} sector(s) rewritten",
-        out.entries,
-        if out.entries == 1 { "y" } else { "ies" },
-        out.head_sequence,
-        out.overlay.len()
-    ));
-    Ok(out)
+    Ok(())
 }
 
 /// Parses and fully validates the entry at log position `pos`; `None` when there is no valid

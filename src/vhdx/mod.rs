@@ -9,15 +9,20 @@ pub mod image;
 pub mod log;
 pub mod writer;
 
-use crate::disk::DiskImage;
-use crate::disk::probe::OpenOptions;
+use crate::disk::{DiskImage, OpenOptions, ParentOpener};
 use crate::error::Result;
 use std::path::Path;
 
 pub use image::{VhdxImage, open_rw};
 pub use writer::write;
 
-/// Opens the VHDX at `path` (`depth`: position in a differencing chain).
-pub fn open(path: &Path, opts: &OpenOptions, depth: u32) -> Result<Box<dyn DiskImage>> {
-    Ok(Box::new(image::open_vhdx(path, opts, depth)?))
+/// Opens the VHDX at `path` (`depth`: position in a differencing chain; a parent is opened
+/// through `parents` at `depth + 1`).
+pub fn open(
+    path: &Path,
+    opts: &OpenOptions,
+    depth: u32,
+    parents: &dyn ParentOpener,
+) -> Result<Box<dyn DiskImage>> {
+    Ok(Box::new(image::open_vhdx(path, opts, depth, parents)?))
 }

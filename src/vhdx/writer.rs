@@ -6,7 +6,7 @@
 
 use super::format::*;
 use crate::context::BuildContext;
-use crate::disk::convert::{EXTENT_WINDOW, Padded, WriteOptions, copy_data, data_bytes};
+use crate::disk::stream::{EXTENT_WINDOW, Padded, WriteOptions, copy_data, data_bytes};
 use crate::disk::{DiskImage, ExtentKind, Progress, for_each_extent};
 use crate::err;
 use crate::error::{Error, IoContext, Result};

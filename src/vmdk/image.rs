@@ -7,7 +7,7 @@
 //! separate extents, flat extents, differencing disks, ESX COWD) are refused by name.
 
 use super::layout::*;
-use crate::disk::{DiskImage, Extent, ExtentKind, ImageInfo, clamp_window, push_extent};
+use crate::disk::{DiskImage, Extent, ExtentKind, ImageInfo, ImageKind, clamp_window, push_extent};
 use crate::err;
 use crate::error::{Error, IoContext, Result};
 use std::fs::File;
@@ -474,11 +474,6 @@ impl DiskImage for VmdkImage {
 
     fn info(&self) -> ImageInfo {
         let h = &self.header;
-        let kind = if h.flags & FLAG_COMPRESSED != 0 {
-            "streamOptimized"
-        } else {
-            "monolithicSparse"
-        };
         let mut notes = vec![
             format!("VMDK sparse extent version {}", h.version),
             format!(
@@ -502,14 +497,11 @@ impl DiskImage for VmdkImage {
             notes.push("unclean shutdown flag set".into());
         }
         ImageInfo {
-            format: format!(
-                "vmdk-{}",
-                if self.descriptor.create_type.is_empty() {
-                    kind
-                } else {
-                    &self.descriptor.create_type
-                }
-            ),
+            format: if h.flags & FLAG_COMPRESSED != 0 {
+                ImageKind::VmdkStreamOptimized
+            } else {
+                ImageKind::VmdkMonolithicSparse
+            },
             virtual_size: h.size(),
             file_size: self.file_len,
             allocated: None,
@@ -518,6 +510,7 @@ impl DiskImage for VmdkImage {
             physical_sector_size: 512,
             creator: None,
             disk_id: None,
+            data_write_guid: None,
             geometry: None,
             parents: Vec::new(),
             notes,

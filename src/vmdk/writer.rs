@@ -8,7 +8,7 @@
 use super::layout::*;
 use crate::context::BuildContext;
 use crate::disk::chunks::{AppendWriter, PackFn, for_each_data_chunk};
-use crate::disk::convert::{Padded, data_bytes};
+use crate::disk::stream::{Padded, data_bytes};
 use crate::disk::{DiskImage, Progress};
 use crate::err;
 use crate::error::Result;

@@ -1,0 +1,339 @@
+//! Any-to-any conversion: open (format probed from content), write the target format into a
+//! temp file beside the output, optionally hash it, rename into place.
+
+use crate::context::BuildContext;
+pub use crate::disk::stream::WriteOptions;
+use crate::disk::stream::{MIB, Padded, data_bytes, write_raw};
+use crate::disk::{DiskImage, OpenOptions, Progress};
+use crate::err;
+use crate::error::{Error, Result};
+use crate::output::{AtomicOutput, OutputOptions};
+use serde::Serialize;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+/// An output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TargetFormat {
+    /// Raw (sparse where the input is).
+    Raw,
+    /// Fixed VHD.
+    Vhd,
+    /// Dynamic VHD.
+    VhdDynamic,
+    /// Dynamic VHDX.
+    Vhdx,
+    /// Fixed VHDX.
+    VhdxFixed,
+}
+
+impl TargetFormat {
+    /// The format an output file name implies: `.vhdx` -> dynamic VHDX, `.vhd` -> fixed VHD,
+    /// `.raw` / `.img` -> raw.
+    pub fn from_extension(path: &Path) -> Option<Self> {
+        match path.extension()?.to_str()?.to_ascii_lowercase().as_str() {
+            "vhdx" => Some(TargetFormat::Vhdx),
+            "vhd" => Some(TargetFormat::Vhd),
+            "raw" | "img" => Some(TargetFormat::Raw),
+            _ => None,
+        }
+    }
+
+    /// Parses the command-line name.
+    pub fn parse(s: &str) -> Result<Self> {
+        Ok(match s {
+            "raw" => TargetFormat::Raw,
+            "vhd" | "vhd-fixed" => TargetFormat::Vhd,
+            "vhd-dynamic" => TargetFormat::VhdDynamic,
+            "vhdx" | "vhdx-dynamic" => TargetFormat::Vhdx,
+            "vhdx-fixed" => TargetFormat::VhdxFixed,
+            _ => {
+                return Err(err!(
+                    InvalidArgument,
+                    "unknown format {s:?} (expected raw, vhd, vhd-dynamic, vhdx, vhdx-fixed)"
+                ));
+            }
+        })
+    }
+
+    /// The command-line name.
+    pub fn name(self) -> &'static str {
+        match self {
+            TargetFormat::Raw => "raw",
+            TargetFormat::Vhd => "vhd",
+            TargetFormat::VhdDynamic => "vhd-dynamic",
+            TargetFormat::Vhdx => "vhdx",
+            TargetFormat::VhdxFixed => "vhdx-fixed",
+        }
+    }
+}
+
+/// Writes `src` as `format` into `out` (an empty file). Streams: memory is bounded.
+pub fn write_image(
+    src: &dyn DiskImage,
+    out: &File,
+    out_path: &Path,
+    format: TargetFormat,
+    opts: &WriteOptions,
+    ctx: &BuildContext,
+    progress: &dyn Progress,
+) -> Result<()> {
+    match format {
+        TargetFormat::Raw => write_raw(src, out, out_path, progress),
+        TargetFormat::Vhd => crate::vhd::write(src, out, out_path, false, opts, ctx, progress),
+        TargetFormat::VhdDynamic => {
+            crate::vhd::write(src, out, out_path, true, opts, ctx, progress)
+        }
+        TargetFormat::Vhdx => crate::vhdx::write(src, out, out_path, false, opts, ctx, progress),
+        TargetFormat::VhdxFixed => {
+            crate::vhdx::write(src, out, out_path, true, opts, ctx, progress)
+        }
+    }
+}
+
+/// What `convert` should do.
+#[derive(Debug, Clone)]
+pub struct ConvertOptions {
+    /// Output format.
+    pub format: TargetFormat,
+    /// Writer options.
+    pub write: WriteOptions,
+    /// Produce what Azure accepts: fixed VHD, virtual size rounded up to a whole MiB.
+    pub azure: bool,
+    /// Compute the SHA-256 of the output.
+    pub sha256: bool,
+    /// Replace an existing output.
+    pub force: bool,
+    /// How to open the input.
+    pub open: OpenOptions,
+    /// Flush the output to stable storage before renaming it into place (default true).
+    pub sync: bool,
+}
+
+impl Default for ConvertOptions {
+    /// A dynamic VHDX with the writers' defaults, no Azure rules, no hash, no overwrite, input
+    /// log not replayed, output synced.
+    fn default() -> Self {
+        ConvertOptions {
+            format: TargetFormat::Vhdx,
+            write: WriteOptions::default(),
+            azure: false,
+            sha256: false,
+            force: false,
+            open: OpenOptions::default(),
+            sync: true,
+        }
+    }
+}
+
+/// What `convert` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConvertReport {
+    /// Output path.
+    pub output: PathBuf,
+    /// Output format.
+    pub format: TargetFormat,
+    /// Input format as probed.
+    pub input_format: crate::disk::ImageKind,
+    /// Input virtual size.
+    pub input_size: u64,
+    /// Output virtual size (differs from the input's with `--azure` rounding).
+    pub virtual_size: u64,
+    /// Bytes of data moved.
+    pub data_bytes: u64,
+    /// SHA-256 of the output file, when asked.
+    pub sha256: Option<String>,
+}
+
+/// Azure's rule: a whole number of MiB.
+pub fn azure_size(len: u64) -> u64 {
+    len.div_ceil(MIB) * MIB
+}
+
+/// Converts `input` into `output`.
+pub fn convert(
+    input: &Path,
+    output: &Path,
+    opts: &ConvertOptions,
+    ctx: &BuildContext,
+    progress: &dyn Progress,
+) -> Result<ConvertReport> {
+    let format = opts.format;
+    if opts.azure && format != TargetFormat::Vhd {
+        return Err(err!(
+            InvalidArgument,
+            "--azure writes a fixed VHD (Azure accepts nothing else), not {}: drop --to or use --to vhd",
+            format.name()
+        ));
+    }
+    let out = AtomicOutput::create(
+        output,
+        &[input],
+        OutputOptions {
+            force: opts.force,
+            mode: 0o644,
+            sync: opts.sync,
+        },
+    )?;
+    let src = super::open::open_image(input, &opts.open)?;
+    let input_info = src.info();
+    let target_len = if opts.azure {
+        azure_size(src.len())
+    } else {
+        src.len()
+    };
+    if target_len != src.len() {
+        progress.note(&format!(
+            "virtual size rounded up from {} to {} bytes ({} MiB) for Azure",
+            src.len(),
+            target_len,
+            target_len / MIB
+        ));
+    }
+    let padded = Padded::new(src.as_ref(), target_len);
+    let data = data_bytes(&padded)?;
+    write_image(
+        &padded,
+        out.file(),
+        out.tmp_path(),
+        format,
+        &opts.write,
+        ctx,
+        progress,
+    )
+    .map_err(|e: Error| e.with_path(output))?;
+    let sha256 = if opts.sha256 {
+        progress.start("sha256", 0);
+        let h = crate::checksum::sha256_file(out.file(), out.tmp_path())?;
+        progress.finish();
+        Some(h)
+    } else {
+        None
+    };
+    let output = out.commit()?;
+    Ok(ConvertReport {
+        output,
+        format,
+        input_format: input_info.format,
+        input_size: src.len(),
+        virtual_size: target_len,
+        data_bytes: data,
+        sha256,
+    })
+}
+
+/// What `disk create` should make.
+#[derive(Debug, Clone)]
+pub struct CreateOptions {
+    /// Virtual size in bytes.
+    pub size: u64,
+    /// Output format.
+    pub format: TargetFormat,
+    /// Writer options.
+    pub write: WriteOptions,
+    /// Replace an existing output.
+    pub force: bool,
+    /// Compute the SHA-256 of the output.
+    pub sha256: bool,
+    /// Flush the output to stable storage before renaming it into place.
+    pub sync: bool,
+}
+
+/// Creates an empty disk.
+pub fn create(
+    output: &Path,
+    opts: &CreateOptions,
+    ctx: &BuildContext,
+    progress: &dyn Progress,
+) -> Result<(PathBuf, Option<String>)> {
+    if opts.size == 0 {
+        return Err(err!(
+            InvalidArgument,
+            "the disk size must be greater than zero"
+        ));
+    }
+    let out = AtomicOutput::create(
+        output,
+        &[],
+        OutputOptions::new(opts.force, 0o644).with_sync(opts.sync),
+    )?;
+    let src = crate::disk::mem::ZeroImage { len: opts.size };
+    write_image(
+        &src,
+        out.file(),
+        out.tmp_path(),
+        opts.format,
+        &opts.write,
+        ctx,
+        progress,
+    )
+    .map_err(|e| e.with_path(output))?;
+    let h = if opts.sha256 {
+        Some(crate::checksum::sha256_file(out.file(), out.tmp_path())?)
+    } else {
+        None
+    };
+    Ok((out.commit()?, h))
+}
+
+/// Parses sizes like `40G`, `512M`, `1.5T`, `4096`, `2MiB` (binary units).
+pub fn parse_size(s: &str) -> Result<u64> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        "t" | "tb" | "tib" => 1 << 40,
+        _ => {
+            return Err(err!(
+                InvalidArgument,
+                "bad size {s:?}: unknown unit {unit:?} (use K, M, G or T)"
+            ));
+        }
+    };
+    let bad = || err!(InvalidArgument, "bad size {s:?}");
+    let v = if num.contains('.') {
+        let f: f64 = num.parse().map_err(|_| bad())?;
+        let v = f * mult as f64;
+        if !(0.0..1.8e19).contains(&v) {
+            return Err(bad());
+        }
+        v.round() as u64
+    } else {
+        num.parse::<u64>()
+            .map_err(|_| bad())?
+            .checked_mul(mult)
+            .ok_or_else(bad)?
+    };
+    Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("40G").unwrap(), 40 << 30);
+        assert_eq!(parse_size("1M").unwrap(), 1 << 20);
+        assert_eq!(parse_size("1.5K").unwrap(), 1536);
+        assert_eq!(parse_size("4096").unwrap(), 4096);
+        assert_eq!(parse_size("2MiB").unwrap(), 2 << 20);
+        assert!(parse_size("12Q").is_err());
+        assert!(parse_size("99999999999T").is_err());
+        assert!(parse_size("").is_err());
+    }
+
+    #[test]
+    fn azure_rounding() {
+        assert_eq!(azure_size(MIB), MIB);
+        assert_eq!(azure_size(MIB + 1), 2 * MIB);
+        assert_eq!(azure_size(4_212_736), 5 * MIB);
+    }
+}

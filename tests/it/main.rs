@@ -1,0 +1,51 @@
+//! The integration tests, one crate: a module per area (each a former test binary), the
+//! external oracles in [`oracle`], shared fixtures in [`boot`], [`iso_fixture`] and
+//! [`prov_fixture`].
+//!
+//! Run one area with `cargo test --release --test it vhd_qemu::` (a module path filter).
+
+// shared helpers
+mod boot;
+mod iso_fixture;
+mod oracle;
+mod prov_fixture;
+mod azure_common;
+mod build_common;
+mod e2e_common;
+mod formats_common;
+mod launch_common;
+
+// tests
+mod boot_harness;
+mod boot_remaster;
+mod cli_disk;
+mod cloudinit_seed;
+mod fuzz;
+mod iso_edge;
+mod iso_fuzz;
+mod prov_broken;
+mod prov_iso;
+mod remaster_thirdparty;
+mod remaster_ubuntu;
+mod vhd_bad_input;
+mod vhd_qemu;
+mod vhd_roundtrip;
+mod vhd_thirdparty;
+mod vhd_write_in_place;
+mod vhdx_bad_input;
+mod vhdx_log;
+mod vhdx_qemu;
+mod vhdx_roundtrip;
+mod vhdx_write_in_place;
+mod azure_arm;
+mod azure_upload;
+mod build_bad_files;
+mod build_layout;
+mod build_plan;
+mod e2e_install;
+mod launch_hyperv;
+mod launch_qemu;
+mod pack_oracle;
+mod qcow2_bad_input;
+mod qcow2_qemu;
+mod vmdk_qemu;
