@@ -477,10 +477,20 @@ fn read_lossy(path: &Path) -> String {
 pub fn run_all(vms: &[Vm]) -> Vec<Run> {
     std::thread::scope(|s| {
         let handles: Vec<_> = vms.iter().map(|vm| s.spawn(move || vm.run())).collect();
-        handles
+        let runs: Vec<Run> = handles
             .into_iter()
             .map(|h| h.join().expect("VM thread"))
-            .collect()
+            .collect();
+        for r in &runs {
+            eprintln!(
+                "VM `{}`: SHUTDOWN {:?} after {:.1} s (still running: {})",
+                r.label,
+                r.shutdown,
+                r.elapsed.as_secs_f64(),
+                r.still_running
+            );
+        }
+        runs
     })
 }
 
