@@ -33,6 +33,10 @@ pub enum ErrorKind {
     UnknownBatState,
     /// A VHDX log holds entries that must be replayed before the image can be read.
     DirtyLog,
+    /// An image is marked dirty or corrupt by the program that wrote it (qcow2 dirty bit).
+    DirtyImage,
+    /// The input is a disk or archive format this tool recognises but does not read.
+    UnsupportedFormat,
     /// A differencing disk's parent could not be found.
     MissingParent,
     /// A differencing chain is deeper than the limit (or loops).
@@ -57,6 +61,19 @@ pub enum ErrorKind {
     NotFound,
     /// An external program used by the launcher failed.
     External,
+    /// A program or firmware file the operation needs is not installed (the message names the
+    /// Debian package).
+    MissingTool,
+    /// The guest did not power off within the time limit (the VM was killed).
+    Timeout,
+    /// The guest reset (rebooted) instead of powering off.
+    GuestReset,
+    /// The guest kernel panicked.
+    GuestPanic,
+    /// The VM ended without the guest powering off (qemu died, was killed, or stopped).
+    VmDied,
+    /// The operation was cancelled (Ctrl-C); the VM was killed.
+    Cancelled,
 }
 
 impl ErrorKind {
@@ -73,6 +90,8 @@ impl ErrorKind {
             ErrorKind::BatOverlap => "bat-overlap",
             ErrorKind::UnknownBatState => "unknown-bat-state",
             ErrorKind::DirtyLog => "dirty-log",
+            ErrorKind::DirtyImage => "dirty-image",
+            ErrorKind::UnsupportedFormat => "unsupported-format",
             ErrorKind::MissingParent => "missing-parent",
             ErrorKind::ParentChainTooDeep => "parent-chain-too-deep",
             ErrorKind::ParentMismatch => "parent-mismatch",
@@ -85,6 +104,12 @@ impl ErrorKind {
             ErrorKind::LimitExceeded => "limit-exceeded",
             ErrorKind::NotFound => "not-found",
             ErrorKind::External => "external",
+            ErrorKind::MissingTool => "missing-tool",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::GuestReset => "guest-reset",
+            ErrorKind::GuestPanic => "guest-panic",
+            ErrorKind::VmDied => "vm-died",
+            ErrorKind::Cancelled => "cancelled",
         }
     }
 }

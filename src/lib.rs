@@ -12,12 +12,15 @@ pub mod context;
 pub mod disk;
 pub mod error;
 pub mod output;
+pub mod pack;
 pub mod report;
 
 // disk formats
 pub mod gpt;
+pub mod qcow2;
 pub mod vhd;
 pub mod vhdx;
+pub mod vmdk;
 
 // ISO 9660 and remastering
 pub mod iso;
@@ -27,5 +30,11 @@ pub mod remaster;
 pub mod cloudinit;
 pub mod fat;
 pub mod provisioning;
+
+// launchers (qemu, Hyper-V)
+pub mod launch;
+
+// the build pipeline
+pub mod build;
 
 pub use error::{Error, ErrorKind, Result};

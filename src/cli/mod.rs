@@ -1,7 +1,9 @@
 //! The `isotool` command line: argument parsing and rendering only; the work is in the library.
 
+mod build;
 mod disk;
 mod iso;
+mod launch;
 mod progress;
 mod provisioning;
 mod remaster;
@@ -47,6 +49,11 @@ enum Command {
     ProvisioningCd(provisioning::ProvisioningCdArgs),
     /// Build a NoCloud seed (cidata ISO or FAT), or Azure custom data from a config tree.
     CloudInitSeed(provisioning::CloudInitSeedArgs),
+    /// Boot the artifacts (qemu here; PowerShell for Hyper-V) and wait for the guest to power off.
+    #[command(subcommand)]
+    Launch(launch::LaunchCommand),
+    /// Run a build file: remaster, media, install in a VM, convert per provider, SHA256SUMS.
+    Build(build::BuildArgs),
 }
 
 /// What a subcommand returns: success, or an exit code with nothing more to print.
@@ -71,6 +78,8 @@ pub fn main() -> ExitCode {
         // provisioning and cloud-init commands
         Command::ProvisioningCd(a) => provisioning::provisioning_cd(a, quiet),
         Command::CloudInitSeed(a) => provisioning::cloud_init_seed(a, quiet),
+        Command::Launch(c) => launch::launch(c, quiet),
+        Command::Build(a) => build::build(a, quiet),
     };
     match result {
         Ok(Outcome::Ok) => ExitCode::SUCCESS,

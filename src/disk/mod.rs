@@ -7,6 +7,7 @@
 //! Writers take any `DiskImage` as their source and stream it into a new file
 //! (see [`crate::disk::convert`]).
 
+pub mod chunks;
 pub mod convert;
 pub mod mem;
 pub mod probe;
