@@ -11,10 +11,11 @@
 //! custom data). The installed system's first-boot service must print the SHA-256 of every file
 //! of fixtures/config and a host name `cv<SHORT>-<MAJOR>-<MINOR>-<PATCH>-<16 [a-z0-9]>`.
 //!
-//! The preseed's finish options are honoured: without `debian-installer/exit/poweroff` the
-//! installer reboots (`finish-install/reboot_in_progress`: QMP reason `guest-reset`) or waits
-//! forever (neither: qemu still running long after "INSTALL-FINISH: wait"). A disk too small
-//! for the recipe fails the install before anything is written, and the installer waits.
+//! VMs run through the launcher (`isotool::launch::run`). The preseed's finish options are
+//! honoured: without `debian-installer/exit/poweroff` the installer reboots
+//! (`finish-install/reboot_in_progress`: the launcher's `guest-reset` error) or waits forever
+//! (neither: the launcher's `timeout` error, after "INSTALL-FINISH: wait"). A disk too small for
+//! the recipe fails the install before anything is written, and the installer waits (timeout).
 //!
 //! Needs: qemu-system-x86, ovmf, and what fixtures/ubuntu-like needs (its README.md).
 
@@ -22,6 +23,8 @@ use crate::boot as boot_common;
 use crate::e2e_common;
 
 use e2e_common::*;
+use isotool::ErrorKind;
+use isotool::launch::{DiskFormat, Firmware, Machine};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -32,6 +35,10 @@ const DISK_BYTES: u64 = 1 << 30;
 /// An install or a first boot takes 60-110 s under TCG on an idle 2-core machine; the suite
 /// runs other VMs at the same time.
 const VM_LIMIT: Duration = Duration::from_secs(600);
+/// The launcher's limit for an installer that waits at its end: long after an install is done.
+const WAIT_LIMIT: Duration = Duration::from_secs(330);
+/// The limit for an install that fails early (before partitioning): boot + checks.
+const SMALL_LIMIT: Duration = Duration::from_secs(200);
 
 /// The tests of this file take turns: each runs its VMs side by side, and more TCG guests than
 /// cores at once would only stretch every one of them toward its time limit.
@@ -102,19 +109,25 @@ fn sized_blank_disk(dir: &Path, name: &str, format: &str, size: &str) -> PathBuf
     disk
 }
 
-fn install_vm(dir: &Path, label: &str, firmware: Firmware, iso: &Path, disk: Drive) -> Vm {
+fn install_vm(
+    dir: &Path,
+    label: &str,
+    firmware: Firmware,
+    iso: &Path,
+    disk: (PathBuf, DiskFormat),
+) -> Vm {
     Vm {
         label: label.to_string(),
-        machine: if firmware == Firmware::Uefi {
-            "q35"
+        machine: if firmware == Firmware::Bios {
+            Machine::Pc
         } else {
-            "pc"
+            Machine::Q35
         },
         firmware,
-        drives: vec![Drive::cdrom(iso), disk],
-        boot_order: "d",
+        iso: Some(iso.to_path_buf()),
+        cdroms: Vec::new(),
+        disks: vec![disk],
         limit: VM_LIMIT,
-        hold_after: None,
         dir: dir.to_path_buf(),
     }
 }
@@ -206,14 +219,14 @@ fn install_bios_and_uefi_then_boot_converted_hyperv_and_azure_disks() {
             "install-uefi",
             Firmware::Uefi,
             &iso,
-            Drive::disk(&uefi_disk, "vhdx"),
+            (uefi_disk.clone(), DiskFormat::Vhdx),
         ),
         install_vm(
             &dir,
             "install-bios",
             Firmware::Bios,
             &iso,
-            Drive::disk(&bios_disk, "raw"),
+            (bios_disk.clone(), DiskFormat::Raw),
         ),
     ]);
     assert_no_qemu_left(&dir);
@@ -266,22 +279,22 @@ fn install_bios_and_uefi_then_boot_converted_hyperv_and_azure_disks() {
     let boots = run_all(&[
         Vm {
             label: "hyperv-uefi".into(),
-            machine: "q35",
+            machine: Machine::Q35,
             firmware: Firmware::Uefi,
-            drives: vec![Drive::disk(&hyperv, "vhdx"), Drive::cdrom(&dvd)],
-            boot_order: "c",
+            iso: None,
+            cdroms: vec![dvd.clone()],
+            disks: vec![(hyperv.clone(), DiskFormat::Vhdx)],
             limit: VM_LIMIT,
-            hold_after: None,
             dir: dir.clone(),
         },
         Vm {
             label: "azure-bios".into(),
-            machine: "pc",
+            machine: Machine::Pc,
             firmware: Firmware::Bios,
-            drives: vec![Drive::disk(&azure, "vpc"), Drive::cdrom(&seed)],
-            boot_order: "c",
+            iso: None,
+            cdroms: vec![seed.clone()],
+            disks: vec![(azure.clone(), DiskFormat::Vpc)],
             limit: VM_LIMIT,
-            hold_after: None,
             dir: dir.clone(),
         },
     ]);
@@ -311,10 +324,10 @@ fn preseed_finish_options_reboot_or_wait_and_a_small_disk_fails() {
         "finish-wait",
         Firmware::Bios,
         &wait_iso,
-        Drive::disk(&d2, "raw"),
+        (d2.clone(), DiskFormat::Raw),
     );
-    // Watched for 20 s after the marker: a power-off or reset would come at once.
-    waiting.hold_after = Some(("INSTALL-FINISH: wait".into(), Duration::from_secs(20)));
+    // An install takes 60-130 s under TCG; the launcher's limit comes well after it.
+    waiting.limit = WAIT_LIMIT;
     // A disk smaller than the recipe's minimum sizes (961 MiB): the install fails and waits.
     let d3 = sized_blank_disk(&dir, "small.raw", "raw", "768M");
     let mut small = install_vm(
@@ -322,40 +335,32 @@ fn preseed_finish_options_reboot_or_wait_and_a_small_disk_fails() {
         "too-small",
         Firmware::Bios,
         &reboot_iso,
-        Drive::disk(&d3, "raw"),
+        (d3.clone(), DiskFormat::Raw),
     );
-    small.hold_after = Some(("INSTALL-FAILED".into(), Duration::from_secs(5)));
+    small.limit = SMALL_LIMIT;
     let runs = run_all(&[
         install_vm(
             &dir,
             "finish-reboot",
             Firmware::Bios,
             &reboot_iso,
-            Drive::disk(&d1, "raw"),
+            (d1.clone(), DiskFormat::Raw),
         ),
         waiting,
         small,
     ]);
     assert_no_qemu_left(&dir);
     let (rebooted, waited, failed) = (&runs[0], &runs[1], &runs[2]);
+    rebooted.expect_markers(&["INSTALL-COMPLETE", "INSTALL-FINISH: reboot"]);
+    rebooted.expect_error(ErrorKind::GuestReset);
+    waited.expect_markers(&["INSTALL-COMPLETE", "INSTALL-FINISH: wait"]);
+    waited.expect_error(ErrorKind::Timeout);
     failed.expect_markers(&["INSTALL-FAILED: the recipe needs 961 MiB, the disk has 766"]);
     assert!(
-        failed.still_running && failed.shutdown.is_none() && !failed.serial.contains("PARTITIONED"),
-        "a failed install must not partition nor end by itself: {}",
+        !failed.serial.contains("PARTITIONED"),
+        "a failed install must not partition: {}",
         failed.describe()
     );
-    rebooted.expect_markers(&["INSTALL-COMPLETE", "INSTALL-FINISH: reboot"]);
-    assert_eq!(
-        rebooted.shutdown.as_deref(),
-        Some("guest-reset"),
-        "{}",
-        rebooted.describe()
-    );
-    waited.expect_markers(&["INSTALL-COMPLETE", "INSTALL-FINISH: wait"]);
-    assert!(
-        waited.still_running && waited.shutdown.is_none(),
-        "the installer must wait: {}",
-        waited.describe()
-    );
+    failed.expect_error(ErrorKind::Timeout);
     let _ = fs::remove_dir_all(&dir);
 }

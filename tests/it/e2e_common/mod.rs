@@ -1,25 +1,23 @@
 //! Helpers of the end-to-end install tests (tests/e2e_install*.rs): the isotool binary, the
-//! preseed's partition recipe, and a small QMP-aware qemu runner.
-//!
-//! The runner reads completion from QMP, not from qemu's exit status (with `-no-reboot` qemu
-//! exits 0 for a power-off, a reset and a panic alike): a `SHUTDOWN` event's `reason` says which
-//! (`guest-shutdown`, `guest-reset`, `guest-panic`). The serial port goes to a file that the
-//! tests read for the fixture's markers. qemu is killed on every way out (Drop guard).
+//! preseed's partition recipe, and VMs run through the launcher (`isotool::launch::run`, which
+//! reads the end of a run from QMP's SHUTDOWN reason and kills qemu on every way out): a guest
+//! power-off is Ok, a reset, a panic or the time limit are the launcher's named errors. The
+//! serial log goes to a file the tests read for the fixture's markers.
 //!
 //! Acceleration: TCG (nested KVM hangs on these machines, see DESIGN.md);
 //! `ISOTOOL_BOOT_ACCEL=kvm` asks for KVM.
 
 #![allow(dead_code)]
 
+use isotool::ErrorKind;
+use isotool::launch::{self, Accel, DiskFormat, DiskSpec, Firmware, Machine, QemuConfig};
 use std::fs;
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::process::Command;
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
-use crate::boot::{OVMF_CODE, OVMF_VARS, QEMU, require_ovmf, require_qemu};
+use crate::boot::{QEMU, require_ovmf, require_qemu};
 
 /// The shipped preseed template (the recipe the tests install with).
 pub fn shipped_preseed() -> PathBuf {
@@ -230,51 +228,17 @@ pub fn tree_sha256(dir: &Path) -> Vec<(String, String)> {
     out
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Firmware {
-    Bios,
-    Uefi,
-}
-
-/// A drive of a VM.
-#[derive(Clone, Debug)]
-pub struct Drive {
-    pub path: PathBuf,
-    /// qemu's format name: raw, vhdx, vpc.
-    pub format: &'static str,
-    pub cdrom: bool,
-}
-
-impl Drive {
-    pub fn disk(path: &Path, format: &'static str) -> Drive {
-        Drive {
-            path: path.to_path_buf(),
-            format,
-            cdrom: false,
-        }
-    }
-    pub fn cdrom(path: &Path) -> Drive {
-        Drive {
-            path: path.to_path_buf(),
-            format: "raw",
-            cdrom: true,
-        }
-    }
-}
-
-/// One VM run: machine, firmware, drives, a time limit, and optionally a marker after which
-/// the run is watched for `hold` more and then stopped (for runs that must not end by
-/// themselves).
+/// One VM run through the launcher (`isotool::launch::run`, as `isotool launch qemu` does):
+/// the installer ISO (first CD drive, boots first) or none, more CD drives, disks, a time limit.
 #[derive(Clone, Debug)]
 pub struct Vm {
     pub label: String,
-    pub machine: &'static str,
+    pub machine: Machine,
     pub firmware: Firmware,
-    pub drives: Vec<Drive>,
-    /// SeaBIOS boot order (`d`: CD first, `c`: disk first).
-    pub boot_order: &'static str,
+    pub iso: Option<PathBuf>,
+    pub cdroms: Vec<PathBuf>,
+    pub disks: Vec<(PathBuf, DiskFormat)>,
     pub limit: Duration,
-    pub hold_after: Option<(String, Duration)>,
     pub dir: PathBuf,
 }
 
@@ -283,35 +247,38 @@ pub struct Vm {
 pub struct Run {
     pub label: String,
     pub serial: String,
-    /// `reason` of the QMP SHUTDOWN event (guest-shutdown, guest-reset, guest-panic...).
-    pub shutdown: Option<String>,
-    /// The limit passed (or the hold time after the marker) with qemu still running.
-    pub still_running: bool,
+    /// Ok: the guest powered off (QMP SHUTDOWN, guest-shutdown); else the launcher's error.
+    pub result: Result<(), isotool::Error>,
     pub elapsed: Duration,
-    pub stderr: String,
 }
 
 impl Run {
     pub fn describe(&self) -> String {
         let lines: Vec<&str> = self.serial.lines().collect();
         format!(
-            "VM `{}`: SHUTDOWN reason {:?}, still running at the end: {}, after {:.1} s\n\
-             --- serial (last 40 lines) ---\n{}\n--- qemu stderr ---\n{}",
+            "VM `{}`: {:?} after {:.1} s\n--- serial (last 40 lines) ---\n{}",
             self.label,
-            self.shutdown,
-            self.still_running,
+            self.result,
             self.elapsed.as_secs_f64(),
             lines[lines.len().saturating_sub(40)..].join("\n"),
-            self.stderr.trim()
         )
     }
 
-    /// Fails unless the guest powered itself off (QMP SHUTDOWN, reason guest-shutdown).
+    /// Fails unless the guest powered itself off.
     pub fn expect_poweroff(&self) {
-        assert_eq!(
-            self.shutdown.as_deref(),
-            Some("guest-shutdown"),
+        assert!(
+            self.result.is_ok(),
             "the guest did not power off:\n{}",
+            self.describe()
+        );
+    }
+
+    /// Fails unless the launcher failed with `kind`.
+    pub fn expect_error(&self, kind: ErrorKind) {
+        assert_eq!(
+            self.result.as_ref().err().map(|e| e.kind()),
+            Some(kind),
+            "{}",
             self.describe()
         );
     }
@@ -327,160 +294,70 @@ impl Run {
     }
 }
 
-/// Kills qemu when dropped, whatever the way out.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-        }
-        let _ = self.0.wait();
-    }
-}
-
 impl Vm {
-    fn args(&self, serial: &Path, qmp: &Path) -> Vec<String> {
-        let accel = match std::env::var("ISOTOOL_BOOT_ACCEL").as_deref() {
-            Ok("kvm") => "kvm",
-            _ => "tcg",
-        };
-        let mut a: Vec<String> = [
-            "-machine",
-            self.machine,
-            "-accel",
-            accel,
-            "-m",
-            "512",
-            "-display",
-            "none",
-            "-no-reboot",
-            "-nic",
-            "none",
-            "-monitor",
-            "none",
-            "-boot",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        a.push(format!("order={}", self.boot_order));
-        a.push("-serial".into());
-        a.push(format!("file:{}", serial.display()));
-        a.push("-qmp".into());
-        a.push(format!("unix:{},server=on,wait=off", qmp.display()));
-        if self.firmware == Firmware::Uefi {
-            let vars = self.dir.join(format!("{}-VARS.fd", self.label));
-            fs::copy(OVMF_VARS, &vars).unwrap_or_else(|e| panic!("copy {OVMF_VARS}: {e}"));
-            a.push("-drive".into());
-            a.push(format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}"));
-            a.push("-drive".into());
-            a.push(format!("if=pflash,format=raw,file={}", vars.display()));
-        }
-        for d in &self.drives {
-            let path = d.path.to_string_lossy();
-            assert!(!path.contains(','), "qemu -drive cannot take {path}");
-            a.push("-drive".into());
-            a.push(if d.cdrom {
-                format!("file={path},format=raw,if=ide,media=cdrom,readonly=on")
-            } else {
-                format!("file={path},format={},if=ide,media=disk", d.format)
-            });
-        }
-        a
-    }
-
-    /// Runs the VM until it shuts down, the limit passes, or the hold after the marker ends.
+    /// Runs the VM until it powers off, resets, panics or the limit passes (qemu is killed).
     pub fn run(&self) -> Run {
         require_qemu();
-        if self.firmware == Firmware::Uefi {
+        if self.firmware != Firmware::Bios {
             require_ovmf();
         }
-        static SEQ: AtomicUsize = AtomicUsize::new(0);
         let serial = self.dir.join(format!("{}.serial", self.label));
-        let stderr_path = self.dir.join(format!("{}.stderr", self.label));
-        // Unix socket paths are short (108 bytes): keep QMP's under the temp dir.
-        let qmp_path = std::env::temp_dir().join(format!(
-            "isotool-e2e-{}-{}.qmp",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::SeqCst)
-        ));
-        let _ = fs::remove_file(&qmp_path);
-        let stderr = fs::File::create(&stderr_path).expect("qemu stderr file");
+        let accel = match std::env::var("ISOTOOL_BOOT_ACCEL").as_deref() {
+            Ok("kvm") => Accel::Kvm,
+            _ => Accel::Tcg,
+        };
+        let cfg = QemuConfig {
+            iso: self.iso.clone(),
+            cdroms: self.cdroms.clone(),
+            disks: self
+                .disks
+                .iter()
+                .map(|(path, format)| DiskSpec {
+                    path: path.clone(),
+                    format: *format,
+                })
+                .collect(),
+            firmware: self.firmware,
+            machine: self.machine,
+            memory_mib: 512,
+            timeout: self.limit,
+            serial_log: Some(serial.clone()),
+            accel,
+            ..QemuConfig::default()
+        };
         let start = Instant::now();
-        let child = Command::new(QEMU)
-            .args(self.args(&serial, &qmp_path))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {QEMU}: {e}"));
-        let mut guard = Guard(child);
-        let mut qmp = None;
-        let mut shutdown = None;
-        let mut held_since: Option<Instant> = None;
-        let mut still_running = false;
-        loop {
-            if qmp.is_none() {
-                qmp = Qmp::connect(&qmp_path);
-            }
-            if let Some(q) = qmp.as_mut() {
-                match q.next_event(Duration::from_millis(250)) {
-                    Ok(Some(ev)) if ev["event"] == "SHUTDOWN" => {
-                        shutdown = ev["data"]["reason"].as_str().map(str::to_string);
-                    }
-                    Ok(_) => {}
-                    Err(_) => qmp = None,
-                }
-            } else {
-                std::thread::sleep(Duration::from_millis(250));
-            }
-            if shutdown.is_some() || matches!(guard.0.try_wait(), Ok(Some(_))) {
-                break;
-            }
-            if let (Some((marker, _)), None) = (&self.hold_after, held_since)
-                && read_lossy(&serial).contains(marker.as_str())
-            {
-                held_since = Some(Instant::now());
-            }
-            if let (Some((_, hold)), Some(t)) = (&self.hold_after, held_since)
-                && t.elapsed() >= *hold
-            {
-                still_running = true;
-                break;
-            }
-            if start.elapsed() >= self.limit {
-                still_running = true;
-                break;
-            }
-        }
-        let elapsed = start.elapsed();
-        drop(qmp);
-        drop(guard);
-        let _ = fs::remove_file(&qmp_path);
+        let cancel = AtomicBool::new(false);
+        let result = launch::run(&cfg, &cancel, &mut |_| {}).map(|_| ());
         Run {
             label: self.label.clone(),
-            serial: read_lossy(&serial),
-            shutdown,
-            still_running,
-            elapsed,
-            stderr: fs::read_to_string(&stderr_path).unwrap_or_default(),
+            serial: String::from_utf8_lossy(&fs::read(&serial).unwrap_or_default())
+                .replace('\r', ""),
+            result,
+            elapsed: start.elapsed(),
         }
     }
-}
-
-fn read_lossy(path: &Path) -> String {
-    String::from_utf8_lossy(&fs::read(path).unwrap_or_default()).replace('\r', "")
 }
 
 /// Runs VMs side by side (one thread each); results in the same order.
 pub fn run_all(vms: &[Vm]) -> Vec<Run> {
     std::thread::scope(|s| {
         let handles: Vec<_> = vms.iter().map(|vm| s.spawn(move || vm.run())).collect();
-        handles
+        let runs: Vec<Run> = handles
             .into_iter()
             .map(|h| h.join().expect("VM thread"))
-            .collect()
+            .collect();
+        for r in &runs {
+            eprintln!(
+                "VM `{}`: {} after {:.1} s",
+                r.label,
+                match &r.result {
+                    Ok(()) => "powered off".to_string(),
+                    Err(e) => format!("error {}", e.kind().code()),
+                },
+                r.elapsed.as_secs_f64()
+            );
+        }
+        runs
     })
 }
 
@@ -496,53 +373,4 @@ pub fn assert_no_qemu_left(dir: &Path) {
         }
     }
     assert!(strays.is_empty(), "qemu left running: {strays:?}");
-}
-
-/// Minimal QMP client: capabilities negotiation, then events.
-struct Qmp {
-    reader: BufReader<UnixStream>,
-}
-
-impl Qmp {
-    fn connect(path: &Path) -> Option<Qmp> {
-        let stream = UnixStream::connect(path).ok()?;
-        stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        let mut writer = stream.try_clone().ok()?;
-        let mut reader = BufReader::new(stream);
-        let mut greeting = String::new();
-        reader.read_line(&mut greeting).ok()?;
-        if !greeting.contains("QMP") {
-            return None;
-        }
-        writer
-            .write_all(b"{\"execute\":\"qmp_capabilities\"}\n")
-            .ok()?;
-        let mut answer = String::new();
-        reader.read_line(&mut answer).ok()?;
-        Some(Qmp { reader })
-    }
-
-    /// The next event, or None when none came within `wait`; Err when the socket closed.
-    fn next_event(&mut self, wait: Duration) -> Result<Option<serde_json::Value>, ()> {
-        self.reader
-            .get_ref()
-            .set_read_timeout(Some(wait))
-            .map_err(|_| ())?;
-        let mut line = String::new();
-        match self.reader.read_line(&mut line) {
-            Ok(0) => Err(()),
-            Ok(_) => Ok(serde_json::from_str::<serde_json::Value>(&line)
-                .ok()
-                .filter(|v| v.get("event").is_some())),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                Ok(None)
-            }
-            Err(_) => Err(()),
-        }
-    }
 }
