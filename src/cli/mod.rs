@@ -2,6 +2,7 @@
 
 mod disk;
 mod iso;
+mod pack;
 mod progress;
 mod provisioning;
 mod remaster;
@@ -36,6 +37,8 @@ enum Command {
     Info(disk::InfoArgs),
     /// Check a disk image against a target platform (azure, hyperv-gen1, hyperv-gen2).
     Validate(disk::ValidateArgs),
+    /// Package a disk for a provider: OVA, GCP image tar.gz, Vagrant box (libvirt, VirtualBox).
+    Pack(pack::PackArgs),
     // ISO commands
     /// Inspect ISO 9660 images: ls, extract, info.
     #[command(subcommand)]
@@ -65,6 +68,7 @@ pub fn main() -> ExitCode {
         Command::Disk(c) => disk::disk(c, quiet),
         Command::Info(a) => disk::info(a),
         Command::Validate(a) => disk::validate(a),
+        Command::Pack(a) => pack::pack(a, quiet),
         // ISO commands
         Command::Iso(c) => iso::iso(c),
         Command::Remaster(a) => remaster::remaster(a, quiet),

@@ -12,6 +12,7 @@ pub mod convert;
 pub mod mem;
 pub mod probe;
 pub mod raw;
+pub mod signatures;
 pub mod validate;
 
 use crate::error::Result;

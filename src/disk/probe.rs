@@ -20,6 +20,10 @@ pub enum Format {
     Vhd,
     /// VHDX: `vhdxfile` file identifier.
     Vhdx,
+    /// qcow2 (versions 2 and 3): `QFI\xfb` magic.
+    Qcow2,
+    /// VMDK hosted sparse extent (monolithicSparse, streamOptimized): `KDMV` magic.
+    Vmdk,
 }
 
 /// How to open images.
@@ -53,6 +57,12 @@ pub fn probe_file(f: &File, path: &Path) -> Result<Format> {
         if &head == b"conectix" {
             return Ok(Format::Vhd);
         }
+        if head[..4] == *b"QFI\xfb" {
+            return Ok(Format::Qcow2);
+        }
+        if head[..4] == *b"KDMV" {
+            return Ok(Format::Vmdk);
+        }
     }
     for tail in [512u64, 511] {
         if len >= tail {
@@ -64,7 +74,18 @@ pub fn probe_file(f: &File, path: &Path) -> Result<Format> {
             }
         }
     }
+    if let Some(what) = super::signatures::unsupported(f, len, path)? {
+        return Err(super::signatures::refusal(path, what));
+    }
     Ok(Format::Raw)
+}
+
+/// Opens `path` as a raw disk whatever its content (`--input-format raw`), or probes it.
+pub fn open_image_as(path: &Path, raw: bool, opts: &OpenOptions) -> Result<Box<dyn DiskImage>> {
+    if raw {
+        return Ok(Box::new(super::raw::RawImage::open(path)?));
+    }
+    open_image(path, opts)
 }
 
 /// Opens an image of any format, following differencing parents.
@@ -89,6 +110,19 @@ pub fn open_image_at_depth(
         Format::Raw => Ok(Box::new(super::raw::RawImage::open(path)?)),
         Format::Vhd => crate::vhd::open(path, opts, depth),
         Format::Vhdx => crate::vhdx::open(path, opts, depth),
+        Format::Qcow2 => {
+            // A backing file is probed like any input, unless the image names its format raw.
+            let backing = |p: &Path, fmt: Option<&str>, d: u32| -> Result<Box<dyn DiskImage>> {
+                if fmt == Some("raw") {
+                    return Ok(Box::new(super::raw::RawImage::open(p)?));
+                }
+                open_image_at_depth(p, opts, d)
+            };
+            Ok(Box::new(crate::qcow2::Qcow2Image::open(
+                path, depth, &backing,
+            )?))
+        }
+        Format::Vmdk => Ok(Box::new(crate::vmdk::VmdkImage::open(path)?)),
     }
 }
 
