@@ -87,16 +87,7 @@ fn info_reports_cluster_grain_compression_and_backing_chain() {
     let base = dir.path().join("base.qcow2");
     ok(&["-q", "convert", p(&raw), p(&base), "--compress"]);
     let top = dir.path().join("top.qcow2");
-    qemu_img(&[
-        "create",
-        "-f",
-        "qcow2",
-        "-b",
-        "base.qcow2",
-        "-F",
-        "qcow2",
-        p(&top),
-    ]);
+    qcow2_overlay("base.qcow2", &top);
     let out = ok(&["info", p(&top)]);
     assert!(out.contains("qcow2"), "{out}");
     assert!(out.contains("base.qcow2"), "{out}");
