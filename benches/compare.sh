@@ -86,6 +86,7 @@ row() { # name out iso_cmd -- qemu_cmd
   awk -v n="$name" -v a="${a% *}" -v b="${b% *}" -v c="${c% *}" -v d="${d% *}" -v ar="${c#* }" -v br="${d#* }" -v cp="$copy_ms" 'BEGIN {
     printf "%-22s | %6d ms %5d ms %7.2f | %5d ms %5d ms %7.2f %7.2f | %4.1f MiB %4.1f MiB\n", n, a, b, a/b, c, d, c/d, c/cp, ar/1024, br/1024 }'
 }
+if [ "${ONLY:-}" != formats ]; then
 row "raw -> vhd (fixed)" "$OUT" "$ISOTOOL" -q convert "$IN" "$OUT" --to vhd -- \
   qemu-img convert -f raw -O vpc -o subformat=fixed,force_size=on "$IN" "$OUT"
 row "raw -> vhd-dynamic" "$OUT" "$ISOTOOL" -q convert "$IN" "$OUT" --to vhd-dynamic -- \
@@ -96,5 +97,61 @@ VHDX=$WORK/in.vhdx
 "$ISOTOOL" -q convert "$IN" "$VHDX" --to vhdx --block-size 32M >/dev/null
 row "vhdx -> vhd (--azure)" "$OUT" "$ISOTOOL" -q convert "$VHDX" "$OUT" --azure -- \
   qemu-img convert -f vhdx -O vpc -o subformat=fixed,force_size=on "$VHDX" "$OUT"
+fi
 echo
 echo "targets: ratio < 1.00 in both modes, vs_copy (flushed) <= 1.15, peak RSS < 64 MiB"
+
+# --- Formats (issue 9): qcow2, qcow2 compressed, streamOptimized VMDK, GCP package ----------
+# Same input layout, but the data compresses like a system disk does: runs alternate random
+# bytes, base64 text and number text. (ONLY=formats runs this block alone.)
+CIN=$WORK/cin.raw
+truncate -s "${SIZE_MIB}M" "$CIN"
+set +o pipefail # head closing the pipe early is expected here
+for i in $(seq 0 $((runs - 1))); do
+  case $((i % 3)) in
+    0) head -c $((64 << 20)) /dev/urandom ;;
+    1) head -c $((48 << 20)) /dev/urandom | base64 -w 76 | head -c $((64 << 20)) ;;
+    2) seq 1 100000000 | head -c $((64 << 20)) ;;
+  esac | dd of="$CIN" bs=1M seek=$((i * stride)) conv=notrunc status=none
+done
+set -o pipefail
+sync "$CIN"
+printf '\nFormats, raw %d MiB with %d MiB of mixed data (median of %d runs, %s cores)\n' "$SIZE_MIB" "$DATA_MIB" "$RUNS" "$(nproc)"
+printf '%-22s | %8s %8s %7s | %8s %8s %7s %7s | %8s %8s\n' case isotool qemu ratio isotool qemu ratio vs_copy isotool qemu
+row "raw -> qcow2" "$OUT" "$ISOTOOL" -q convert "$CIN" "$OUT" --to qcow2 -- \
+  qemu-img convert -f raw -O qcow2 "$CIN" "$OUT"
+row "raw -> qcow2 -c" "$OUT" "$ISOTOOL" -q convert "$CIN" "$OUT" --to qcow2 --compress -- \
+  qemu-img convert -c -f raw -O qcow2 "$CIN" "$OUT"
+row "raw -> vmdk stream" "$OUT" "$ISOTOOL" -q convert "$CIN" "$OUT" --to vmdk -- \
+  qemu-img convert -f raw -O vmdk -o subformat=streamOptimized "$CIN" "$OUT"
+# Output sizes of the compressed formats (target: isotool within 2 % of qemu-img).
+size_row() { # name iso_cmd -- qemu_cmd (both write $OUT)
+  local name=$1; shift
+  local iso=() q=()
+  while [ "$1" != "--" ]; do iso+=("$1"); shift; done; shift; q=("$@")
+  rm -f "$OUT"; "${iso[@]}" --no-sync >/dev/null; local a; a=$(stat -c %s "$OUT")
+  rm -f "$OUT"; "${q[@]}" >/dev/null; local b; b=$(stat -c %s "$OUT")
+  awk -v n="$name" -v a="$a" -v b="$b" 'BEGIN { printf "size %-17s | isotool %d bytes, qemu-img %d bytes, ratio %.4f\n", n, a, b, a/b }'
+}
+size_row "qcow2 -c" "$ISOTOOL" -q convert "$CIN" "$OUT" --to qcow2 --compress -- qemu-img convert -c -f raw -O qcow2 "$CIN" "$OUT"
+size_row "vmdk stream" "$ISOTOOL" -q convert "$CIN" "$OUT" --to vmdk -- qemu-img convert -f raw -O vmdk -o subformat=streamOptimized "$CIN" "$OUT"
+
+# GCP package: isotool pack vs GNU tar (sparse, gzip) and tar | pigz, at equal durability.
+GDIR=$WORK/gcp; mkdir -p "$GDIR"; ln -f "$CIN" "$GDIR/disk.raw"
+gcp_row() { # name peer_cmd_string
+  local name=$1 peer=$2 a b c d
+  a=$(bench "$OUT" "$ISOTOOL" -q pack "$CIN" --for gcp -o "$OUT" --no-sync)
+  b=$(bench "$OUT" sh -c "$peer")
+  c=$(bench "$OUT" "$ISOTOOL" -q pack "$CIN" --for gcp -o "$OUT")
+  d=$(bench "$OUT" sh -c "$peer && sync '$OUT'")
+  awk -v n="$name" -v a="${a% *}" -v b="${b% *}" -v c="${c% *}" -v d="${d% *}" -v ar="${c#* }" -v br="${d#* }" -v cp="$copy_ms" 'BEGIN {
+    printf "%-22s | %6d ms %5d ms %7.2f | %5d ms %5d ms %7.2f %7.2f | %4.1f MiB %4.1f MiB\n", n, a, b, a/b, c, d, c/d, c/cp, ar/1024, br/1024 }'
+}
+gcp_row "gcp vs tar -Sczf" "tar --format=oldgnu -Sczf '$OUT' -C '$GDIR' disk.raw"
+if command -v pigz >/dev/null; then
+  gcp_row "gcp vs tar -S | pigz" "tar --format=oldgnu -S -cf - -C '$GDIR' disk.raw | pigz > '$OUT'"
+fi
+rm -f "$OUT"; "$ISOTOOL" -q pack "$CIN" --for gcp -o "$OUT" --no-sync; a=$(stat -c %s "$OUT")
+rm -f "$OUT"; tar --format=oldgnu -Sczf "$OUT" -C "$GDIR" disk.raw; b=$(stat -c %s "$OUT")
+awk -v a="$a" -v b="$b" 'BEGIN { printf "size gcp tar.gz        | isotool %d bytes, tar -Sczf %d bytes, ratio %.4f\n", a, b, a/b }'
+echo "targets: qcow2/vmdk/gcp uncompressed ratio < 1.00; compressed ratio <= 0.625 (1.6x) with size ratio <= 1.02"

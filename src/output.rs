@@ -75,6 +75,19 @@ impl Default for OutputOptions {
     }
 }
 
+/// The file name an output will have, from its temporary path (`.NAME.isotool-PID-N.tmp`) or
+/// its final path.
+pub fn final_name(path: &Path) -> String {
+    let n = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    match n.strip_prefix('.').and_then(|r| r.rsplit_once(".isotool-")) {
+        Some((name, _)) if n.ends_with(".tmp") => name.to_string(),
+        _ => n,
+    }
+}
+
 /// An output being written: a temp file in the target's directory, renamed on [`commit`].
 ///
 /// Dropping it without committing removes the temp file.

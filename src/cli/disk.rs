@@ -41,12 +41,20 @@ impl WriteArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct ConvertArgs {
-    /// Input image (raw, VHD or VHDX: recognised from its content).
+    /// Input image (raw, VHD, VHDX, qcow2, VMDK: recognised from its content).
     input: PathBuf,
+    /// Take the input as this format instead of probing it (only `raw`: for a disk whose
+    /// content looks like an archive or a format isotool refuses).
+    #[arg(long, value_name = "FORMAT", value_parser = ["raw"])]
+    input_format: Option<String>,
+    /// qcow2: deflate-compress clusters (in parallel on every core).
+    #[arg(long)]
+    compress: bool,
     /// Output image.
     output: PathBuf,
-    /// Output format: raw, vhd (fixed), vhd-dynamic, vhdx (dynamic), vhdx-fixed. Default: from
-    /// the output's extension (.vhdx, .vhd, .raw/.img); with --azure, vhd.
+    /// Output format: raw, vhd (fixed), vhd-dynamic, vhdx (dynamic), vhdx-fixed, qcow2 (cluster
+    /// size: --block-size, default 64K; --compress), vmdk (streamOptimized). Default: from the
+    /// output's extension (.vhdx, .vhd, .raw/.img, .qcow2, .vmdk); with --azure, vhd.
     #[arg(long = "to", value_name = "FORMAT")]
     to: Option<String>,
     #[command(flatten)]
@@ -71,18 +79,31 @@ pub(crate) struct ConvertArgs {
 pub(crate) fn convert(a: ConvertArgs, quiet: bool, sync: bool) -> Result<Outcome> {
     let ctx = BuildContext::from_env()?;
     let bars = super::progress::Bars::new(quiet || a.json);
-    let opts = ConvertOptions {
-        format: match (&a.to, a.azure) {
+    let format = match (&a.to, a.azure) {
             (Some(t), _) => TargetFormat::parse(t)?,
             (None, true) => TargetFormat::Vhd,
             (None, false) => TargetFormat::from_extension(&a.output).ok_or_else(|| {
                 isotool::err!(
                     InvalidArgument,
-                    "give the output format with --to (raw, vhd, vhd-dynamic, vhdx, vhdx-fixed): {} has no known extension",
+                    "give the output format with --to (raw, vhd, vhd-dynamic, vhdx, vhdx-fixed, qcow2, vmdk): {} has no known extension",
                     a.output.display()
                 )
             })?,
-        },
+    };
+    let format = match (format, a.compress) {
+        (TargetFormat::Qcow2, true) => TargetFormat::Qcow2Compressed,
+        (f, false) => f,
+        (f, true) if f == TargetFormat::Qcow2Compressed || f == TargetFormat::Vmdk => f,
+        (f, true) => {
+            return Err(isotool::err!(
+                InvalidArgument,
+                "--compress applies to qcow2 (VMDK grains are always compressed), not {}",
+                f.name()
+            ));
+        }
+    };
+    let opts = ConvertOptions {
+        format,
         write: a.write.options()?,
         azure: a.azure,
         sha256: a.sha256,
@@ -92,7 +113,14 @@ pub(crate) fn convert(a: ConvertArgs, quiet: bool, sync: bool) -> Result<Outcome
         },
         sync,
     };
-    let r = convert::convert(&a.input, &a.output, &opts, &ctx, &bars)?;
+    let r = convert::convert_input(
+        &a.input,
+        a.input_format.is_some(),
+        &a.output,
+        &opts,
+        &ctx,
+        &bars,
+    )?;
     if a.json {
         print_json(&r)?;
     } else {

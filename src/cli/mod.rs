@@ -5,6 +5,7 @@ mod azure;
 mod disk;
 mod iso;
 mod launch;
+mod pack;
 mod progress;
 mod provisioning;
 mod remaster;
@@ -39,6 +40,8 @@ enum Command {
     Info(disk::InfoArgs),
     /// Check a disk image against a target platform (azure, hyperv-gen1, hyperv-gen2).
     Validate(disk::ValidateArgs),
+    /// Package a disk for a provider: OVA, GCP image tar.gz, Vagrant box (libvirt, VirtualBox).
+    Pack(pack::PackArgs),
     // ISO commands
     /// Inspect ISO 9660 images: ls, extract, info.
     #[command(subcommand)]
@@ -77,6 +80,7 @@ pub fn main() -> ExitCode {
         Command::Disk(c) => disk::disk(c, quiet, sync),
         Command::Info(a) => disk::info(a),
         Command::Validate(a) => disk::validate(a),
+        Command::Pack(a) => pack::pack(a, quiet, sync),
         // ISO commands
         Command::Iso(c) => iso::iso(c, sync),
         Command::Remaster(a) => remaster::remaster(a, quiet, sync),

@@ -12,6 +12,7 @@
 pub mod chunks;
 pub mod mem;
 pub mod raw;
+pub mod signatures;
 pub mod stream;
 
 use crate::error::Result;

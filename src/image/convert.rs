@@ -26,6 +26,12 @@ pub enum TargetFormat {
     Vhdx,
     /// Fixed VHDX.
     VhdxFixed,
+    /// qcow2 version 3 (sparse).
+    Qcow2,
+    /// qcow2 version 3 with deflate-compressed clusters (compressed in parallel).
+    Qcow2Compressed,
+    /// streamOptimized VMDK in VMware's layout.
+    Vmdk,
 }
 
 impl TargetFormat {
@@ -36,6 +42,8 @@ impl TargetFormat {
             "vhdx" => Some(TargetFormat::Vhdx),
             "vhd" => Some(TargetFormat::Vhd),
             "raw" | "img" => Some(TargetFormat::Raw),
+            "qcow2" => Some(TargetFormat::Qcow2),
+            "vmdk" => Some(TargetFormat::Vmdk),
             _ => None,
         }
     }
@@ -48,10 +56,13 @@ impl TargetFormat {
             "vhd-dynamic" => TargetFormat::VhdDynamic,
             "vhdx" | "vhdx-dynamic" => TargetFormat::Vhdx,
             "vhdx-fixed" => TargetFormat::VhdxFixed,
+            "qcow2" => TargetFormat::Qcow2,
+            "qcow2-compressed" => TargetFormat::Qcow2Compressed,
+            "vmdk" | "vmdk-stream" => TargetFormat::Vmdk,
             _ => {
                 return Err(err!(
                     InvalidArgument,
-                    "unknown format {s:?} (expected raw, vhd, vhd-dynamic, vhdx, vhdx-fixed)"
+                    "unknown format {s:?} (expected raw, vhd, vhd-dynamic, vhdx, vhdx-fixed, qcow2, qcow2-compressed, vmdk)"
                 ));
             }
         })
@@ -65,6 +76,9 @@ impl TargetFormat {
             TargetFormat::VhdDynamic => "vhd-dynamic",
             TargetFormat::Vhdx => "vhdx",
             TargetFormat::VhdxFixed => "vhdx-fixed",
+            TargetFormat::Qcow2 => "qcow2",
+            TargetFormat::Qcow2Compressed => "qcow2-compressed",
+            TargetFormat::Vmdk => "vmdk",
         }
     }
 }
@@ -88,6 +102,16 @@ pub fn write_image(
         TargetFormat::Vhdx => crate::vhdx::write(src, out, out_path, false, opts, ctx, progress),
         TargetFormat::VhdxFixed => {
             crate::vhdx::write(src, out, out_path, true, opts, ctx, progress)
+        }
+        TargetFormat::Qcow2 | TargetFormat::Qcow2Compressed => {
+            let cluster = opts.block_size.unwrap_or(1 << 16);
+            let compress = format == TargetFormat::Qcow2Compressed;
+            let q = crate::qcow2::Qcow2WriteOptions::with_cluster_size(cluster, compress)?;
+            crate::qcow2::write(src, out, out_path, &q, progress)
+        }
+        TargetFormat::Vmdk => {
+            let name = crate::output::final_name(out_path);
+            crate::vmdk::write_stream_optimized(src, out, out_path, &name, ctx, progress)
         }
     }
 }
@@ -159,6 +183,19 @@ pub fn convert(
     ctx: &BuildContext,
     progress: &dyn Progress,
 ) -> Result<ConvertReport> {
+    convert_input(input, false, output, opts, ctx, progress)
+}
+
+/// [`convert`], taking the input as a raw disk without probing when `input_raw`
+/// (`--input-format raw`).
+pub fn convert_input(
+    input: &Path,
+    input_raw: bool,
+    output: &Path,
+    opts: &ConvertOptions,
+    ctx: &BuildContext,
+    progress: &dyn Progress,
+) -> Result<ConvertReport> {
     let format = opts.format;
     if opts.azure && format != TargetFormat::Vhd {
         return Err(err!(
@@ -176,7 +213,7 @@ pub fn convert(
             sync: opts.sync,
         },
     )?;
-    let src = super::open::open_image(input, &opts.open)?;
+    let src = super::open::open_image_as(input, input_raw, &opts.open)?;
     let input_info = src.info();
     let target_len = if opts.azure {
         azure_size(src.len())

@@ -10,5 +10,5 @@ pub mod open;
 pub mod probe;
 pub mod validate;
 
-pub use open::{MAX_PARENT_DEPTH, Opener, open_image, open_image_at_depth};
+pub use open::{MAX_PARENT_DEPTH, Opener, open_image, open_image_as, open_image_at_depth};
 pub use probe::{Format, probe_format};

@@ -35,7 +35,28 @@ pub fn open_image_at_depth(
         Format::Raw => Ok(Box::new(crate::disk::raw::RawImage::open(path)?)),
         Format::Vhd => crate::vhd::open(path, depth, &opener),
         Format::Vhdx => crate::vhdx::open(path, opts, depth, &opener),
+        Format::Qcow2 => {
+            // A backing file is probed like any input, unless the image names its format raw.
+            let backing = |p: &Path, fmt: Option<&str>, d: u32| -> Result<Box<dyn DiskImage>> {
+                if fmt == Some("raw") {
+                    return Ok(Box::new(crate::disk::raw::RawImage::open(p)?));
+                }
+                open_image_at_depth(p, opts, d)
+            };
+            Ok(Box::new(crate::qcow2::Qcow2Image::open(
+                path, depth, &backing,
+            )?))
+        }
+        Format::Vmdk => Ok(Box::new(crate::vmdk::VmdkImage::open(path)?)),
     }
+}
+
+/// Opens `path` as a raw disk whatever its content (`--input-format raw`), or probes it.
+pub fn open_image_as(path: &Path, raw: bool, opts: &OpenOptions) -> Result<Box<dyn DiskImage>> {
+    if raw {
+        return Ok(Box::new(crate::disk::raw::RawImage::open(path)?));
+    }
+    open_image(path, opts)
 }
 
 /// Opens parents by probing their format: what differencing formats are given.

@@ -16,6 +16,10 @@ pub enum Format {
     Vhd,
     /// VHDX: `vhdxfile` file identifier.
     Vhdx,
+    /// qcow2 (versions 2 and 3): `QFI\xfb` magic.
+    Qcow2,
+    /// VMDK hosted sparse extent (monolithicSparse, streamOptimized): `KDMV` magic.
+    Vmdk,
 }
 
 /// Recognises the format of the file at `path` from its bytes.
@@ -41,6 +45,12 @@ pub fn probe_file(f: &File, path: &Path) -> Result<Format> {
         if &head == b"conectix" {
             return Ok(Format::Vhd);
         }
+        if head[..4] == *b"QFI\xfb" {
+            return Ok(Format::Qcow2);
+        }
+        if head[..4] == *b"KDMV" {
+            return Ok(Format::Vmdk);
+        }
     }
     for tail in [512u64, 511] {
         if len >= tail {
@@ -51,6 +61,9 @@ pub fn probe_file(f: &File, path: &Path) -> Result<Format> {
                 return Ok(Format::Vhd);
             }
         }
+    }
+    if let Some(what) = crate::disk::signatures::unsupported(f, len, path)? {
+        return Err(crate::disk::signatures::refusal(path, what));
     }
     Ok(Format::Raw)
 }

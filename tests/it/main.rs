@@ -49,3 +49,4 @@ mod pack_oracle;
 mod qcow2_bad_input;
 mod qcow2_qemu;
 mod vmdk_qemu;
+mod formats_cli;

@@ -169,16 +169,7 @@ fn backing_chain_and_zero_clusters_read_like_qemu() {
     let raw = mixed_source(dir.path(), 8 * MIB);
     let base = qemu_written(dir.path(), &raw, "base.qcow2", &["-c"]);
     let mid = dir.path().join("mid.qcow2");
-    qemu_img(&[
-        "create",
-        "-f",
-        "qcow2",
-        "-b",
-        "base.qcow2",
-        "-F",
-        "qcow2",
-        p(&mid),
-    ]);
+    qcow2_overlay("base.qcow2", &mid);
     run(
         "qemu-io",
         "qemu-utils",

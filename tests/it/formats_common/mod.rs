@@ -135,3 +135,17 @@ pub fn assert_same_as_raw(img: &dyn DiskImage, raw: &Path) {
         o += n as u64;
     }
 }
+
+/// A qcow2 overlay at `path` on `backing` (named as given: relative to the overlay's folder).
+pub fn qcow2_overlay(backing: &str, path: &Path) {
+    qemu_img(&[
+        "create",
+        "-f",
+        "qcow2",
+        "-b",
+        backing,
+        "-F",
+        "qcow2",
+        p(path),
+    ]);
+}

@@ -1,0 +1,100 @@
+//! `pack`: provider packages (OVA, GCP tar.gz, Vagrant boxes) from one disk.
+
+use super::{Outcome, human_bytes, print_json};
+use isotool::context::BuildContext;
+use isotool::disk::OpenOptions;
+use isotool::error::Result;
+use isotool::pack::{Firmware, PackOptions, Target};
+use clap::{Args, ValueEnum};
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum ForArg {
+    /// OVA (AWS import, VMware): OVF + manifest + streamOptimized VMDK.
+    Ova,
+    /// GCP: disk.raw (whole GiB) in a sparse GNU tar, gzip.
+    Gcp,
+    /// Vagrant box for libvirt (qcow2).
+    VagrantLibvirt,
+    /// Vagrant box for VirtualBox (OVF + VMDK).
+    VagrantVirtualbox,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum FirmwareArg {
+    Bios,
+    Efi,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct PackArgs {
+    /// The disk (raw, VHD, VHDX, qcow2, VMDK: recognised from its content).
+    disk: PathBuf,
+    /// The package to make.
+    #[arg(long = "for", value_enum)]
+    target: ForArg,
+    /// Output file.
+    #[arg(short, long)]
+    output: PathBuf,
+    /// Machine name (OVF, Vagrant); names of the files inside derive from it.
+    #[arg(long, default_value = "disk")]
+    name: String,
+    /// Virtual CPUs (OVF, Vagrantfile).
+    #[arg(long, default_value_t = 2)]
+    cpus: u32,
+    /// Memory in MiB (OVF, Vagrantfile).
+    #[arg(long, default_value_t = 2048)]
+    memory: u64,
+    /// Firmware (OVF, Vagrantfile).
+    #[arg(long, value_enum, default_value = "bios")]
+    firmware: FirmwareArg,
+    /// Take the disk as raw whatever its content.
+    #[arg(long, value_name = "FORMAT", value_parser = ["raw"])]
+    input_format: Option<String>,
+    /// Replace an existing output.
+    #[arg(long)]
+    force: bool,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub(crate) fn pack(a: PackArgs, quiet: bool, sync: bool) -> Result<Outcome> {
+    let ctx = BuildContext::from_env()?;
+    let bars = super::progress::Bars::new(quiet || a.json);
+    let raw = a.input_format.is_some();
+    let src = isotool::image::open_image_as(&a.disk, raw, &OpenOptions::default())?;
+    let target = match a.target {
+        ForArg::Ova => Target::Ova,
+        ForArg::Gcp => Target::Gcp,
+        ForArg::VagrantLibvirt => Target::VagrantLibvirt,
+        ForArg::VagrantVirtualbox => Target::VagrantVirtualbox,
+    };
+    let opts = PackOptions {
+        name: a.name,
+        cpus: a.cpus,
+        memory_mib: a.memory,
+        firmware: match a.firmware {
+            FirmwareArg::Bios => Firmware::Bios,
+            FirmwareArg::Efi => Firmware::Efi,
+        },
+        force: a.force,
+        sync,
+    };
+    let r = isotool::pack::pack(&*src, &a.disk, &a.output, target, &opts, &ctx, &bars)?;
+    if a.json {
+        print_json(&r)?;
+        return Ok(Outcome::Ok);
+    }
+    println!(
+        "{} -> {} (virtual size {}, {} of data)",
+        a.disk.display(),
+        r.output.display(),
+        human_bytes(r.virtual_size),
+        human_bytes(r.data_bytes)
+    );
+    for (name, size) in &r.members {
+        println!("  {name}  {size} bytes");
+    }
+    Ok(Outcome::Ok)
+}
