@@ -6,7 +6,7 @@
 #
 #   benches/azure_compare.sh           3 GiB sparse raw with 400 MiB of data, --parallel 8
 #   benches/azure_compare.sh --short   1 GiB with 128 MiB (CI)
-# Env: PARALLEL (default 8). isotool runs with --verify never (the SDK does not verify either);
+# Env: PARALLEL (default 8), ISOTOOL (a prebuilt binary; default: cargo build --release). isotool runs with --verify never (the SDK does not verify either);
 # isotool still hashes MD5 and SHA-256 of the whole fixed-VHD stream, the SDK hashes nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,8 +18,7 @@ AZURITE=$PWD/tests/azurite/node_modules/.bin/azurite-blob
 python3 -c 'import azure.storage.blob' || { echo "azure_compare.sh: pip install azure-storage-blob (.ci/install-deps)" >&2; exit 1; }
 command -v /usr/bin/time >/dev/null || { echo "azure_compare.sh: apt-get install time" >&2; exit 1; }
 
-cargo build --release --quiet
-ISOTOOL=$PWD/target/release/isotool
+if [ -z "${ISOTOOL:-}" ]; then cargo build --release --quiet; ISOTOOL=$PWD/target/release/isotool; fi
 WORK=$(mktemp -d "$PWD/target/azbench.XXXXXX")
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 "$AZURITE" --location "$WORK/azurite" --blobHost 127.0.0.1 --blobPort "$PORT" --skipApiVersionCheck --silent >/dev/null 2>&1 &
