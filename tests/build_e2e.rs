@@ -180,13 +180,7 @@ fn build_installs_converts_and_each_artifact_boots() {
     assert!(o.status.success(), "build failed: {}", stderr(&o));
     let img = d.join("out/1.2.3/ubuntu-like");
     for dir in ["hyperv", "azure"] {
-        let o = Command::new("sha256sum")
-            .arg("-c")
-            .arg("SHA256SUMS")
-            .current_dir(img.join(dir))
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "sha256sum -c in {dir}: {}", stderr(&o));
+        sha256sum_check(&img.join(dir));
     }
     let vhdx = img.join("hyperv/ubuntu-like-1.2.3_hyperv.vhdx");
     let vhd = img.join("azure/ubuntu-like-1.2.3_azure.vhd");
