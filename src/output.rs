@@ -57,6 +57,7 @@ pub fn install_interrupt_cleanup() {
             .spawn(move || {
                 let mut sig: libc::c_int = 0;
                 if libc::sigwait(&set, &mut sig) == 0 {
+                    crate::launch::kill_live_vms();
                     if let Ok(v) = LIVE_TEMPS.lock() {
                         for p in v.iter() {
                             let _ = std::fs::remove_file(p);

@@ -3,6 +3,7 @@
 mod build;
 mod disk;
 mod iso;
+mod launch;
 mod progress;
 mod provisioning;
 mod remaster;
@@ -50,6 +51,9 @@ enum Command {
     CloudInitSeed(provisioning::CloudInitSeedArgs),
     /// Run a build file: remaster, media, install in a VM, convert per provider, SHA256SUMS.
     Build(build::BuildArgs),
+    /// Boot the artifacts (qemu here; PowerShell for Hyper-V) and wait for the guest to power off.
+    #[command(subcommand)]
+    Launch(launch::LaunchCommand),
 }
 
 /// What a subcommand returns: success, or an exit code with nothing more to print.
@@ -75,6 +79,7 @@ pub fn main() -> ExitCode {
         Command::ProvisioningCd(a) => provisioning::provisioning_cd(a, quiet),
         Command::CloudInitSeed(a) => provisioning::cloud_init_seed(a, quiet),
         Command::Build(a) => build::build(a, quiet),
+        Command::Launch(c) => launch::launch(c, quiet),
     };
     match result {
         Ok(Outcome::Ok) => ExitCode::SUCCESS,

@@ -102,7 +102,7 @@ pub fn probe_args(accel: AccelKind, image: &Path, serial: &Path) -> Vec<String> 
         "-device".into(),
         "isa-debug-exit,iobase=0xf4,iosize=0x04".into(),
         "-drive".into(),
-        format!("if=ide,format=raw,readonly=on,file={}", esc(image)),
+        format!("if=ide,format=raw,file={}", esc(image)),
     ]
 }
 

@@ -35,7 +35,7 @@ use std::time::Duration;
 
 pub use accel::{AccelKind, AccelProbe};
 pub use firmware::ResolvedFirmware;
-pub use process::kill_live_vms;
+pub use process::{RunDir, kill_live_vms};
 pub use qemu::{RunPaths, command_line, dry_run_command_line, run};
 
 /// Default time a run may take before it is a [`crate::ErrorKind::Timeout`] (2 hours).
@@ -71,6 +71,19 @@ impl DiskFormat {
     }
 }
 
+impl DiskFormat {
+    /// From a format name: `raw`, `vpc` or `vhd`, `vhdx`, `qcow2`.
+    pub fn from_name(name: &str) -> Option<DiskFormat> {
+        match name {
+            "raw" => Some(DiskFormat::Raw),
+            "vpc" | "vhd" => Some(DiskFormat::Vpc),
+            "vhdx" => Some(DiskFormat::Vhdx),
+            "qcow2" => Some(DiskFormat::Qcow2),
+            _ => None,
+        }
+    }
+}
+
 /// A disk attached to the VM (writable: the installer writes to it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DiskSpec {
@@ -78,6 +91,24 @@ pub struct DiskSpec {
     pub path: PathBuf,
     /// Its format.
     pub format: DiskFormat,
+}
+
+impl DiskSpec {
+    /// A disk whose format is recognised from its content (see [`crate::disk::probe`]).
+    pub fn probe(path: &std::path::Path) -> crate::Result<DiskSpec> {
+        let f = crate::disk::probe::probe_format(path)?;
+        let name = serde_json::to_value(f)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        let format = DiskFormat::from_name(&name).ok_or_else(|| {
+            crate::err!(Unsupported, "qemu cannot attach a {name} disk").with_path(path)
+        })?;
+        Ok(DiskSpec {
+            path: path.to_path_buf(),
+            format,
+        })
+    }
 }
 
 /// Firmware of the VM.

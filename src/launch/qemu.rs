@@ -319,10 +319,10 @@ impl Session<'_> {
             .map_err(|e| self.died(&format!("could not start the guest: {e}")))?;
         let mut last_tick = Instant::now();
         loop {
-            if let Some(ev) = qmp.next_event(Duration::from_millis(100))? {
-                if let Some(end) = self.on_qmp_event(&mut qmp, &ev, on_event)? {
-                    return self.finish(end);
-                }
+            if let Some(ev) = qmp.next_event(Duration::from_millis(100))?
+                && let Some(end) = self.on_qmp_event(&mut qmp, &ev, on_event)?
+            {
+                return self.finish(end);
             }
             if cancel.load(Ordering::SeqCst) {
                 return Err(self.failure(ErrorKind::Cancelled, "cancelled; the VM was killed"));
@@ -335,7 +335,7 @@ impl Session<'_> {
                 return Err(self.failure(ErrorKind::Timeout, &msg));
             }
             let text = serial::read_tail(&self.paths.serial_log);
-            if let Some(p) = serial::kernel_panic(&text) {
+            if let Some(p) = serial::finished_kernel_panic(&text) {
                 return Err(self.failure(ErrorKind::GuestPanic, &format!("guest {p}")));
             }
             if qmp.is_closed() || self.vm.try_wait()?.is_some() {

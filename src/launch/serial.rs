@@ -75,16 +75,21 @@ pub fn last_lines(text: &str, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
-/// The kernel's panic message (`Kernel panic - not syncing: ...`) when the log shows a
-/// finished panic.
+/// The kernel's panic line (`Kernel panic - not syncing: ...`), if the log has one. After the
+/// guest reset (`panic=N` reboots N seconds after a panic) this says why.
 pub fn kernel_panic(text: &str) -> Option<String> {
-    if !text.contains(KERNEL_PANIC_END) {
-        return None;
-    }
     text.lines()
         .find(|l| l.contains("Kernel panic - not syncing") && !l.contains("---[ end"))
         .map(|l| l.trim().to_string())
-        .or_else(|| Some("Kernel panic".to_string()))
+}
+
+/// The kernel's panic line once the panic has finished printing (the `---[ end Kernel panic`
+/// banner): a guest still running after that only hangs or waits to reboot.
+pub fn finished_kernel_panic(text: &str) -> Option<String> {
+    if !text.contains(KERNEL_PANIC_END) {
+        return None;
+    }
+    kernel_panic(text).or_else(|| Some("Kernel panic".to_string()))
 }
 
 #[cfg(test)]
@@ -104,11 +109,18 @@ mod tests {
     fn a_finished_panic_is_recognised() {
         let log = "[ 1.0] sysrq: Trigger a crash\n[ 1.0] Kernel panic - not syncing: sysrq triggered crash\n[ 1.1] ---[ end Kernel panic - not syncing: sysrq triggered crash ]---\n";
         assert_eq!(
-            kernel_panic(log).as_deref(),
+            finished_kernel_panic(log).as_deref(),
             Some("[ 1.0] Kernel panic - not syncing: sysrq triggered crash")
         );
-        // The banner alone (panic still printing) is not yet a panic.
-        assert_eq!(kernel_panic("Kernel panic - not syncing: x\n"), None);
+        // The first line alone (panic still printing) is not yet a finished panic, but after
+        // a reset it says why the guest reset.
+        let started = "Kernel panic - not syncing: x\n";
+        assert_eq!(finished_kernel_panic(started), None);
+        assert_eq!(
+            kernel_panic(started).as_deref(),
+            Some("Kernel panic - not syncing: x")
+        );
+        assert_eq!(kernel_panic("all fine\n"), None);
     }
 
     #[test]

@@ -1,0 +1,386 @@
+//! `launch qemu` and `launch hyperv`: boot the artifacts and wait for the guest to power off.
+
+use super::{Outcome, print_json};
+use crate::error::Result;
+use crate::launch::hyperv::{self, HypervConfig};
+use crate::launch::{
+    self, Accel, DiskSpec, Firmware, LaunchEvent, LaunchOutcome, Machine, QemuConfig,
+};
+use crate::output::{AtomicOutput, OutputOptions};
+use clap::{Args, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum LaunchCommand {
+    /// Boot in qemu (BIOS, UEFI or UEFI with Secure Boot) and wait for the guest to power off.
+    Qemu(QemuArgs),
+    /// Write (and where PowerShell with Hyper-V exists, run) the PowerShell for a Gen 2 VM.
+    Hyperv(HypervArgs),
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum FirmwareArg {
+    Bios,
+    Uefi,
+    UefiSecure,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum AccelArg {
+    Auto,
+    Kvm,
+    Tcg,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum MachineArg {
+    Q35,
+    Pc,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct QemuArgs {
+    /// Installer ISO (first CD drive, boots first).
+    #[arg(long)]
+    iso: Option<PathBuf>,
+    /// Another CD drive (provisioning DVD, NoCloud seed); repeatable.
+    #[arg(long = "cdrom", value_name = "ISO")]
+    cdroms: Vec<PathBuf>,
+    /// A writable disk (raw, VHD or VHDX, recognised from its content); repeatable.
+    #[arg(long = "disk", value_name = "IMAGE")]
+    disks: Vec<PathBuf>,
+    /// Firmware: SeaBIOS, OVMF, or OVMF with Secure Boot and Microsoft's keys.
+    #[arg(long, value_enum, default_value = "bios")]
+    firmware: FirmwareArg,
+    /// Machine type.
+    #[arg(long, value_enum, default_value = "q35")]
+    machine: MachineArg,
+    /// Guest memory in MiB.
+    #[arg(long, default_value_t = 1024)]
+    memory: u32,
+    /// Virtual CPUs.
+    #[arg(long, default_value_t = 1)]
+    cpus: u32,
+    /// Time the guest has to power off: seconds, or with a unit (90s, 30m, 2h).
+    #[arg(long, default_value = "2h", value_parser = parse_duration)]
+    timeout: Duration,
+    /// Keep the serial console log in FILE.
+    #[arg(long, value_name = "FILE")]
+    serial_log: Option<PathBuf>,
+    /// Accelerator: auto (a short probe boot decides), kvm or tcg.
+    #[arg(long, value_enum, default_value = "auto")]
+    accel: AccelArg,
+    /// qemu binary.
+    #[arg(long, env = "ISOTOOL_QEMU", default_value = launch::DEFAULT_QEMU)]
+    qemu: PathBuf,
+    /// Directory of the OVMF firmware files.
+    #[arg(long, env = "ISOTOOL_OVMF_DIR", default_value = launch::DEFAULT_OVMF_DIR)]
+    ovmf_dir: PathBuf,
+    /// Print the qemu command line and exit.
+    #[arg(long)]
+    dry_run: bool,
+    /// Plain progress lines on stderr even when it is not a terminal (CI logs).
+    #[arg(long)]
+    progress: bool,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct HypervArgs {
+    /// The VHDX the installer writes to (a path on the Hyper-V host).
+    #[arg(long)]
+    vhdx: String,
+    /// The installer ISO (boots first).
+    #[arg(long)]
+    iso: String,
+    /// Another DVD (provisioning DVD); repeatable.
+    #[arg(long = "cdrom", value_name = "ISO")]
+    cdroms: Vec<String>,
+    /// VM name.
+    #[arg(long)]
+    name: String,
+    /// Startup memory in MiB.
+    #[arg(long, default_value_t = 2048)]
+    memory: u32,
+    /// Virtual processors.
+    #[arg(long, default_value_t = 2)]
+    cpus: u32,
+    /// Virtual switch to connect.
+    #[arg(long)]
+    switch: Option<String>,
+    /// Time the guest has to power off: seconds, or with a unit (90s, 30m, 2h).
+    #[arg(long, default_value = "2h", value_parser = parse_duration)]
+    timeout: Duration,
+    /// Write the script to FILE instead of running it.
+    #[arg(long, value_name = "FILE")]
+    emit_script: Option<PathBuf>,
+    /// Replace an existing script file.
+    #[arg(long)]
+    force: bool,
+}
+
+/// Seconds, or a number with `s`, `m` or `h`.
+fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?}: expected seconds or a number with s, m or h"))?;
+    let mult = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (s, m or h)")),
+    };
+    match n.checked_mul(mult) {
+        Some(0) => Err("the timeout must be positive".into()),
+        Some(secs) => Ok(Duration::from_secs(secs)),
+        None => Err(format!("{s:?}: too long")),
+    }
+}
+
+pub(crate) fn launch(c: LaunchCommand, quiet: bool) -> Result<Outcome> {
+    match c {
+        LaunchCommand::Qemu(a) => qemu(a, quiet),
+        LaunchCommand::Hyperv(a) => hyperv(a, quiet),
+    }
+}
+
+fn qemu_config(a: &QemuArgs) -> Result<QemuConfig> {
+    let disks = a
+        .disks
+        .iter()
+        .map(|d| DiskSpec::probe(d))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(QemuConfig {
+        qemu: a.qemu.clone(),
+        ovmf_dir: a.ovmf_dir.clone(),
+        iso: a.iso.clone(),
+        cdroms: a.cdroms.clone(),
+        disks,
+        firmware: match a.firmware {
+            FirmwareArg::Bios => Firmware::Bios,
+            FirmwareArg::Uefi => Firmware::Uefi,
+            FirmwareArg::UefiSecure => Firmware::UefiSecure,
+        },
+        machine: match a.machine {
+            MachineArg::Q35 => Machine::Q35,
+            MachineArg::Pc => Machine::Pc,
+        },
+        memory_mib: a.memory,
+        cpus: a.cpus,
+        timeout: a.timeout,
+        serial_log: a.serial_log.clone(),
+        accel: match a.accel {
+            AccelArg::Auto => Accel::Auto,
+            AccelArg::Kvm => Accel::Kvm,
+            AccelArg::Tcg => Accel::Tcg,
+        },
+    })
+}
+
+fn qemu(a: QemuArgs, quiet: bool) -> Result<Outcome> {
+    let cfg = qemu_config(&a)?;
+    if a.dry_run {
+        let argv = launch::dry_run_command_line(&cfg)?;
+        if cfg.accel == Accel::Auto && !quiet {
+            eprintln!("note: --accel auto: a probe boot picks kvm or tcg at run time");
+        }
+        println!("{}", shell_words(&argv));
+        return Ok(Outcome::Ok);
+    }
+    let cancel = AtomicBool::new(false);
+    let mut view = RunView::new(quiet, a.progress);
+    let result = launch::run(&cfg, &cancel, &mut |e| view.show(&e));
+    view.finish();
+    let out = result?;
+    report(&out, a.json, quiet)
+}
+
+fn report(out: &LaunchOutcome, json: bool, quiet: bool) -> Result<Outcome> {
+    if json {
+        print_json(&serde_json::json!({
+            "result": "guest-shutdown",
+            "elapsed_seconds": out.elapsed.as_secs_f64(),
+            "accel": out.accel.qemu_name(),
+            "serial_log": out.serial_log.as_ref().map(|p| p.display().to_string()),
+        }))?;
+    } else if !quiet {
+        eprintln!(
+            "isotool: the guest powered off after {:.1} s ({})",
+            out.elapsed.as_secs_f64(),
+            out.accel.qemu_name()
+        );
+    }
+    Ok(Outcome::Ok)
+}
+
+/// The command line as a shell would take it back (single-quoted where needed).
+fn shell_words(argv: &[String]) -> String {
+    argv.iter()
+        .map(|w| {
+            if !w.is_empty()
+                && w.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_./=,:@%+".contains(c))
+            {
+                w.clone()
+            } else {
+                format!("'{}'", w.replace('\'', r"'\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Draws a run: a spinner with the elapsed time and the serial console's last line on a
+/// terminal; plain lines with `--progress`; nothing with `--quiet`.
+struct RunView {
+    bar: Option<ProgressBar>,
+    plain: bool,
+    quiet: bool,
+    last_plain: Option<(Duration, Option<String>)>,
+}
+
+impl RunView {
+    fn new(quiet: bool, plain: bool) -> RunView {
+        let bar = (!quiet && !plain).then(|| {
+            let pb = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+            pb.set_style(
+                ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
+            pb
+        });
+        RunView {
+            bar,
+            plain,
+            quiet,
+            last_plain: None,
+        }
+    }
+
+    fn note(&self, msg: &str) {
+        if self.quiet {
+            return;
+        }
+        match &self.bar {
+            Some(pb) => pb.suspend(|| eprintln!("launch: {msg}")),
+            None => eprintln!("launch: {msg}"),
+        }
+    }
+
+    fn show(&mut self, e: &LaunchEvent) {
+        match e {
+            LaunchEvent::Probing => self.note("probing KVM with a short boot"),
+            LaunchEvent::AccelChosen { accel, reason } => {
+                self.note(&format!("accelerator {} ({reason})", accel.qemu_name()))
+            }
+            LaunchEvent::Started { pid, .. } => self.note(&format!("qemu started (pid {pid})")),
+            LaunchEvent::Qmp { elapsed, name } => {
+                self.note(&format!("{:.0} s: QMP event {name}", elapsed.as_secs_f64()))
+            }
+            LaunchEvent::Tick {
+                elapsed,
+                last_serial_line,
+            } => self.tick(*elapsed, last_serial_line.as_deref()),
+        }
+    }
+
+    fn tick(&mut self, elapsed: Duration, line: Option<&str>) {
+        if let Some(pb) = &self.bar {
+            pb.set_message(line.unwrap_or("(no serial output yet)").to_string());
+            pb.tick();
+        } else if self.plain && !self.quiet {
+            // A line when the console moved, or every 30 s.
+            let changed = self.last_plain.as_ref().is_none_or(|(t, l)| {
+                l.as_deref() != line || elapsed - *t >= Duration::from_secs(30)
+            });
+            if changed {
+                let mut err = std::io::stderr().lock();
+                let _ = writeln!(
+                    err,
+                    "launch: {:>6.0} s | {}",
+                    elapsed.as_secs_f64(),
+                    line.unwrap_or("")
+                );
+                self.last_plain = Some((elapsed, line.map(str::to_string)));
+            }
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(pb) = &self.bar {
+            pb.finish_and_clear();
+        }
+    }
+}
+
+fn hyperv(a: HypervArgs, quiet: bool) -> Result<Outcome> {
+    let cfg = HypervConfig {
+        name: a.name,
+        vhdx: a.vhdx,
+        iso: a.iso,
+        cdroms: a.cdroms,
+        memory_mib: a.memory,
+        cpus: a.cpus,
+        switch: a.switch,
+        timeout: a.timeout,
+    };
+    let script = hyperv::script(&cfg)?;
+    if let Some(path) = &a.emit_script {
+        let o = AtomicOutput::create(path, &[], OutputOptions::new(a.force, 0o644))?;
+        o.file()
+            .write_all(script.as_bytes())
+            .map_err(|e| crate::Error::io(e, "writing the script").with_path(o.tmp_path()))?;
+        let written = o.commit()?;
+        if !quiet {
+            eprintln!("isotool: wrote {}", written.display());
+        }
+        return Ok(Outcome::Ok);
+    }
+    let ps = hyperv::find_powershell().ok_or_else(hyperv::no_powershell_error)?;
+    let dir = launch::RunDir::create("hyperv")?;
+    let file = dir.path().join("launch.ps1");
+    std::fs::write(&file, &script)
+        .map_err(|e| crate::Error::io(e, "writing the script").with_path(&file))?;
+    let out = hyperv::run_script(&ps, &file)?;
+    if !quiet {
+        eprint!("{out}");
+    }
+    Ok(Outcome::Ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("30m").unwrap(), Duration::from_secs(1800));
+        assert_eq!(parse_duration("2h").unwrap(), Duration::from_secs(7200));
+        for bad in ["", "0", "h", "5d", "-1", "99999999999999999999h"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn shell_words_quote_what_a_shell_would_split() {
+        let argv = vec![
+            "qemu".to_string(),
+            "a b".into(),
+            "it's".into(),
+            "x=1,y".into(),
+        ];
+        assert_eq!(shell_words(&argv), r"qemu 'a b' 'it'\''s' x=1,y");
+    }
+}
