@@ -80,6 +80,8 @@ pub struct RawBuildFile {
     pub shutdown_timeout: Option<Spanned<String>>,
     /// auto, kvm or tcg.
     pub accel: Option<Spanned<String>>,
+    /// qemu machine type: pc or q35 (default: q35 for uefi-secure, which needs it, else pc).
+    pub machine_type: Option<Spanned<String>>,
     /// Where artifacts go (relative to the build file).
     pub output_directory: Option<Spanned<String>>,
     /// Providers to produce.
@@ -173,6 +175,8 @@ pub struct BuildSpec {
     pub shutdown_timeout: Duration,
     /// auto, kvm or tcg.
     pub accel: String,
+    /// qemu machine type (pc or q35).
+    pub machine_type: String,
     /// Output directory.
     pub output_directory: PathBuf,
     /// Providers, in the file's order.
@@ -585,6 +589,27 @@ pub fn check(file: &Path, text: &str, raw: RawBuildFile) -> Result<BuildSpec> {
         &[("auto", "auto"), ("kvm", "kvm"), ("tcg", "tcg")],
     )?
     .to_string();
+    let default_machine = if firmware == Firmware::UefiSecure {
+        "q35"
+    } else {
+        "pc"
+    };
+    let machine_type = enum_field(
+        &src,
+        "machine_type",
+        &raw.machine_type,
+        default_machine,
+        &[("pc", "pc"), ("q35", "q35")],
+    )?
+    .to_string();
+    if firmware == Firmware::UefiSecure && machine_type != "q35" {
+        let span = raw.machine_type.as_ref().map(|m| m.span()).unwrap_or(0..0);
+        return Err(src.error(
+            "machine_type",
+            span,
+            "uefi-secure needs q35 (Secure Boot needs SMM)",
+        ));
+    }
     let output_directory = resolve(
         &base,
         raw.output_directory
@@ -638,6 +663,7 @@ pub fn check(file: &Path, text: &str, raw: RawBuildFile) -> Result<BuildSpec> {
         cpus,
         shutdown_timeout,
         accel,
+        machine_type,
         output_directory,
         providers,
         recipe_min,

@@ -1,11 +1,10 @@
 //! The install step: boots the remastered installer in qemu through the launcher
-//! ([`crate::launch`]) with the provisioning DVD and the blank disk, and waits for the guest to
+//! ([`crate::launch`]) with the blank disk, and waits for the guest to
 //! power off (QMP `SHUTDOWN` with reason `guest-shutdown`; a reset, a panic, the timeout or qemu
 //! dying are the launcher's named errors, with the tail of the serial log).
 
 use super::file::Firmware;
 use super::plan::Plan;
-use super::provider::Media;
 use super::{Event, Observer};
 use crate::error::Result;
 use crate::launch::{self, Accel, DiskFormat, DiskSpec, LaunchEvent, QemuConfig};
@@ -17,7 +16,8 @@ pub fn qemu_config(plan: &Plan) -> QemuConfig {
     let l = &plan.layout;
     QemuConfig {
         iso: Some(l.installer()),
-        cdroms: vec![l.media(Media::ProvisioningDvd)],
+        // The installer reads the preseed from its own disc; the config is for the first boot.
+        cdroms: Vec::new(),
         disks: vec![DiskSpec {
             path: l.disk(),
             format: DiskFormat::Raw,
@@ -31,6 +31,10 @@ pub fn qemu_config(plan: &Plan) -> QemuConfig {
         cpus: spec.cpus.min(u32::MAX as u64) as u32,
         timeout: spec.shutdown_timeout,
         serial_log: Some(l.serial_log()),
+        machine: match spec.machine_type.as_str() {
+            "q35" => launch::Machine::Q35,
+            _ => launch::Machine::Pc,
+        },
         accel: match spec.accel.as_str() {
             "kvm" => Accel::Kvm,
             "tcg" => Accel::Tcg,

@@ -146,8 +146,8 @@ pub struct Plan {
     pub installed_disk: Option<PathBuf>,
 }
 
-/// The media a build makes: the provisioning DVD always (the install VM gets it, as Packer's
-/// `cd_files`), the others when a provider's first boot reads them.
+/// The media a build makes: the provisioning DVD always (the config tree's disc, what a Hyper-V
+/// VM of the image boots with), the others when a provider's first boot reads them.
 pub fn media_needed(providers: &[Provider]) -> Vec<Media> {
     let mut v = vec![Media::ProvisioningDvd];
     for p in providers {
@@ -296,14 +296,15 @@ impl Plan {
                     StepKind::Install,
                     "install".into(),
                     format!(
-                        "qemu, {} firmware, {} MiB, {} CPU(s), accel {}, timeout {}s: boot the installer, wait for power-off",
+                        "qemu {}, {} firmware, {} MiB, {} CPU(s), accel {}, timeout {}s: boot the installer, wait for power-off",
+                        spec.machine_type,
                         spec.firmware.name(),
                         spec.memory,
                         spec.cpus,
                         spec.accel,
                         spec.shutdown_timeout.as_secs()
                     ),
-                    vec![l.installer(), l.media(Media::ProvisioningDvd), l.disk()],
+                    vec![l.installer(), l.disk()],
                     vec![l.disk(), l.serial_log()],
                 ));
                 l.disk()

@@ -218,13 +218,23 @@ pub(crate) fn build(a: BuildArgs, quiet: bool) -> Result<Outcome> {
     };
     let t = Instant::now();
     let report = build::run(&plan, &opts, &ctx, &mode)?;
+    let rss = peak_rss_kib();
     if a.json {
-        return super::print_json(&report).map(|_| Outcome::Ok);
+        let mut v =
+            serde_json::to_value(&report).map_err(|e| isotool::err!(Io, "rendering JSON: {e}"))?;
+        v["peak_rss_kib"] = serde_json::json!(rss);
+        return super::print_json(&v).map(|_| Outcome::Ok);
     }
     for st in &report.steps {
         println!("step {:<22} {:>9.2}s", st.step, st.seconds);
     }
     println!("total {:>29.2}s", t.elapsed().as_secs_f64());
+    if let Some(k) = rss {
+        println!(
+            "peak RSS of isotool: {:.1} MiB (the VM not counted)",
+            k as f64 / 1024.0
+        );
+    }
     if let Some(s) = &report.stopped_after {
         println!(
             "stopped after {s}; intermediate files in {}",
@@ -240,4 +250,12 @@ pub(crate) fn build(a: BuildArgs, quiet: bool) -> Result<Outcome> {
         );
     }
     Ok(Outcome::Ok)
+}
+
+/// This process's peak resident set (VmHWM), in KiB: the VM is a separate process and does not
+/// count (GNU time's %M would report the largest of isotool and the qemu it waited for).
+fn peak_rss_kib() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }

@@ -50,3 +50,4 @@ mod qcow2_bad_input;
 mod qcow2_qemu;
 mod vmdk_qemu;
 mod formats_cli;
+mod build_e2e;

@@ -217,3 +217,24 @@ pub fn installed_disk(path: &Path, data_mib: u64) {
         f.write_all_at(&block, (32 << 20) + i * (1 << 20)).unwrap();
     }
 }
+
+/// `sha256sum -c SHA256SUMS` in `dir` passes, for the one artifact it lists; returns its output.
+pub fn sha256sum_check(dir: &Path) -> String {
+    let o = Command::new("sha256sum")
+        .arg("-c")
+        .arg("SHA256SUMS")
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(
+        o.status.success(),
+        "sha256sum -c in {}: {out}{}",
+        dir.display(),
+        stderr(&o)
+    );
+    let sums = std::fs::read_to_string(dir.join("SHA256SUMS")).unwrap();
+    assert_eq!(sums.lines().count(), 1, "{sums}");
+    assert!(out.contains(": OK"), "{out}");
+    out
+}
