@@ -64,7 +64,7 @@ pub fn check_page_range(offset: u64, len: u64, blob_len: u64) -> Result<()> {
     if len == 0 {
         return bad("empty range");
     }
-    if offset % PAGE != 0 || len % PAGE != 0 {
+    if !offset.is_multiple_of(PAGE) || !len.is_multiple_of(PAGE) {
         return bad("start and length must be multiples of 512");
     }
     if len > MAX_PUT_PAGE {
@@ -275,7 +275,7 @@ impl BlobClient {
 
     /// Put Blob: a new (or replaced) empty page blob of `size` bytes with `metadata`.
     pub fn create_page_blob(&self, size: u64, metadata: &[(&str, String)]) -> Result<()> {
-        if size % PAGE != 0 || size > MAX_PAGE_BLOB {
+        if !size.is_multiple_of(PAGE) || size > MAX_PAGE_BLOB {
             return Err(err!(
                 InvalidArgument,
                 "a page blob is a multiple of 512 bytes and at most 8 TiB, not {size} bytes"

@@ -14,10 +14,10 @@
 use super::pageblob::{BlobClient, MAX_PUT_PAGE, META_SOURCE_ID, META_SOURCE_SIZE, PAGE};
 use crate::context::BuildContext;
 use crate::disk::stream::Padded;
-use crate::image::convert::azure_size;
 use crate::disk::{DiskImage, ExtentKind, for_each_extent};
 use crate::err;
 use crate::error::{Error, Result};
+use crate::image::convert::azure_size;
 use crate::vhd::footer::{DiskType, FOOTER_SIZE};
 use base64::Engine;
 use md5::Digest;

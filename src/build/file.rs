@@ -18,9 +18,9 @@
 use super::provider::Provider;
 use super::recipe;
 use crate::disk::stream::MIB;
-use crate::image::convert::parse_size;
 use crate::err;
 use crate::error::{Error, IoContext, Result};
+use crate::image::convert::parse_size;
 use serde::Deserialize;
 use std::ops::Range;
 use std::path::{Component, Path, PathBuf};
@@ -512,6 +512,60 @@ fn config_dir(src: &Src, base: &Path, raw: &RawBuildFile) -> Result<PathBuf> {
     Ok(dir)
 }
 
+/// The provisioning DVD's volume label (`cd_label`).
+fn cd_label(src: &Src, raw: &RawBuildFile) -> Result<String> {
+    Ok(match &raw.cd_label {
+        Some(l) => {
+            let s = l.get_ref();
+            if s.is_empty()
+                || s.len() > 32
+                || !s
+                    .bytes()
+                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+            {
+                return Err(src.error("cd_label", l.span(), "1 to 32 of A-Z 0-9 _"));
+            }
+            s.clone()
+        }
+        None => crate::provisioning::DEFAULT_VOLUME_ID.to_string(),
+    })
+}
+
+/// Checks `disk_size` against the seed's partition recipe; the recipe's minimum when known.
+fn recipe_check(
+    src: &Src,
+    raw: &RawBuildFile,
+    seed: &SeedFile,
+    memory: u64,
+    disk_size: u64,
+    notes: &mut Vec<String>,
+) -> Result<Option<u64>> {
+    let needs = recipe::minimum_disk(seed, memory)?;
+    Ok(match needs {
+        recipe::Minimum::Bytes(min, what) => {
+            if disk_size < min {
+                return Err(src.error(
+                    "disk_size",
+                    raw.disk_size.span(),
+                    format!(
+                        "{disk_size} bytes ({} MiB) is too small for the partition recipe of {} ({what}: at least {min} bytes, {} MiB)",
+                        disk_size / MIB,
+                        seed.path().display(),
+                        min.div_ceil(MIB)
+                    ),
+                ));
+            }
+            Some(min)
+        }
+        recipe::Minimum::Unknown(why) => {
+            notes.push(format!(
+                "disk size not checked against the partition recipe: {why}"
+            ));
+            None
+        }
+    })
+}
+
 /// Checks a parsed build file against the file system (inputs exist, the config tree is valid,
 /// the disk holds the seed's partition recipe).
 pub fn check(file: &Path, text: &str, raw: RawBuildFile) -> Result<BuildSpec> {
@@ -533,21 +587,7 @@ pub fn check(file: &Path, text: &str, raw: RawBuildFile) -> Result<BuildSpec> {
         boot_args.push(a.get_ref().clone());
     }
     let config = config_dir(&src, &base, &raw)?;
-    let cd_label = match &raw.cd_label {
-        Some(l) => {
-            let s = l.get_ref();
-            if s.is_empty()
-                || s.len() > 32
-                || !s
-                    .bytes()
-                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
-            {
-                return Err(src.error("cd_label", l.span(), "1 to 32 of A-Z 0-9 _"));
-            }
-            s.clone()
-        }
-        None => crate::provisioning::DEFAULT_VOLUME_ID.to_string(),
-    };
+    let cd_label = cd_label(&src, &raw)?;
     let disk_size = size(&src, "disk_size", &raw.disk_size)?;
     if disk_size < MIB || disk_size % 512 != 0 {
         return Err(src.error(
@@ -621,30 +661,7 @@ pub fn check(file: &Path, text: &str, raw: RawBuildFile) -> Result<BuildSpec> {
     let disk_block_size = block_size(&src, &raw)?;
 
     let mut notes = Vec::new();
-    let needs = recipe::minimum_disk(&seed, memory)?;
-    let recipe_min = match needs {
-        recipe::Minimum::Bytes(min, what) => {
-            if disk_size < min {
-                return Err(src.error(
-                    "disk_size",
-                    raw.disk_size.span(),
-                    format!(
-                        "{disk_size} bytes ({} MiB) is too small for the partition recipe of {} ({what}: at least {min} bytes, {} MiB)",
-                        disk_size / MIB,
-                        seed.path().display(),
-                        min.div_ceil(MIB)
-                    ),
-                ));
-            }
-            Some(min)
-        }
-        recipe::Minimum::Unknown(why) => {
-            notes.push(format!(
-                "disk size not checked against the partition recipe: {why}"
-            ));
-            None
-        }
-    };
+    let recipe_min = recipe_check(&src, &raw, &seed, memory, disk_size, &mut notes)?;
     Ok(BuildSpec {
         file: file.to_path_buf(),
         name,

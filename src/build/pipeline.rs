@@ -10,11 +10,11 @@ use super::provider::{Media, Provider};
 use super::{Event, Observer, sums};
 use crate::cloudinit::{self, SeedFormat, azure};
 use crate::context::BuildContext;
-use crate::disk::Progress;
-use crate::image::convert::{self, ConvertOptions, CreateOptions, TargetFormat, WriteOptions};
 use crate::disk::OpenOptions;
+use crate::disk::Progress;
 use crate::err;
 use crate::error::{IoContext, Result};
+use crate::image::convert::{self, ConvertOptions, CreateOptions, TargetFormat, WriteOptions};
 use crate::output::{AtomicOutput, OutputOptions};
 use crate::provisioning::{self, ConfigTree, DvdOptions};
 use crate::remaster::{self, RemasterOptions, Seed, bootcfg::Flavor};
@@ -370,7 +370,14 @@ impl Run<'_> {
                     network_config: None,
                     vendor_data: None,
                 };
-                cloudinit::write_seed(&seed, SeedFormat::Iso, &out, OutputOptions::new(true, 0o600), ctx).map(|_| ())
+                cloudinit::write_seed(
+                    &seed,
+                    SeedFormat::Iso,
+                    &out,
+                    OutputOptions::new(true, 0o600),
+                    ctx,
+                )
+                .map(|_| ())
             }
             Media::AzureCustomData => {
                 let doc = azure::azure_custom_data(tree)?;

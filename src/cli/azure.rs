@@ -3,6 +3,8 @@
 //! the environment or files, never echoed.
 
 use super::{Outcome, human_bytes, print_json};
+use clap::{Args, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use isotool::azure::arm::{self, ArmClient, Generation, ImageSpec, VmSpec};
 use isotool::azure::auth::{self, CertCredential, ClientCredential, ServicePrincipal};
 use isotool::azure::credentials::{self, AzureEnv, StorageAuth, StorageTarget};
@@ -13,8 +15,6 @@ use isotool::azure::upload::{self, UploadOptions, UploadProgress, Verify};
 use isotool::context::BuildContext;
 use isotool::err;
 use isotool::error::Result;
-use clap::{Args, Subcommand, ValueEnum};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 

@@ -3,11 +3,11 @@
 //! terminal, plain lines with `--progress` (CI logs).
 
 use super::Outcome;
+use clap::Args;
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use isotool::build::{self, Event, Observer, Plan, RunOptions};
 use isotool::context::BuildContext;
 use isotool::error::Result;
-use clap::Args;
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};

@@ -1,14 +1,14 @@
 //! `launch qemu` and `launch hyperv`: boot the artifacts and wait for the guest to power off.
 
 use super::{Outcome, print_json};
+use clap::{Args, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use isotool::error::Result;
 use isotool::launch::hyperv::{self, HypervConfig};
 use isotool::launch::{
     self, Accel, DiskSpec, Firmware, LaunchEvent, LaunchOutcome, Machine, QemuConfig,
 };
 use isotool::output::{AtomicOutput, OutputOptions};
-use clap::{Args, Subcommand, ValueEnum};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;

@@ -1,7 +1,7 @@
 //! The `isotool` command line: argument parsing and rendering only; the work is in the library.
 
-mod build;
 mod azure;
+mod build;
 mod disk;
 mod iso;
 mod launch;

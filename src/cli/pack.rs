@@ -1,11 +1,11 @@
 //! `pack`: provider packages (OVA, GCP tar.gz, Vagrant boxes) from one disk.
 
 use super::{Outcome, human_bytes, print_json};
+use clap::{Args, ValueEnum};
 use isotool::context::BuildContext;
 use isotool::disk::OpenOptions;
 use isotool::error::Result;
 use isotool::pack::{Firmware, PackOptions, Target};
-use clap::{Args, ValueEnum};
 use std::path::PathBuf;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

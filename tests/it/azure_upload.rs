@@ -96,7 +96,7 @@ fn check_against_oracle(
             h.update(&zeros[..k]);
             gap -= k as u64;
         }
-        h.update(&c.read_range(a, b - a).unwrap_or_else(|_| {
+        h.update(c.read_range(a, b - a).unwrap_or_else(|_| {
             let mut v = Vec::new();
             let mut o = a;
             while o < b {

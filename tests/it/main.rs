@@ -5,26 +5,39 @@
 //! Run one area with `cargo test --release --test it vhd_qemu::` (a module path filter).
 
 // shared helpers
-mod boot;
-mod iso_fixture;
-mod oracle;
-mod prov_fixture;
 mod azure_common;
+mod boot;
 mod build_common;
 mod e2e_common;
 mod formats_common;
+mod iso_fixture;
 mod launch_common;
+mod oracle;
+mod prov_fixture;
 
 // tests
+mod azure_arm;
+mod azure_upload;
 mod boot_harness;
 mod boot_remaster;
+mod build_bad_files;
+mod build_e2e;
+mod build_layout;
+mod build_plan;
 mod cli_disk;
 mod cloudinit_seed;
+mod e2e_install;
+mod formats_cli;
 mod fuzz;
 mod iso_edge;
 mod iso_fuzz;
+mod launch_hyperv;
+mod launch_qemu;
+mod pack_oracle;
 mod prov_broken;
 mod prov_iso;
+mod qcow2_bad_input;
+mod qcow2_qemu;
 mod remaster_thirdparty;
 mod remaster_ubuntu;
 mod vhd_bad_input;
@@ -37,17 +50,4 @@ mod vhdx_log;
 mod vhdx_qemu;
 mod vhdx_roundtrip;
 mod vhdx_write_in_place;
-mod azure_arm;
-mod azure_upload;
-mod build_bad_files;
-mod build_layout;
-mod build_plan;
-mod e2e_install;
-mod launch_hyperv;
-mod launch_qemu;
-mod pack_oracle;
-mod qcow2_bad_input;
-mod qcow2_qemu;
 mod vmdk_qemu;
-mod formats_cli;
-mod build_e2e;

@@ -7,6 +7,9 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 
+/// One form-encoded body, as (name, value) pairs.
+pub type Form = Vec<(String, String)>;
+
 /// The server; `base` is `https://127.0.0.1:PORT`, `ca_pem` its certificate.
 pub struct GoldenServer {
     pub base: String,
@@ -14,7 +17,7 @@ pub struct GoldenServer {
     left: Arc<Mutex<VecDeque<Value>>>,
     pub mismatches: Arc<Mutex<Vec<String>>>,
     /// Token request forms as received (for JWT checks).
-    pub forms: Arc<Mutex<Vec<Vec<(String, String)>>>>,
+    pub forms: Arc<Mutex<Vec<Form>>>,
 }
 
 fn form(body: &str) -> Vec<(String, String)> {
