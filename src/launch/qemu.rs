@@ -144,28 +144,55 @@ fn firmware_args(fw: Option<&ResolvedFirmware>, paths: &RunPaths) -> Result<Vec<
     Ok(a)
 }
 
+/// Where the `n`th drive goes: q35's AHCI has six ports of one unit each (`ide.0`..`ide.5`),
+/// pc's PIIX two channels of two units. qemu does not spread drives over the buses by itself
+/// ("bus supports only 1 units", "IDE unit 1 is in use"), so every drive names its place.
+fn drive_slot(machine: Machine, n: usize) -> Result<String> {
+    let (buses, units) = match machine {
+        Machine::Q35 => (6, 1),
+        Machine::Pc => (2, 2),
+    };
+    if n >= buses * units {
+        return Err(crate::err!(
+            InvalidArgument,
+            "machine {} takes at most {} drives (installer ISO, disks and CDs together)",
+            machine.qemu_name(),
+            buses * units
+        ));
+    }
+    Ok(format!("bus=ide.{},unit={}", n / units, n % units))
+}
+
 /// CD drives and disks: the installer ISO boots first, then the disks in order; the other CDs
 /// (provisioning DVD, seed) are data only.
 fn drive_args(cfg: &QemuConfig) -> Result<Vec<String>> {
     let mut a = Vec::new();
     let mut boot = 0;
     let mut cd = 0;
-    let mut add_cd = |a: &mut Vec<String>, path: &Path, bootindex: Option<u32>| -> Result<()> {
+    let mut slot = 0;
+    let machine = cfg.machine;
+    let mut add_cd = |a: &mut Vec<String>,
+                      slot: &mut usize,
+                      path: &Path,
+                      bootindex: Option<u32>|
+     -> Result<()> {
         a.push("-drive".into());
         a.push(format!(
             "if=none,id=cd{cd},media=cdrom,format=raw,readonly=on,file={}",
             path_opt(path)?
         ));
+        let place = drive_slot(machine, *slot)?;
+        *slot += 1;
         a.push("-device".into());
         a.push(match bootindex {
-            Some(b) => format!("ide-cd,drive=cd{cd},bootindex={b}"),
-            None => format!("ide-cd,drive=cd{cd}"),
+            Some(b) => format!("ide-cd,drive=cd{cd},{place},bootindex={b}"),
+            None => format!("ide-cd,drive=cd{cd},{place}"),
         });
         cd += 1;
         Ok(())
     };
     if let Some(iso) = &cfg.iso {
-        add_cd(&mut a, iso, Some(boot))?;
+        add_cd(&mut a, &mut slot, iso, Some(boot))?;
         boot += 1;
     }
     for (i, d) in cfg.disks.iter().enumerate() {
@@ -175,12 +202,14 @@ fn drive_args(cfg: &QemuConfig) -> Result<Vec<String>> {
             d.format.qemu_name(),
             path_opt(&d.path)?
         ));
+        let place = drive_slot(machine, slot)?;
+        slot += 1;
         a.push("-device".into());
-        a.push(format!("ide-hd,drive=disk{i},bootindex={boot}"));
+        a.push(format!("ide-hd,drive=disk{i},{place},bootindex={boot}"));
         boot += 1;
     }
     for c in &cfg.cdroms {
-        add_cd(&mut a, c, None)?;
+        add_cd(&mut a, &mut slot, c, None)?;
     }
     Ok(a)
 }
@@ -498,14 +527,41 @@ mod tests {
             "socket,id=qmp,path=/run/q.sock,server=on,wait=off",
             "-chardev file,id=serial0,path=/run/serial.log -serial chardev:serial0",
             "if=none,id=cd0,media=cdrom,format=raw,readonly=on,file=/in/inst,,aller.iso",
-            "ide-cd,drive=cd0,bootindex=0",
+            "ide-cd,drive=cd0,bus=ide.0,unit=0,bootindex=0",
             "if=none,id=disk0,format=vhdx,file=/out/disk.vhdx",
-            "ide-hd,drive=disk0,bootindex=1",
-            "file=/in/prov.iso -device ide-cd,drive=cd1 ",
+            "ide-hd,drive=disk0,bus=ide.1,unit=0,bootindex=1",
+            "file=/in/prov.iso -device ide-cd,drive=cd1,bus=ide.2,unit=0 ",
         ] {
             assert!(format!("{s} ").contains(want), "{want:?} not in {s}");
         }
         assert!(!s.contains("pflash") && !s.contains("-cpu"), "{s}");
+    }
+
+    #[test]
+    fn every_drive_names_its_bus_and_unit() {
+        // qemu does not spread drives over AHCI ports or PIIX channels by itself: without a
+        // bus, the second drive on q35 ("bus supports only 1 units") and the third on pc ("IDE
+        // unit 1 is in use") stop qemu before it starts.
+        let q35: Vec<String> = (0..6)
+            .map(|n| drive_slot(Machine::Q35, n).unwrap())
+            .collect();
+        assert_eq!(q35[0], "bus=ide.0,unit=0");
+        assert_eq!(q35[5], "bus=ide.5,unit=0");
+        let pc: Vec<String> = (0..4)
+            .map(|n| drive_slot(Machine::Pc, n).unwrap())
+            .collect();
+        assert_eq!(
+            pc,
+            [
+                "bus=ide.0,unit=0",
+                "bus=ide.0,unit=1",
+                "bus=ide.1,unit=0",
+                "bus=ide.1,unit=1"
+            ]
+        );
+        let e = drive_slot(Machine::Pc, 4).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+        assert!(drive_slot(Machine::Q35, 6).is_err());
     }
 
     #[test]

@@ -167,6 +167,8 @@ fn partitions(img: &Path) -> Vec<(String, u64)> {
 
 #[test]
 fn build_installs_converts_and_each_artifact_boots() {
+    // VM tests take turns crate-wide (see launch_common::one_vm_at_a_time).
+    let _turn = crate::launch_common::one_vm_at_a_time();
     let iso = fixture_iso();
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
@@ -220,6 +222,8 @@ fn build_installs_converts_and_each_artifact_boots() {
 
 #[test]
 fn installer_that_reboots_fails_with_the_reset_error() {
+    // VM tests take turns crate-wide (see launch_common::one_vm_at_a_time).
+    let _turn = crate::launch_common::one_vm_at_a_time();
     let iso = fixture_iso();
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();

@@ -40,14 +40,11 @@ const WAIT_LIMIT: Duration = Duration::from_secs(330);
 /// The limit for an install that fails early (before partitioning): boot + checks.
 const SMALL_LIMIT: Duration = Duration::from_secs(200);
 
-/// The tests of this file take turns: each runs its VMs side by side, and more TCG guests than
-/// cores at once would only stretch every one of them toward its time limit.
-static VM_TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
+/// VM tests take turns crate-wide (the launcher tests' lock): each runs its VMs side by side,
+/// more TCG guests than cores at once would only stretch every one toward its time limit, and
+/// the launcher tests' stray check must not see another test's VM.
 fn vm_turn() -> std::sync::MutexGuard<'static, ()> {
-    VM_TURN
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+    crate::launch_common::one_vm_at_a_time()
 }
 
 const IMAGE_SHORT: &str = "e2e";

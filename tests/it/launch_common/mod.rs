@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
-/// Boots run one at a time (2 shared cores; and the stray check must not see a sibling's VM).
+/// VM tests of the whole test crate that use the launcher (launch, e2e, build) run one at a time:
+/// 2 shared cores, and the stray check below looks at every VM this test process started.
 pub fn one_vm_at_a_time() -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());
     LOCK.lock().unwrap_or_else(|p| p.into_inner())
