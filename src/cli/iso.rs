@@ -43,6 +43,9 @@ pub(crate) struct ExtractArgs {
     /// Replace an existing output.
     #[arg(long)]
     force: bool,
+    /// Write the bytes as stored (zisofs files stay compressed).
+    #[arg(long)]
+    raw: bool,
 }
 
 #[derive(Debug, Args)]
@@ -81,6 +84,7 @@ pub(crate) fn iso(c: IsoCommand, sync: bool) -> Result<Outcome> {
                 &a.path,
                 &a.output,
                 isotool::output::OutputOptions::new(a.force, 0o644).with_sync(sync),
+                a.raw,
             )?;
             eprintln!("{}: {} written", a.output.display(), human_bytes(n));
         }

@@ -152,17 +152,21 @@ pub fn boot_info_table(iso: &IsoFile, lba: u32, len: u64) -> Result<Option<BootI
     if t.pvd != 16 || t.file != lba {
         return Ok(None);
     }
-    let mut sum = 0u32;
     let n = (t.length as usize).min(b.len());
-    let mut i = 64;
-    while i + 4 <= n {
-        sum = sum.wrapping_add(le32(&b, i));
-        i += 4;
-    }
     Ok(Some(BootInfoTable {
-        checksum_ok: sum == t.checksum,
+        checksum_ok: boot_info_checksum(b.get(64..n).unwrap_or(&[])) == t.checksum,
         ..t
     }))
+}
+
+/// The boot-info-table checksum: the sum of the little-endian 32-bit words of the boot file from
+/// byte 64, the last partial word zero-padded (as mkisofs and xorriso write it).
+pub fn boot_info_checksum(from_64: &[u8]) -> u32 {
+    from_64.chunks(4).fold(0u32, |sum, w| {
+        let mut word = [0u8; 4];
+        word[..w.len()].copy_from_slice(w);
+        sum.wrapping_add(u32::from_le_bytes(word))
+    })
 }
 
 /// An MBR partition entry.
@@ -561,6 +565,14 @@ mod tests {
 #[cfg(test)]
 mod catalog_tests {
     use super::*;
+
+    #[test]
+    fn boot_info_checksum_pads_the_last_partial_word() {
+        // 5 bytes: one whole word and one byte, zero-padded (mkisofs, xorriso)
+        assert_eq!(boot_info_checksum(&[1, 2, 3, 4, 5]), 0x0403_0206);
+        assert_eq!(boot_info_checksum(&[0xff; 8]), 0xffff_fffe);
+        assert_eq!(boot_info_checksum(&[]), 0);
+    }
     use std::io::Write;
 
     fn catalog() -> Vec<u8> {

@@ -5,6 +5,7 @@ pub mod boot;
 pub mod info;
 pub mod patch;
 pub mod read;
+pub mod zisofs;
 
 // building from a tree
 pub mod build;

@@ -15,8 +15,10 @@ pub const BLOCK: u64 = 2048;
 pub const MAX_DIR_BYTES: u64 = 64 << 20;
 /// Largest path table accepted.
 pub const MAX_PATH_TABLE: u64 = 16 << 20;
-/// Deepest directory nesting walked.
-pub const MAX_DEPTH: usize = 64;
+/// Deepest directory nesting walked: a path of more components could not be extracted by any
+/// tool on Linux (each component takes at least two bytes of PATH_MAX, 4096), xorriso included.
+/// Loops are refused separately, whatever the depth.
+pub const MAX_DEPTH: usize = 2048;
 /// Most continuation areas followed for one directory record.
 pub const MAX_CE_HOPS: usize = 16;
 
@@ -314,7 +316,7 @@ fn parse_vd(iso: &IsoFile, d: &[u8], sector: u64) -> Result<VolumeDescriptor> {
     } else {
         (trim_id(&d[40..72]), trim_id(&d[8..40]))
     };
-    let root = parse_record(&d[156..190], off + 156)
+    let root = parse_root_record(&d[156..190], off + 156)
         .map_err(|e| iso.bad(e, "root directory record", off + 156))?;
     if root.flags & 2 == 0 {
         return Err(iso.bad(
@@ -414,6 +416,22 @@ pub fn parse_record(b: &[u8], offset: u64) -> Result<DirRecord> {
     })
 }
 
+/// Parses the 34-byte root directory record field of a volume descriptor. Its length byte may
+/// say more than 34 (real CSRG BSD CDs say 68): the field holds 34 bytes whatever it says, and
+/// the root's identifier is one byte, so the rest is ignored (as xorriso and libarchive do).
+pub fn parse_root_record(field: &[u8], offset: u64) -> Result<DirRecord> {
+    if field.len() < 34 || field[0] < 34 {
+        return Err(err!(
+            BadField,
+            "directory record length {} (needs at least 34)",
+            field.first().copied().unwrap_or(0)
+        ));
+    }
+    let mut r = parse_record(&[&field[..34], &[0u8; 255 - 34][..]].concat(), offset)?;
+    r.raw.truncate(34);
+    Ok(r)
+}
+
 /// Splits a directory extent into its records (records never cross a block boundary; a zero
 /// length byte skips to the next block).
 pub fn parse_dir_records(data: &[u8], base: u64) -> Result<Vec<DirRecord>> {
@@ -460,6 +478,12 @@ pub struct RockRidge {
     pub symlink: Option<String>,
     /// Modification time (TF), as the 7 or 17 raw bytes.
     pub mtime: Option<Vec<u8>>,
+    /// Device number (PN): high and low 32 bits.
+    pub rdev: Option<(u32, u32)>,
+    /// zisofs compression (ZF): the stored bytes are a zisofs stream of this many bytes.
+    pub zf: Option<super::zisofs::Zf>,
+    /// An ER entry naming Rock Ridge (RRIP_1991A, IEEE_P1282, IEEE_1282), or an RR entry.
+    pub rrip_declared: bool,
     /// RE: this record is a relocated directory's placeholder target (hide it).
     pub relocated: bool,
     /// CL: the directory relocated elsewhere (LBA).
@@ -477,9 +501,7 @@ pub fn parse_susp(iso: &IsoFile, su: &[u8], skip: usize, rec_off: u64) -> Result
     let mut rr = RockRidge::default();
     let mut name = String::new();
     let mut have_name = false;
-    let mut link = String::new();
-    let mut have_link = false;
-    let mut link_pending_sep = false;
+    let mut link = SlBuilder::default();
     let mut area: Vec<u8> = su.get(skip..).unwrap_or(&[]).to_vec();
     let mut area_off = rec_off;
     let mut hops = 0;
@@ -526,33 +548,24 @@ pub fn parse_susp(iso: &IsoFile, su: &[u8], skip: usize, rec_off: u64) -> Result
                 }
                 b"SL" if !e.is_empty() => {
                     rr.any = true;
-                    have_link = true;
-                    let mut p = 1usize;
-                    while p + 2 <= e.len() {
-                        let cflags = e[p];
-                        let clen = e[p + 1] as usize;
-                        if p + 2 + clen > e.len() {
-                            break;
-                        }
-                        let comp = &e[p + 2..p + 2 + clen];
-                        if link_pending_sep {
-                            link.push('/');
-                        }
-                        if cflags & 0x02 != 0 {
-                            link.push('.');
-                        } else if cflags & 0x04 != 0 {
-                            link.push_str("..");
-                        } else if cflags & 0x08 != 0 {
-                            link.clear();
-                            link.push('/');
-                            link_pending_sep = false;
-                            p += 2 + clen;
-                            continue;
-                        } else {
-                            link.push_str(&String::from_utf8_lossy(comp));
-                        }
-                        link_pending_sep = cflags & 0x01 == 0;
-                        p += 2 + clen;
+                    link.entry(e);
+                }
+                b"PN" if e.len() >= 16 => {
+                    rr.any = true;
+                    rr.rdev = Some((le32(e, 0), le32(e, 8)));
+                }
+                b"ZF" => {
+                    rr.any = true;
+                    rr.zf = Some(super::zisofs::Zf::parse(e).map_err(|x| {
+                        x.with_structure("Rock Ridge ZF entry")
+                            .at(area_off + pos as u64)
+                            .with_path(iso.path())
+                    })?);
+                }
+                b"ER" if e.len() >= 4 => {
+                    let id = e.get(4..4 + e[0] as usize).unwrap_or(&[]);
+                    if [&b"RRIP_1991A"[..], b"IEEE_P1282", b"IEEE_1282"].contains(&id) {
+                        rr.rrip_declared = true;
                     }
                 }
                 b"TF" if !e.is_empty() => {
@@ -573,7 +586,10 @@ pub fn parse_susp(iso: &IsoFile, su: &[u8], skip: usize, rec_off: u64) -> Result
                     rr.any = true;
                     rr.child_link = Some(le32(e, 0))
                 }
-                b"RR" => rr.any = true,
+                b"RR" => {
+                    rr.any = true;
+                    rr.rrip_declared = true;
+                }
                 _ => {}
             }
             pos += len;
@@ -608,10 +624,88 @@ pub fn parse_susp(iso: &IsoFile, su: &[u8], skip: usize, rec_off: u64) -> Result
     if have_name {
         rr.name = Some(name);
     }
-    if have_link {
-        rr.symlink = Some(link);
-    }
+    rr.symlink = link.finish();
     Ok(rr)
+}
+
+/// Builds a symlink target from SL entries the way libisofs (xorriso) does: a separator is put
+/// before each new component unless the text already ends with `/`, so a ROOT component in the
+/// middle (the old mkhybrid encoding) adds an empty component (`.///file`), and an empty
+/// component adds a separator only.
+#[derive(Debug, Default)]
+struct SlBuilder {
+    text: Option<String>,
+    /// The previous component continues in the next one (its flag bit 0).
+    continues: bool,
+}
+
+impl SlBuilder {
+    /// Adds the components of one SL entry body (flags byte, then components).
+    fn entry(&mut self, e: &[u8]) {
+        let mut p = 1usize;
+        while p + 2 <= e.len() {
+            let (cflags, clen) = (e[p], e[p + 1] as usize);
+            let Some(comp) = e.get(p + 2..p + 2 + clen) else {
+                break;
+            };
+            let comp: std::borrow::Cow<str> = match cflags & 0x0e {
+                0x02 => ".".into(),
+                0x04 => "..".into(),
+                0x08 => "/".into(),
+                _ => String::from_utf8_lossy(comp),
+            };
+            match self.text.as_mut() {
+                None => self.text = Some(comp.into_owned()),
+                Some(t) => {
+                    if !self.continues && !t.ends_with('/') {
+                        t.push('/');
+                    }
+                    t.push_str(&comp);
+                }
+            }
+            self.continues = cflags & 0x01 != 0;
+            p += 2 + clen;
+        }
+    }
+
+    fn finish(self) -> Option<String> {
+        self.text
+    }
+}
+
+/// What a directory entry is (Rock Ridge mode, or the directory flag without Rock Ridge).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeKind {
+    /// A regular file.
+    File,
+    /// A directory.
+    Dir,
+    /// A symbolic link (never followed).
+    Symlink,
+    /// A block device node.
+    Block,
+    /// A character device node.
+    Char,
+    /// A named pipe.
+    Fifo,
+    /// A socket.
+    Socket,
+}
+
+impl std::fmt::Display for NodeKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = match self {
+            NodeKind::File => "file",
+            NodeKind::Dir => "dir",
+            NodeKind::Symlink => "symlink",
+            NodeKind::Block => "block",
+            NodeKind::Char => "char",
+            NodeKind::Fifo => "fifo",
+            NodeKind::Socket => "socket",
+        };
+        f.pad(s)
+    }
 }
 
 /// One name in a directory (multi-extent files grouped).
@@ -643,9 +737,33 @@ impl Entry {
                 .map(|m| m & 0o170000 == 0o120000)
                 .unwrap_or(false)
     }
-    /// Total size.
+    /// What the entry is: symlink and directory first (as they are walked), then the file
+    /// type of the Rock Ridge mode.
+    pub fn kind(&self) -> NodeKind {
+        if self.is_symlink() {
+            return NodeKind::Symlink;
+        }
+        if self.is_dir() {
+            return NodeKind::Dir;
+        }
+        match self.rr.mode.map(|m| m & 0o170000) {
+            Some(0o060000) => NodeKind::Block,
+            Some(0o020000) => NodeKind::Char,
+            Some(0o010000) => NodeKind::Fifo,
+            Some(0o140000) => NodeKind::Socket,
+            _ => NodeKind::File,
+        }
+    }
+    /// Total size as stored (compressed for zisofs).
     pub fn size(&self) -> u64 {
         self.records.iter().map(|r| r.size as u64).sum()
+    }
+    /// Size of the content (the uncompressed size for zisofs).
+    pub fn content_size(&self) -> u64 {
+        match &self.rr.zf {
+            Some(z) => z.size as u64,
+            None => self.size(),
+        }
     }
     /// Directory extent (following a Rock Ridge CL relocation).
     pub fn dir_extent(&self) -> u32 {
@@ -691,8 +809,10 @@ impl Tree {
             let d = t.read_dir(iso, vd.root.extent, vd.root.size)?;
             let su = d.dot.system_use();
             if su.len() >= 7 && &su[0..2] == b"SP" && su[4] == 0xBE && su[5] == 0xEF {
+                // SUSP is on; Rock Ridge is on when the root's `.` declares it (ER, or the RRIP
+                // 1.09 RR entry), as libisofs decides: a PX without a declaration is ignored.
                 t.susp_skip = su[6] as usize;
-                t.rock_ridge = true;
+                t.rock_ridge = parse_susp(iso, su, 0, d.dot.offset)?.rrip_declared;
             }
         }
         Ok(t)
@@ -1003,6 +1123,56 @@ mod tests {
         let s = len - su.len();
         r[s..].copy_from_slice(su);
         r
+    }
+
+    /// SL entry body (flags byte 0) with `comps` as (component flags, text).
+    fn sl(comps: &[(u8, &[u8])]) -> Vec<u8> {
+        let mut e = vec![0u8];
+        for (f, t) in comps {
+            e.push(*f);
+            e.push(t.len() as u8);
+            e.extend_from_slice(t);
+        }
+        e
+    }
+
+    fn link(entries: &[Vec<u8>]) -> Option<String> {
+        let mut b = SlBuilder::default();
+        for e in entries {
+            b.entry(e);
+        }
+        b.finish()
+    }
+
+    #[test]
+    fn symlinks_are_built_as_libisofs_builds_them() {
+        // old mkhybrid: ROOT in the middle is an empty component (libarchive's rockridge.iso)
+        let e = sl(&[(2, b""), (8, b""), (8, b""), (0, b"file")]);
+        assert_eq!(link(&[e]).as_deref(), Some(".///file"));
+        let e = sl(&[(8, b""), (0, b"tmp"), (8, b""), (4, b"")]);
+        assert_eq!(link(&[e]).as_deref(), Some("/tmp//.."));
+        // empty components add a separator at most (rockridge_new.iso)
+        let e = sl(&[(2, b""), (0, b""), (0, b""), (0, b"file")]);
+        assert_eq!(link(&[e]).as_deref(), Some("./file"));
+        let e = sl(&[(8, b""), (0, b"tmp"), (0, b""), (4, b""), (0, b"")]);
+        assert_eq!(link(&[e]).as_deref(), Some("/tmp/../"));
+        // a component continued in the next SL entry
+        let a = sl(&[(0, b"dir"), (1, b"lo")]);
+        let b = sl(&[(0, b"ng"), (0, b"x")]);
+        assert_eq!(link(&[a, b]).as_deref(), Some("dir/long/x"));
+        assert_eq!(link(&[]), None);
+    }
+
+    #[test]
+    fn root_records_longer_than_34_bytes_are_read() {
+        // CSRG BSD CDs: the PVD's root record says 68 bytes; its field holds 34
+        let mut r = rec(&[0], 23, 2048, 2, b"");
+        r[0] = 68;
+        let d = parse_root_record(&r, 156).unwrap();
+        assert_eq!((d.extent, d.size, d.raw.len()), (23, 2048, 34));
+        assert!(d.system_use().is_empty());
+        r[0] = 20;
+        assert!(parse_root_record(&r, 156).is_err());
     }
 
     #[test]
