@@ -88,12 +88,17 @@ pub fn listing_tree(iso: &IsoFile) -> Result<Tree> {
 
 /// Inspects an image.
 pub fn inspect(path: &Path) -> Result<IsoInfo> {
-    let iso = IsoFile::open(path)?;
-    let vol = parse_volume(&iso)?;
+    inspect_iso(&IsoFile::open(path)?)
+}
+
+/// Inspects an opened image (a file or bytes in memory).
+pub fn inspect_iso(iso: &IsoFile) -> Result<IsoInfo> {
+    let path = iso.path();
+    let vol = parse_volume(iso)?;
     let mut trees = Vec::new();
     let mut primary = None;
     for vd in vol.trees() {
-        let t = Tree::new(&iso, vd)?;
+        let t = Tree::new(iso, vd)?;
         trees.push(TreeInfo {
             kind: vd.kind,
             volume_id: vd.volume_id.clone(),
@@ -108,7 +113,7 @@ pub fn inspect(path: &Path) -> Result<IsoInfo> {
     let primary = primary.ok_or_else(|| err!(NotFound, "no primary tree").with_path(path))?;
     // map LBA -> path for files of the primary tree
     let mut by_lba: std::collections::HashMap<u32, (String, u64)> = Default::default();
-    primary.walk(&iso, &mut |p, e: &Entry, _d| {
+    primary.walk(iso, &mut |p, e: &Entry, _d| {
         if !e.is_dir() && !e.is_symlink() {
             by_lba
                 .entry(e.rec().extent)
@@ -120,12 +125,12 @@ pub fn inspect(path: &Path) -> Result<IsoInfo> {
     let mut boot_catalog_path = None;
     if let Some(lba) = vol.boot_catalog {
         boot_catalog_path = by_lba.get(&lba).map(|x| x.0.clone());
-        let cat: BootCatalog = boot::parse_catalog(&iso, lba)?;
+        let cat: BootCatalog = boot::parse_catalog(iso, lba)?;
         for e in cat.entries {
             let f = by_lba.get(&e.lba);
             let len = f.map(|x| x.1).unwrap_or(e.load_sectors as u64 * 512);
             let bit = if e.platform == 0 {
-                boot::boot_info_table(&iso, e.lba, len)?
+                boot::boot_info_table(iso, e.lba, len)?
             } else {
                 None
             };
@@ -145,7 +150,7 @@ pub fn inspect(path: &Path) -> Result<IsoInfo> {
         boot_catalog: vol.boot_catalog,
         boot_catalog_path,
         boot_images,
-        system_area: boot::parse_system_area(&iso)?,
+        system_area: boot::parse_system_area(iso)?,
     })
 }
 
@@ -190,25 +195,30 @@ fn ls_entry(p: &str, e: &Entry) -> LsEntry {
 
 /// Lists `dir` of the primary tree (recursively when `recursive`).
 pub fn list(path: &Path, dir: &str, recursive: bool) -> Result<Vec<LsEntry>> {
-    let iso = IsoFile::open(path)?;
-    let tree = listing_tree(&iso)?;
+    list_iso(&IsoFile::open(path)?, dir, recursive)
+}
+
+/// Lists `dir` of an opened image (a file or bytes in memory), as [`list`].
+pub fn list_iso(iso: &IsoFile, dir: &str, recursive: bool) -> Result<Vec<LsEntry>> {
+    let path = iso.path();
+    let tree = listing_tree(iso)?;
     let mut out = Vec::new();
     if recursive && (dir.is_empty() || dir == "/") {
-        tree.walk(&iso, &mut |p, e, _| {
+        tree.walk(iso, &mut |p, e, _| {
             out.push(ls_entry(p, e));
             Ok(())
         })?;
         return Ok(out);
     }
     let base = dir.trim_end_matches('/');
-    let d = match tree.lookup(&iso, dir)? {
+    let d = match tree.lookup(iso, dir)? {
         Lookup::Root(d) => d,
         Lookup::Found { parent, index } => {
             let e = &parent.entries[index];
             if !e.is_dir() || e.is_symlink() {
                 return Ok(vec![ls_entry(base, e)]);
             }
-            tree.read_dir(&iso, e.dir_extent(), e.rec().size)?
+            tree.read_dir(iso, e.dir_extent(), tree.dir_size(iso, e)?)?
         }
         Lookup::Missing { .. } => {
             return Err(err!(NotFound, "{dir}: no such path in the ISO").with_path(path));
@@ -369,7 +379,7 @@ pub fn extract(
         _ => {
             for (lba, n) in ex {
                 crate::disk::raw::copy_file_bytes(
-                    iso.file(),
+                    iso.require_file()?,
                     lba as u64 * BLOCK,
                     o.file(),
                     pos,

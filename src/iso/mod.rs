@@ -3,6 +3,7 @@
 // reading, inspection and remaster patching
 pub mod boot;
 pub mod info;
+pub mod layout;
 pub mod patch;
 pub mod read;
 pub mod zisofs;

@@ -2,6 +2,7 @@
 //! tables. Everything is bounds-checked against the file; errors name the structure and offset.
 //! Symlinks are never followed and directory loops are refused.
 
+use super::layout::{boot_record, dr, pt, vd};
 use crate::err;
 use crate::error::{Error, IoContext, Result};
 use std::collections::HashSet;
@@ -9,8 +10,7 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-/// ISO 9660 logical block size (the only one this tool accepts).
-pub const BLOCK: u64 = 2048;
+pub use super::layout::{BLOCK, put_both16, put_both32};
 /// Largest directory extent accepted (sanity limit checked before allocating).
 pub const MAX_DIR_BYTES: u64 = 64 << 20;
 /// Largest path table accepted.
@@ -22,10 +22,36 @@ pub const MAX_DEPTH: usize = 2048;
 /// Most continuation areas followed for one directory record.
 pub const MAX_CE_HOPS: usize = 16;
 
+/// Positional reads: all the ISO readers need from where the image lives. Implemented for a
+/// [`File`] (`pread`) and for bytes in memory (tests and fuzz targets need no temp files).
+pub trait ReadAt: Send + Sync + std::fmt::Debug {
+    /// Fills `buf` from byte `off` (an error when the source ends first).
+    fn read_exact_at(&self, buf: &mut [u8], off: u64) -> std::io::Result<()>;
+}
+
+impl ReadAt for File {
+    fn read_exact_at(&self, buf: &mut [u8], off: u64) -> std::io::Result<()> {
+        FileExt::read_exact_at(self, buf, off)
+    }
+}
+
+impl ReadAt for Vec<u8> {
+    fn read_exact_at(&self, buf: &mut [u8], off: u64) -> std::io::Result<()> {
+        let src = usize::try_from(off)
+            .ok()
+            .and_then(|o| self.get(o..o.checked_add(buf.len())?))
+            .ok_or(std::io::ErrorKind::UnexpectedEof)?;
+        buf.copy_from_slice(src);
+        Ok(())
+    }
+}
+
 /// An ISO image opened read-only, with bounds-checked positional reads.
 #[derive(Debug)]
 pub struct IsoFile {
-    file: File,
+    src: Box<dyn ReadAt>,
+    /// The file, when the image is one (for copy_file_range / reflink fast paths).
+    file: Option<File>,
     path: PathBuf,
     len: u64,
 }
@@ -35,16 +61,35 @@ impl IsoFile {
     pub fn open(path: &Path) -> Result<Self> {
         let file = File::open(path).ctx(path, "opening the ISO")?;
         let len = file.metadata().ctx(path, "reading the ISO's size")?.len();
+        let dup = file.try_clone().ctx(path, "opening the ISO")?;
         Ok(IsoFile {
-            file,
+            src: Box::new(dup),
+            file: Some(file),
             path: path.to_path_buf(),
             len,
         })
     }
 
-    /// The file.
-    pub fn file(&self) -> &File {
-        &self.file
+    /// An image held in memory; `name` stands for its path in errors.
+    pub fn from_bytes(name: &Path, bytes: Vec<u8>) -> Self {
+        IsoFile {
+            len: bytes.len() as u64,
+            src: Box::new(bytes),
+            file: None,
+            path: name.to_path_buf(),
+        }
+    }
+
+    /// The file, when the image is one (None for an image in memory).
+    pub fn file(&self) -> Option<&File> {
+        self.file.as_ref()
+    }
+
+    /// The file, for the copy fast paths; an error for an image in memory.
+    pub fn require_file(&self) -> Result<&File> {
+        self.file.as_ref().ok_or_else(|| {
+            err!(Unsupported, "an image in memory has no file to copy from").with_path(&self.path)
+        })
     }
 
     /// The path.
@@ -79,7 +124,7 @@ impl IsoFile {
             })?;
         let _ = end;
         let mut buf = vec![0u8; len as usize];
-        self.file.read_exact_at(&mut buf, off).map_err(|e| {
+        self.src.read_exact_at(&mut buf, off).map_err(|e| {
             Error::io(e, format!("reading {what}"))
                 .at(off)
                 .with_path(&self.path)
@@ -96,16 +141,6 @@ impl IsoFile {
 }
 
 pub use crate::bytes::{be32, le16, le32};
-/// Writes a both-endian u32 (8 bytes) at `o`.
-pub fn put_both32(b: &mut [u8], o: usize, v: u32) {
-    b[o..o + 4].copy_from_slice(&v.to_le_bytes());
-    b[o + 4..o + 8].copy_from_slice(&v.to_be_bytes());
-}
-/// Writes a both-endian u16 (4 bytes) at `o`.
-pub fn put_both16(b: &mut [u8], o: usize, v: u16) {
-    b[o..o + 2].copy_from_slice(&v.to_le_bytes());
-    b[o + 2..o + 4].copy_from_slice(&v.to_be_bytes());
-}
 
 /// Which name space a volume descriptor's tree uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -207,7 +242,8 @@ pub fn parse_volume(iso: &IsoFile) -> Result<Volume> {
     let mut primary = None;
     let mut supplementary = Vec::new();
     let mut boot_catalog = None;
-    for sector in 16u64..16 + 256 {
+    let first = super::layout::FIRST_DESCRIPTOR_SECTOR;
+    for sector in first..first + 256 {
         let off = sector * BLOCK;
         if off + BLOCK > iso.len() {
             return Err(iso.bad(
@@ -220,8 +256,8 @@ pub fn parse_volume(iso: &IsoFile) -> Result<Volume> {
             ));
         }
         let d = iso.read(off, BLOCK, "volume descriptor")?;
-        if &d[1..6] != b"CD001" {
-            if sector == 16 {
+        if &d[vd::ID..vd::ID + 5] != vd::MAGIC {
+            if sector == first {
                 return Err(iso.bad(
                     err!(BadSignature, "no CD001 signature: not an ISO 9660 image"),
                     "primary volume descriptor",
@@ -237,21 +273,22 @@ pub fn parse_volume(iso: &IsoFile) -> Result<Volume> {
                 off,
             ));
         }
-        match d[0] {
-            0 if &d[7..30] == b"EL TORITO SPECIFICATION" => {
-                boot_catalog = Some(le32(&d, 0x47));
+        let id = &d[boot_record::SYSTEM_ID..boot_record::SYSTEM_ID + 23];
+        match d[vd::KIND] {
+            vd::BOOT_RECORD if id == boot_record::SYSTEM_ID_TEXT => {
+                boot_catalog = Some(le32(&d, boot_record::CATALOG_LBA));
             }
-            1 | 2 => {
-                let vd = parse_vd(iso, &d, sector)?;
-                if d[0] == 1 {
+            vd::PRIMARY | vd::SUPPLEMENTARY => {
+                let desc = parse_vd(iso, &d, sector)?;
+                if d[vd::KIND] == vd::PRIMARY {
                     if primary.is_none() {
-                        primary = Some(vd);
+                        primary = Some(desc);
                     }
                 } else {
-                    supplementary.push(vd);
+                    supplementary.push(desc);
                 }
             }
-            255 => {
+            vd::TERMINATOR => {
                 let primary = primary.ok_or_else(|| {
                     iso.bad(
                         err!(
@@ -259,7 +296,7 @@ pub fn parse_volume(iso: &IsoFile) -> Result<Volume> {
                             "no primary volume descriptor before the terminator"
                         ),
                         "volume descriptor set",
-                        16 * BLOCK,
+                        first * BLOCK,
                     )
                 })?;
                 supplementary
@@ -277,13 +314,13 @@ pub fn parse_volume(iso: &IsoFile) -> Result<Volume> {
     Err(iso.bad(
         err!(AbsurdSize, "more than 256 volume descriptors"),
         "volume descriptor set",
-        16 * BLOCK,
+        first * BLOCK,
     ))
 }
 
 fn parse_vd(iso: &IsoFile, d: &[u8], sector: u64) -> Result<VolumeDescriptor> {
     let off = sector * BLOCK;
-    let block_size = le16(d, 128);
+    let block_size = le16(d, vd::BLOCK_SIZE);
     if block_size as u64 != BLOCK {
         return Err(iso.bad(
             err!(
@@ -291,38 +328,40 @@ fn parse_vd(iso: &IsoFile, d: &[u8], sector: u64) -> Result<VolumeDescriptor> {
                 "logical block size {block_size}, only 2048 is supported"
             ),
             "volume descriptor",
-            off + 128,
+            off + vd::BLOCK_SIZE as u64,
         ));
     }
-    let joliet_level = if d[0] == 2 && &d[88..90] == b"%/" {
-        match d[90] {
-            b'@' => Some(1),
-            b'C' => Some(2),
-            b'E' => Some(3),
-            _ => None,
-        }
-    } else {
-        None
+    let esc = &d[vd::ESCAPES..vd::ESCAPES + 3];
+    let joliet_level = match (d[vd::KIND] == vd::SUPPLEMENTARY, esc) {
+        (true, b"%/@") => Some(1),
+        (true, b"%/C") => Some(2),
+        (true, b"%/E") => Some(3),
+        _ => None,
     };
-    let kind = if d[0] == 1 {
+    let kind = if d[vd::KIND] == vd::PRIMARY {
         TreeKind::Primary
     } else if joliet_level.is_some() {
         TreeKind::Joliet
     } else {
         TreeKind::Enhanced
     };
+    let (vol, sys) = (
+        &d[vd::VOLUME_ID..vd::VOLUME_ID + 32],
+        &d[vd::SYSTEM_ID..vd::SYSTEM_ID + 32],
+    );
     let (volume_id, system_id) = if kind == TreeKind::Joliet {
-        (ucs2_decode(&d[40..72]), ucs2_decode(&d[8..40]))
+        (ucs2_decode(vol), ucs2_decode(sys))
     } else {
-        (trim_id(&d[40..72]), trim_id(&d[8..40]))
+        (trim_id(vol), trim_id(sys))
     };
-    let root = parse_root_record(&d[156..190], off + 156)
-        .map_err(|e| iso.bad(e, "root directory record", off + 156))?;
-    if root.flags & 2 == 0 {
+    let root_at = off + vd::ROOT as u64;
+    let root = parse_root_record(&d[vd::ROOT..vd::ROOT + vd::ROOT_LEN], root_at)
+        .map_err(|e| iso.bad(e, "root directory record", root_at))?;
+    if !root.is_dir() {
         return Err(iso.bad(
             err!(BadField, "the root directory record is not a directory"),
             "root directory record",
-            off + 156,
+            root_at,
         ));
     }
     Ok(VolumeDescriptor {
@@ -330,10 +369,10 @@ fn parse_vd(iso: &IsoFile, d: &[u8], sector: u64) -> Result<VolumeDescriptor> {
         kind,
         volume_id,
         system_id,
-        volume_space: le32(d, 80),
-        path_table_size: le32(d, 132),
-        l_tables: [le32(d, 140), le32(d, 144)],
-        m_tables: [be32(d, 148), be32(d, 152)],
+        volume_space: le32(d, vd::SPACE_SIZE),
+        path_table_size: le32(d, vd::PATH_TABLE_SIZE),
+        l_tables: [le32(d, vd::L_TABLE), le32(d, vd::L_TABLE_OPT)],
+        m_tables: [be32(d, vd::M_TABLE), be32(d, vd::M_TABLE_OPT)],
         root,
         joliet_level,
     })
@@ -359,22 +398,15 @@ pub struct DirRecord {
 impl DirRecord {
     /// True for a directory.
     pub fn is_dir(&self) -> bool {
-        self.flags & 2 != 0
+        self.flags & dr::FLAG_DIR != 0
     }
     /// The system use area.
     pub fn system_use(&self) -> &[u8] {
-        let n = self.raw[32] as usize;
-        let start = 33 + n + (1 - n % 2);
-        if start >= self.raw.len() {
-            &[]
-        } else {
-            &self.raw[start..]
-        }
+        self.raw.get(self.su_start()..).unwrap_or(&[])
     }
     /// Start of the system use area in `raw`.
     pub fn su_start(&self) -> usize {
-        let n = self.raw[32] as usize;
-        33 + n + (1 - n % 2)
+        super::layout::dr_system_use_start(self.raw[dr::NAME_LEN] as usize)
     }
     /// True for `.` (identifier 0x00).
     pub fn is_dot(&self) -> bool {
@@ -391,16 +423,17 @@ pub fn parse_record(b: &[u8], offset: u64) -> Result<DirRecord> {
     if b.is_empty() {
         return Err(err!(Truncated, "empty directory record"));
     }
-    let len = b[0] as usize;
-    if len < 34 || len > b.len() {
+    let len = b[dr::LEN] as usize;
+    if len < dr::MIN_LEN || len > b.len() {
         return Err(err!(
             BadField,
-            "directory record length {len} (needs 34..={})",
+            "directory record length {len} (needs {}..={})",
+            dr::MIN_LEN,
             b.len()
         ));
     }
-    let nlen = b[32] as usize;
-    if nlen == 0 || 33 + nlen > len {
+    let nlen = b[dr::NAME_LEN] as usize;
+    if nlen == 0 || dr::NAME + nlen > len {
         return Err(err!(
             BadField,
             "file identifier length {nlen} does not fit the record of {len} bytes"
@@ -409,10 +442,10 @@ pub fn parse_record(b: &[u8], offset: u64) -> Result<DirRecord> {
     Ok(DirRecord {
         offset,
         raw: b[..len].to_vec(),
-        extent: le32(b, 2),
-        size: le32(b, 10),
-        flags: b[25],
-        ident: b[33..33 + nlen].to_vec(),
+        extent: le32(b, dr::EXTENT),
+        size: le32(b, dr::SIZE),
+        flags: b[dr::FLAGS],
+        ident: b[dr::NAME..dr::NAME + nlen].to_vec(),
     })
 }
 
@@ -420,15 +453,15 @@ pub fn parse_record(b: &[u8], offset: u64) -> Result<DirRecord> {
 /// say more than 34 (real CSRG BSD CDs say 68): the field holds 34 bytes whatever it says, and
 /// the root's identifier is one byte, so the rest is ignored (as xorriso and libarchive do).
 pub fn parse_root_record(field: &[u8], offset: u64) -> Result<DirRecord> {
-    if field.len() < 34 || field[0] < 34 {
+    if field.len() < vd::ROOT_LEN || (field[dr::LEN] as usize) < dr::MIN_LEN {
         return Err(err!(
             BadField,
             "directory record length {} (needs at least 34)",
             field.first().copied().unwrap_or(0)
         ));
     }
-    let mut r = parse_record(&[&field[..34], &[0u8; 255 - 34][..]].concat(), offset)?;
-    r.raw.truncate(34);
+    let mut r = parse_record(&[&field[..vd::ROOT_LEN], &[0u8; 255][..]].concat(), offset)?;
+    r.raw.truncate(vd::ROOT_LEN);
     Ok(r)
 }
 
@@ -915,6 +948,22 @@ impl Tree {
         })
     }
 
+    /// Size of a directory entry's extent: a Rock Ridge relocated directory (CL) gives its size
+    /// in the `.` record at the relocation target, not in the placeholder.
+    pub fn dir_size(&self, iso: &IsoFile, e: &Entry) -> Result<u32> {
+        match e.rr.child_link {
+            Some(ext) => {
+                let dot = iso.read(
+                    ext as u64 * BLOCK,
+                    dr::MIN_LEN as u64,
+                    "relocated directory",
+                )?;
+                Ok(le32(&dot, dr::SIZE))
+            }
+            None => Ok(e.rec().size),
+        }
+    }
+
     /// The root directory.
     pub fn root(&self, iso: &IsoFile) -> Result<Directory> {
         self.read_dir(iso, self.vd.root.extent, self.vd.root.size)
@@ -967,13 +1016,7 @@ impl Tree {
                             ext as u64 * BLOCK,
                         ));
                     }
-                    let size = if e.rr.child_link.is_some() {
-                        let d0 = iso.read(ext as u64 * BLOCK, 34, "relocated directory")?;
-                        le32(&d0, 10)
-                    } else {
-                        e.rec().size
-                    };
-                    dir = self.read_dir(iso, ext, size)?;
+                    dir = self.read_dir(iso, ext, self.dir_size(iso, e)?)?;
                 }
             }
         }
@@ -1037,13 +1080,7 @@ impl Tree {
                         e.rec().offset,
                     ));
                 }
-                let size = if e.rr.child_link.is_some() {
-                    let d0 = iso.read(ext as u64 * BLOCK, 34, "relocated directory")?;
-                    le32(&d0, 10)
-                } else {
-                    e.rec().size
-                };
-                let sub = self.read_dir(iso, ext, size)?;
+                let sub = self.read_dir(iso, ext, self.dir_size(iso, e)?)?;
                 self.walk_dir(iso, &sub, &p, depth + 1, seen, f)?;
             }
         }
@@ -1086,18 +1123,14 @@ pub fn read_path_table(iso: &IsoFile, lba: u32, size: u32) -> Result<Vec<u8>> {
 pub fn path_table_extents(t: &[u8], big_endian: bool) -> Result<Vec<(usize, u32)>> {
     let mut out = Vec::new();
     let mut p = 0usize;
-    while p + 8 <= t.len() {
-        let nlen = t[p] as usize;
+    while p + pt::NAME <= t.len() {
+        let nlen = t[p + pt::NAME_LEN] as usize;
         if nlen == 0 {
             break;
         }
-        let ext = if big_endian {
-            be32(t, p + 2)
-        } else {
-            le32(t, p + 2)
-        };
-        out.push((p + 2, ext));
-        p += 8 + nlen + (nlen % 2);
+        let at = p + pt::EXTENT;
+        out.push((at, if big_endian { be32(t, at) } else { le32(t, at) }));
+        p += super::layout::pt_record_len(nlen);
     }
     Ok(out)
 }
@@ -1238,14 +1271,9 @@ mod tests {
 #[cfg(test)]
 mod susp_tests {
     use super::*;
-    use std::io::Write;
 
-    fn iso_with(bytes: &[u8]) -> (tempfile::NamedTempFile, IsoFile) {
-        let mut f = tempfile::NamedTempFile::new().unwrap();
-        f.write_all(bytes).unwrap();
-        f.flush().unwrap();
-        let iso = IsoFile::open(f.path()).unwrap();
-        (f, iso)
+    fn iso_with(bytes: &[u8]) -> IsoFile {
+        IsoFile::from_bytes(std::path::Path::new("test.iso"), bytes.to_vec())
     }
 
     fn entry(sig: &[u8; 2], data: &[u8]) -> Vec<u8> {
@@ -1260,7 +1288,7 @@ mod susp_tests {
         let mut img = vec![0u8; 4096];
         let nm2 = entry(b"NM", b"\x00-name.seed");
         img[2048 + 10..2048 + 10 + nm2.len()].copy_from_slice(&nm2);
-        let (_f, iso) = iso_with(&img);
+        let iso = iso_with(&img);
         let mut su = Vec::new();
         let mut px = [0u8; 40];
         put_both32(&mut px, 0, 0o100644);
@@ -1299,7 +1327,7 @@ mod susp_tests {
 
     #[test]
     fn bad_susp_is_named_and_ce_loops_bounded() {
-        let (_f, iso) = iso_with(&vec![0u8; 4096]);
+        let iso = iso_with(&vec![0u8; 4096]);
         let bad = vec![b'P', b'X', 200, 1, 0, 0];
         let e = parse_susp(&iso, &bad, 0, 100).unwrap_err();
         assert_eq!(e.kind(), crate::ErrorKind::BadField);
@@ -1312,7 +1340,7 @@ mod susp_tests {
         put_both32(&mut ce, 16, 28);
         let e2 = entry(b"CE", &ce);
         img[2048..2048 + e2.len()].copy_from_slice(&e2);
-        let (_g, iso2) = iso_with(&img);
+        let iso2 = iso_with(&img);
         let e = parse_susp(&iso2, &e2, 0, 0).unwrap_err();
         assert_eq!(e.kind(), crate::ErrorKind::AbsurdSize);
         // a CE past the end of the file
