@@ -1,5 +1,6 @@
 //! Reading VHDX images: headers, regions, metadata, BAT, log replay (in memory), differencing.
 
+use super::bat::PagedBat;
 use super::format::*;
 use super::log::{self, Sector};
 use crate::disk::{DiskImage, Extent, ExtentKind, ImageInfo, ImageKind, push_extent};
@@ -27,7 +28,7 @@ pub struct VhdxImage {
     physical_sector: u32,
     leave_allocated: bool,
     geo: BatGeometry,
-    bat: Vec<u64>,
+    bat: PagedBat,
     parent: Option<Box<dyn DiskImage>>,
     parent_paths: Vec<String>,
     creator: String,
@@ -121,17 +122,11 @@ impl VhdxImage {
 
     /// The BAT entry of payload block `b`.
     fn payload(&self, b: u64) -> u64 {
-        self.bat
-            .get(self.geo.payload_index(b) as usize)
-            .copied()
-            .unwrap_or(0)
+        self.bat.get(self.geo.payload_index(b))
     }
 
     fn bitmap_entry(&self, chunk: u64) -> u64 {
-        self.bat
-            .get(self.geo.bitmap_index(chunk) as usize)
-            .copied()
-            .unwrap_or(0)
+        self.bat.get(self.geo.bitmap_index(chunk))
     }
 
     /// Reads the sector bitmap bits of sectors `[s0, s0 + n)` of the virtual disk into a bool per
@@ -481,7 +476,7 @@ fn open_file(
         physical_sector: 512,
         leave_allocated: false,
         geo: BatGeometry::new(0, MIB, 512, false),
-        bat: Vec::new(),
+        bat: PagedBat::default(),
         parent: None,
         parent_paths: Vec::new(),
         creator: ident.creator,
@@ -972,13 +967,10 @@ fn read_bat(
         .with_structure("VHDX BAT")
         .at(bat_off));
     }
-    let mut raw = vec![0u8; need_bytes as usize];
-    img.read_file(&mut raw, bat_off, "VHDX BAT")?;
-    img.bat = raw
-        .chunks_exact(8)
-        .map(|c| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
-        .collect();
-    drop(raw);
+    // Page by page, held compactly: a flat copy of a 64 TiB disk's BAT is 512 MiB.
+    img.bat = PagedBat::read(img.geo.entries, img.geo.chunk_ratio + 1, |b, at| {
+        img.read_file(b, bat_off + at, "VHDX BAT")
+    })?;
     check_bat(
         img,
         hdr_at,
@@ -1009,8 +1001,7 @@ fn check_bat(
     }
     let cr = img.geo.chunk_ratio;
     let entry_at = |i: u64| bat.0 + i * 8;
-    for (i, &e) in img.bat.iter().enumerate() {
-        let i = i as u64;
+    for (i, e) in img.bat.iter() {
         let is_bitmap = (i + 1).is_multiple_of(cr + 1);
         let st = bat_state(e);
         let (present, len) = if is_bitmap {
@@ -1238,9 +1229,7 @@ impl VhdxImage {
         self.file
             .write_all_at(&entry.to_le_bytes(), eat)
             .map_err(|e| self.write_err(e, "writing the VHDX BAT", eat))?;
-        if let Some(slot) = self.bat.get_mut(idx as usize) {
-            *slot = entry;
-        }
+        self.bat.set(idx, entry);
         Ok(at)
     }
 }

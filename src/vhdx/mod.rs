@@ -4,6 +4,7 @@
 //! Pure parsers and encoders of the on-disk structures live in [`format`], the log in [`log`],
 //! the reader in [`image`], the writer in [`writer`].
 
+pub mod bat;
 pub mod format;
 pub mod image;
 pub mod layout;

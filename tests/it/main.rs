@@ -48,6 +48,7 @@ mod vhd_thirdparty;
 mod vhd_write_in_place;
 mod vhdx_bad_input;
 mod vhdx_log;
+mod vhdx_memory;
 mod vhdx_qemu;
 mod vhdx_roundtrip;
 mod vhdx_write_in_place;
