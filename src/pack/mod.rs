@@ -143,6 +143,7 @@ fn final_output(output: &Path, input: &Path, opts: &PackOptions) -> Result<Atomi
             force: opts.force,
             mode: 0o644,
             sync: opts.sync,
+            exact: false,
         },
     )
 }
@@ -161,6 +162,7 @@ fn scratch(output: &Path, what: &str) -> Result<AtomicOutput> {
             force: true,
             mode: 0o600,
             sync: false,
+            exact: false,
         },
     )
 }
