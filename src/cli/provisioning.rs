@@ -6,7 +6,7 @@ use isotool::cloudinit::{self, Seed, SeedFormat, azure};
 use isotool::context::BuildContext;
 use isotool::err;
 use isotool::error::Result;
-use isotool::output::{AtomicOutput, OutputOptions};
+use isotool::output::{AtomicOutput, OutputOptions, escape_name};
 use isotool::provisioning::{self, DvdOptions, EntryKind, Report, Role, media_mode};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -36,6 +36,14 @@ pub(crate) struct ProvisioningCdArgs {
     /// Replace an existing output.
     #[arg(long)]
     force: bool,
+    /// Also treat files matching GLOB as secret (repeatable; `*`, `?`, `**`; without `/` the
+    /// file name is matched, with `/` the path in the tree).
+    #[arg(long = "secret", value_name = "GLOB")]
+    secrets: Vec<String>,
+    /// Permission bits of the output, in octal (default: 0600 when it carries secrets, else
+    /// 0644 filtered by the umask).
+    #[arg(long, value_name = "OCTAL", value_parser = parse_mode)]
+    mode: Option<u32>,
 }
 
 #[derive(Debug, Args)]
@@ -70,6 +78,20 @@ pub(crate) struct CloudInitSeedArgs {
     /// Replace an existing output.
     #[arg(long)]
     force: bool,
+    /// With --from: also treat files matching GLOB as secret (repeatable).
+    #[arg(long = "secret", value_name = "GLOB", requires = "from")]
+    secrets: Vec<String>,
+    /// Permission bits of the output, in octal (default 0600: user-data can carry secrets).
+    #[arg(long, value_name = "OCTAL", value_parser = parse_mode)]
+    mode: Option<u32>,
+}
+
+fn parse_mode(s: &str) -> std::result::Result<u32, String> {
+    let t = s.strip_prefix("0o").unwrap_or(s);
+    match u32::from_str_radix(t, 8) {
+        Ok(m) if m <= 0o7777 => Ok(m),
+        _ => Err(format!("{s:?} is not an octal mode such as 0644")),
+    }
 }
 
 fn parse_role(s: &str) -> std::result::Result<Role, String> {
@@ -95,10 +117,12 @@ fn print_warnings(report: &Report, quiet: bool) {
 fn checked_tree(
     from: &Path,
     role: Option<Role>,
+    secrets: &[String],
     quiet: bool,
 ) -> Result<(provisioning::ConfigTree, Option<Role>)> {
     let mut report = Report::default();
-    let tree = provisioning::ConfigTree::scan(from, &mut report)?;
+    let mut tree = provisioning::ConfigTree::scan(from, &mut report)?;
+    tree.add_secret_patterns(secrets);
     let role = provisioning::validate(&tree, role, &mut report);
     print_warnings(&report, quiet);
     report.check(from)?;
@@ -107,24 +131,15 @@ fn checked_tree(
 
 pub(crate) fn provisioning_cd(a: ProvisioningCdArgs, quiet: bool, sync: bool) -> Result<Outcome> {
     let ctx = BuildContext::from_env()?;
-    let (tree, role) = checked_tree(&a.from, a.role, quiet)?;
+    let (tree, role) = checked_tree(&a.from, a.role, &a.secrets, quiet)?;
     if a.dry_run {
-        let role = role.map(|r| r.to_string()).unwrap_or_default();
-        println!("role: {role}");
-        println!("volume id: {}", a.volume_id);
-        for e in &tree.entries {
-            let (t, size) = match e.kind {
-                EntryKind::Dir => ('d', String::new()),
-                EntryKind::File => ('-', e.size.to_string()),
-            };
-            println!("{t} {:04o} {size:>10} {}", media_mode(e), e.rel);
-        }
+        print_dry_run(&tree, role, &a.volume_id);
         return Ok(Outcome::Ok);
     }
     let out = a
         .output
         .ok_or_else(|| err!(InvalidArgument, "--output is required"))?;
-    let n = provisioning::build_dvd(
+    let r = provisioning::write_dvd(
         &tree,
         &out,
         &DvdOptions {
@@ -132,37 +147,98 @@ pub(crate) fn provisioning_cd(a: ProvisioningCdArgs, quiet: bool, sync: bool) ->
             force: a.force,
             sync,
         },
+        a.mode,
         &ctx,
     )?;
     if !quiet {
+        if let Some(n) = &r.note {
+            eprintln!("note: {}", escape_name(n));
+        }
         eprintln!(
-            "isotool: wrote {} ({}, {} entries, role {})",
+            "isotool: wrote {} ({}, {} entries, role {}, mode {:04o})",
             out.display(),
-            human_bytes(n),
+            human_bytes(r.size),
             tree.entries.len(),
-            role.map(|r| r.to_string()).unwrap_or_default()
+            role.map(|r| r.to_string()).unwrap_or_default(),
+            r.mode
         );
     }
     Ok(Outcome::Ok)
 }
 
+/// The `--dry-run` listing: names escaped (one entry, one line), the secret rule, each secret
+/// file with the reason.
+fn print_dry_run(tree: &provisioning::ConfigTree, role: Option<Role>, volume_id: &str) {
+    let role = role.map(|r| r.to_string()).unwrap_or_default();
+    println!("role: {role}");
+    println!("volume id: {}", escape_name(volume_id));
+    println!("rule: {}", provisioning::SECRET_RULE);
+    for g in tree.secret_patterns() {
+        println!("secret pattern: {}", escape_name(g));
+    }
+    for e in &tree.entries {
+        let (t, size) = match e.kind {
+            EntryKind::Dir => ('d', String::new()),
+            EntryKind::File => ('-', e.size.to_string()),
+        };
+        let why = tree
+            .is_secret_entry(e)
+            .map(|w| format!("  (secret: {w})"))
+            .unwrap_or_default();
+        println!(
+            "{t} {:04o} {size:>10} {}{}",
+            media_mode(e),
+            escape_name(&e.rel),
+            escape_name(&why)
+        );
+    }
+    let (_, note) = provisioning::output_mode(tree, None);
+    if let Some(n) = note {
+        println!("output: {}", escape_name(&n));
+    }
+}
+
 pub(crate) fn cloud_init_seed(a: CloudInitSeedArgs, quiet: bool, sync: bool) -> Result<Outcome> {
     let ctx = BuildContext::from_env()?;
+    // Every file the seed is made of is an input the output must never be.
+    let mut inputs: Vec<PathBuf> = [
+        &a.user_data,
+        &a.meta_data,
+        &a.network_config,
+        &a.vendor_data,
+    ]
+    .into_iter()
+    .flatten()
+    .cloned()
+    .collect();
     let user_data = match (&a.from, &a.user_data) {
         (Some(from), _) => {
-            let (tree, _) = checked_tree(from, a.role, quiet)?;
+            let (tree, _) = checked_tree(from, a.role, &a.secrets, quiet)?;
+            provisioning::refuse_output_in_tree(&tree, &a.output)?;
+            inputs.extend(tree.input_paths().into_iter().map(Path::to_path_buf));
             if a.azure {
                 let doc = azure::azure_custom_data(&tree)?;
+                let (opts, note) = provisioning::output_mode(&tree, a.mode);
+                let ins: Vec<&Path> = inputs.iter().map(PathBuf::as_path).collect();
                 let o = AtomicOutput::create(
                     &a.output,
-                    &[],
-                    OutputOptions::new(a.force, 0o600).with_sync(sync),
+                    &ins,
+                    OutputOptions {
+                        force: a.force,
+                        sync,
+                        ..opts
+                    },
                 )?;
                 o.file().write_all(doc.as_bytes()).map_err(|e| {
-                    isotool::Error::io(e, "writing the custom data").with_path(o.tmp_path())
+                    o.blame(
+                        isotool::Error::io(e, "writing the custom data").with_path(o.tmp_path()),
+                    )
                 })?;
                 o.commit()?;
                 if !quiet {
+                    if let Some(n) = note {
+                        eprintln!("note: {}", escape_name(&n));
+                    }
                     eprintln!(
                         "isotool: wrote {} ({} of {} bytes Azure allows)",
                         a.output.display(),
@@ -213,14 +289,21 @@ pub(crate) fn cloud_init_seed(a: CloudInitSeedArgs, quiet: bool, sync: bool) -> 
         network_config,
         vendor_data,
     };
-    let n = cloudinit::write_seed(
+    let ins: Vec<&Path> = inputs.iter().map(PathBuf::as_path).collect();
+    let n = cloudinit::write_seed_reading(
         &seed,
         a.format,
         &a.output,
-        OutputOptions::new(a.force, 0o600).with_sync(sync),
+        &ins,
+        OutputOptions::new(a.force, 0o600)
+            .with_sync(sync)
+            .with_mode(a.mode),
         &ctx,
     )?;
     if !quiet {
+        if a.mode.is_none() {
+            eprintln!("note: {}", cloudinit::SEED_MODE_NOTE);
+        }
         eprintln!(
             "isotool: wrote {} ({}, NoCloud seed labelled {})",
             a.output.display(),

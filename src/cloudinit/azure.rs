@@ -7,7 +7,7 @@
 
 use crate::err;
 use crate::error::Result;
-use crate::provisioning::{ConfigTree, is_secret};
+use crate::provisioning::{ConfigTree, media_mode};
 use base64::Engine as _;
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -130,7 +130,7 @@ fn items(tree: &ConfigTree) -> Result<Vec<Item>> {
         };
         v.push(Item {
             rel: e.rel.clone(),
-            mode: if is_secret(&e.rel) { 0o600 } else { 0o644 },
+            mode: media_mode(e),
             data,
             encoding,
         });

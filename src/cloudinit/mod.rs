@@ -232,8 +232,8 @@ impl Seed {
     }
 }
 
-/// Writes a NoCloud seed to `out` (created 0600 whatever `opts.mode` says: user-data often
-/// carries secrets).
+/// Writes a NoCloud seed to `out` (created 0600 unless `opts.exact` (`--mode`) says otherwise:
+/// user-data often carries secrets).
 pub fn write_seed(
     seed: &Seed,
     format: SeedFormat,
@@ -241,14 +241,32 @@ pub fn write_seed(
     opts: OutputOptions,
     ctx: &BuildContext,
 ) -> Result<u64> {
-    let o = AtomicOutput::create(
-        out,
-        &[],
+    write_seed_reading(seed, format, out, &[], opts, ctx)
+}
+
+/// Why a seed output is 0600 (printed with it).
+pub const SEED_MODE_NOTE: &str =
+    "the seed is mode 0600 because user-data can carry passwords and keys; --mode MODE to choose";
+
+/// [`write_seed`], refusing an output that is one of `inputs` (the files the seed was made
+/// from, or inside the config tree it came from).
+pub fn write_seed_reading(
+    seed: &Seed,
+    format: SeedFormat,
+    out: &Path,
+    inputs: &[&Path],
+    opts: OutputOptions,
+    ctx: &BuildContext,
+) -> Result<u64> {
+    let opts = if opts.exact {
+        opts
+    } else {
         OutputOptions {
             mode: 0o600,
             ..opts
-        },
-    )?;
+        }
+    };
+    let o = AtomicOutput::create(out, inputs, opts)?;
     let now = ctx.now() as i64;
     let n = match format {
         SeedFormat::Iso => {
@@ -261,7 +279,7 @@ pub fn write_seed(
                     Meta::root(mode, now),
                 )?;
             }
-            b.write(&o)?
+            b.write(&o).map_err(|e| o.blame(e))?
         }
         SeedFormat::Vfat => {
             let files: Vec<(String, Vec<u8>)> = seed
@@ -279,7 +297,7 @@ pub fn write_seed(
                 crate::checksum::sha256_hex(&h)
             ));
             let vid = u32::from_le_bytes([d[0], d[1], d[2], d[3]]);
-            crate::fat::write_fat(&o, SEED_LABEL, vid, now, &files)?
+            crate::fat::write_fat(&o, SEED_LABEL, vid, now, &files).map_err(|e| o.blame(e))?
         }
     };
     o.commit()?;

@@ -204,16 +204,16 @@ pub fn convert_input(
             format.name()
         ));
     }
+    // Every file the disk reads (the image, then each parent its locators lead to) is an
+    // input the output must never be.
+    let (src, files) = super::open::open_image_with_files(input, input_raw, &opts.open)?;
+    let mut inputs: Vec<&Path> = vec![input];
+    inputs.extend(files.iter().map(PathBuf::as_path));
     let out = AtomicOutput::create(
         output,
-        &[input],
-        OutputOptions {
-            force: opts.force,
-            mode: 0o644,
-            sync: opts.sync,
-        },
+        &inputs,
+        OutputOptions::new(opts.force, 0o644).with_sync(opts.sync),
     )?;
-    let src = super::open::open_image_as(input, input_raw, &opts.open)?;
     let input_info = src.info();
     let target_len = if opts.azure {
         azure_size(src.len())
@@ -239,7 +239,7 @@ pub fn convert_input(
         ctx,
         progress,
     )
-    .map_err(|e: Error| e.with_path(output))?;
+    .map_err(|e: Error| out.blame(e))?;
     let sha256 = if opts.sha256 {
         progress.start("sha256", 0);
         let h = crate::checksum::sha256_file(out.file(), out.tmp_path())?;
@@ -305,7 +305,7 @@ pub fn create(
         ctx,
         progress,
     )
-    .map_err(|e| e.with_path(output))?;
+    .map_err(|e| out.blame(e))?;
     let h = if opts.sha256 {
         Some(crate::checksum::sha256_file(out.file(), out.tmp_path())?)
     } else {

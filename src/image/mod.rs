@@ -10,5 +10,7 @@ pub mod open;
 pub mod probe;
 pub mod validate;
 
-pub use open::{MAX_PARENT_DEPTH, Opener, open_image, open_image_as, open_image_at_depth};
+pub use open::{
+    MAX_PARENT_DEPTH, Opener, open_image, open_image_as, open_image_at_depth, open_image_with_files,
+};
 pub use probe::{Format, probe_format};

@@ -69,6 +69,8 @@ pub enum FileData {
     Path(PathBuf),
     /// These bytes.
     Bytes(Vec<u8>),
+    /// Opened when the image is written by a function that checks it is the file meant.
+    Checked(crate::output::CheckedInput),
 }
 
 #[derive(Debug)]
@@ -854,6 +856,10 @@ impl Plan {
                     }
                     crate::disk::raw::copy_file_bytes(&src, 0, f, off, *size)
                         .ctx(p, "copying the file into the ISO")?;
+                }
+                FileData::Checked(c) => {
+                    crate::disk::raw::copy_file_bytes(&c.open()?, 0, f, off, *size)
+                        .ctx(c.path(), "copying the file into the ISO")?
                 }
             }
         }

@@ -144,6 +144,7 @@ fn final_output(output: &Path, input: &Path, opts: &PackOptions) -> Result<Atomi
             force: opts.force,
             mode: 0o644,
             sync: opts.sync,
+            exact: false,
         },
     )
 }
@@ -162,6 +163,7 @@ fn scratch(output: &Path, what: &str) -> Result<AtomicOutput> {
             force: true,
             mode: 0o600,
             sync: false,
+            exact: false,
         },
     )
 }

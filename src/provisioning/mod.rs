@@ -5,6 +5,7 @@
 //! build, warnings are for the operator. Findings name files and keys, never values: the tree
 //! carries a gossip key and certificate keys.
 
+mod dirfd;
 pub mod pem;
 pub mod validate;
 
@@ -12,10 +13,13 @@ use crate::context::BuildContext;
 use crate::err;
 use crate::error::{IoContext, Result};
 use crate::iso::build::{FileData, IsoBuilder, Meta};
-use crate::output::{AtomicOutput, OutputOptions};
+use crate::output::{AtomicOutput, CheckedInput, FileId, OutputOptions};
 use std::fmt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 pub use validate::{Role, validate};
 
@@ -54,7 +58,7 @@ impl fmt::Display for Finding {
             Severity::Error => "error",
             Severity::Warning => "warning",
         };
-        write!(f, "{sev}: {}", self.file)?;
+        write!(f, "{sev}: {}", crate::output::escape_name(&self.file))?;
         if let Some(k) = &self.key {
             write!(f, ": key `{k}`")?;
         }
@@ -140,15 +144,28 @@ pub struct TreeEntry {
     pub rel: String,
     /// Directory or file.
     pub kind: EntryKind,
-    /// Where the bytes are read from (the symlink's target for followed links).
+    /// Where the bytes are read from (the symlink's target for followed links), for messages.
     pub source: PathBuf,
     /// Size in bytes (0 for directories).
     pub size: u64,
     /// Modification time on disk.
     pub mtime: i64,
+    /// Permission bits of the source file.
+    pub mode: u32,
+    /// True when the file carries secrets (see [`ConfigTree::is_secret_entry`]).
+    pub secret: bool,
+    /// The file actually read, relative to the root (the target of an in-tree link).
+    read_rel: String,
+    /// Device and inode of the file the scan validated.
+    id: FileId,
 }
 
 /// A config tree as walked from disk. Entries are sorted by relative path.
+///
+/// The tree is read through directory file descriptors from the root opened once
+/// (`openat` with `O_NOFOLLOW` at every step), and every file opened is checked to be the one
+/// the scan validated (device, inode, type, size): a file swapped for a link between the scan
+/// and the copy is a named error, never followed.
 #[derive(Debug, Clone)]
 pub struct ConfigTree {
     /// The root given.
@@ -157,48 +174,90 @@ pub struct ConfigTree {
     pub root_mtime: i64,
     /// Every directory and file under the root.
     pub entries: Vec<TreeEntry>,
+    root_fd: Arc<OwnedFd>,
+    secret_globs: Vec<String>,
 }
 
 /// Largest file read into memory for checking (JSON, PEM).
 const MAX_CHECKED_FILE: u64 = 16 << 20;
+
+fn stat_id(st: &libc::stat) -> FileId {
+    FileId {
+        dev: st.st_dev,
+        ino: st.st_ino,
+    }
+}
 
 impl ConfigTree {
     /// Walks `root` without following symlinks out of it. Symlinks that leave the tree (or
     /// dangle, or point to directories), devices, fifos and sockets become errors in `report`;
     /// only an unreadable root is an `Err`.
     pub fn scan(root: &Path, report: &mut Report) -> Result<Self> {
-        let meta = std::fs::metadata(root).ctx(root, "reading the config tree")?;
-        if !meta.is_dir() {
-            return Err(err!(InvalidArgument, "the config tree is not a directory").with_path(root));
-        }
+        let fd = dirfd::open_root(root).map_err(|e| {
+            if e.raw_os_error() == Some(libc::ENOTDIR) {
+                err!(InvalidArgument, "the config tree is not a directory").with_path(root)
+            } else {
+                crate::Error::io(e, "reading the config tree").with_path(root)
+            }
+        })?;
+        let st = dirfd::fstat(fd.as_fd()).ctx(root, "reading the config tree")?;
         let canon = root.canonicalize().ctx(root, "resolving the config tree")?;
         let mut tree = ConfigTree {
             root: root.to_path_buf(),
-            root_mtime: meta.mtime(),
+            root_mtime: st.st_mtime,
             entries: Vec::new(),
+            root_fd: Arc::new(fd),
+            secret_globs: Vec::new(),
         };
-        tree.walk(root, &canon, "", 1, report)?;
+        let dir = tree.root_fd.clone();
+        tree.walk(dir.as_fd(), &canon, "", 1, report)?;
         tree.entries.sort_by(|a, b| a.rel.cmp(&b.rel));
+        tree.mark_secrets();
         Ok(tree)
+    }
+
+    /// Adds `--secret` patterns (`*` and `?` within a name, `**` across directories; a pattern
+    /// without `/` matches the file name, one with `/` the path from the root).
+    pub fn add_secret_patterns(&mut self, globs: &[String]) {
+        self.secret_globs.extend(globs.iter().cloned());
+        self.mark_secrets();
+    }
+
+    fn mark_secrets(&mut self) {
+        let globs = std::mem::take(&mut self.secret_globs);
+        for e in &mut self.entries {
+            e.secret = e.kind == EntryKind::File && secret_rule(&e.rel, e.mode, &globs).is_some();
+        }
+        self.secret_globs = globs;
+    }
+
+    /// Why the file at `e` carries secrets, `None` when it does not (see [`SECRET_RULE`]).
+    pub fn is_secret_entry(&self, e: &TreeEntry) -> Option<String> {
+        if e.kind != EntryKind::File {
+            return None;
+        }
+        secret_rule(&e.rel, e.mode, &self.secret_globs)
+    }
+
+    /// The `--secret` patterns given.
+    pub fn secret_patterns(&self) -> &[String] {
+        &self.secret_globs
     }
 
     fn walk(
         &mut self,
-        dir: &Path,
+        dir: BorrowedFd<'_>,
         canon_root: &Path,
         prefix: &str,
         depth: usize,
         report: &mut Report,
     ) -> Result<()> {
-        let mut names = Vec::new();
-        for e in std::fs::read_dir(dir).ctx(dir, "listing a directory of the config tree")? {
-            let e = e.ctx(dir, "listing a directory of the config tree")?;
-            names.push(e.file_name());
-        }
+        let here = canon_root.join(prefix);
+        let mut names = dirfd::list(dir).ctx(&here, "listing a directory of the config tree")?;
         names.sort();
         for name in names {
-            let path = dir.join(&name);
-            let Some(name) = name.to_str() else {
+            let path = here.join(&name);
+            let Some(name_s) = name.to_str() else {
                 report.error(
                     &format!("{prefix}{}", name.to_string_lossy()),
                     None,
@@ -206,14 +265,14 @@ impl ConfigTree {
                 );
                 continue;
             };
-            let rel = format!("{prefix}{name}");
-            if name.len() > crate::iso::build::MAX_RR_NAME {
+            let rel = format!("{prefix}{name_s}");
+            if name_s.len() > crate::iso::build::MAX_RR_NAME {
                 report.error(
                     &rel,
                     None,
                     format!(
                         "the name is {} bytes long; at most {} fit on the media",
-                        name.len(),
+                        name_s.len(),
                         crate::iso::build::MAX_RR_NAME
                     ),
                 );
@@ -227,71 +286,97 @@ impl ConfigTree {
                 );
                 continue;
             }
-            let lmeta = std::fs::symlink_metadata(&path).ctx(&path, "reading an entry")?;
-            let ft = lmeta.file_type();
-            if ft.is_dir() {
+            let st = dirfd::lstat_at(dir, &name).ctx(&path, "reading an entry")?;
+            if dirfd::is_dir(&st) {
+                let sub = dirfd::open_dir(dir, &name).ctx(&path, "opening a directory")?;
+                let now = dirfd::fstat(sub.as_fd()).ctx(&path, "opening a directory")?;
+                if stat_id(&now) != stat_id(&st) {
+                    return Err(changed(&rel, &path, "was replaced while it was read"));
+                }
                 self.entries.push(TreeEntry {
                     rel: rel.clone(),
                     kind: EntryKind::Dir,
                     source: path.clone(),
                     size: 0,
-                    mtime: lmeta.mtime(),
+                    mtime: st.st_mtime,
+                    mode: st.st_mode & 0o7777,
+                    secret: false,
+                    read_rel: rel.clone(),
+                    id: stat_id(&st),
                 });
-                self.walk(&path, canon_root, &format!("{rel}/"), depth + 1, report)?;
-            } else if ft.is_file() {
-                self.entries.push(TreeEntry {
-                    rel,
-                    kind: EntryKind::File,
-                    source: path,
-                    size: lmeta.len(),
-                    mtime: lmeta.mtime(),
-                });
-            } else if ft.is_symlink() {
-                let target = std::fs::read_link(&path).ctx(&path, "reading a symlink")?;
-                match path.canonicalize() {
-                    Err(_) => report.error(
-                        &rel,
-                        None,
-                        format!("symlink to {} dangles or loops; refused", target.display()),
-                    ),
-                    Ok(t) if !t.starts_with(canon_root) => report.error(
-                        &rel,
-                        None,
-                        format!("symlink to {} leaves the tree; refused", target.display()),
-                    ),
-                    Ok(t) => {
-                        let m = std::fs::metadata(&t).ctx(&t, "reading a symlink's target")?;
-                        if m.is_file() {
-                            self.entries.push(TreeEntry {
-                                rel,
-                                kind: EntryKind::File,
-                                source: t,
-                                size: m.len(),
-                                mtime: m.mtime(),
-                            });
-                        } else {
-                            report.error(
-                                &rel,
-                                None,
-                                "symlink to something other than a regular file; refused",
-                            );
-                        }
-                    }
-                }
+                self.walk(
+                    sub.as_fd(),
+                    canon_root,
+                    &format!("{rel}/"),
+                    depth + 1,
+                    report,
+                )?;
+            } else if dirfd::is_file(&st) {
+                self.entries.push(file_entry(rel.clone(), rel, path, &st));
+            } else if dirfd::is_symlink(&st) {
+                self.scan_symlink(rel, &path, canon_root, report)?;
             } else {
-                let what = if ft.is_fifo() {
-                    "a fifo"
-                } else if ft.is_block_device() || ft.is_char_device() {
-                    "a device"
-                } else if ft.is_socket() {
-                    "a socket"
-                } else {
-                    "not a regular file"
-                };
-                report.error(&rel, None, format!("is {what}; refused"));
+                report.error(
+                    &rel,
+                    None,
+                    format!("is {}; refused", dirfd::other_kind(&st)),
+                );
             }
         }
         Ok(())
+    }
+
+    /// A symlink travels as the file it names when that file is inside the tree.
+    fn scan_symlink(
+        &mut self,
+        rel: String,
+        path: &Path,
+        canon_root: &Path,
+        report: &mut Report,
+    ) -> Result<()> {
+        let target = std::fs::read_link(path).ctx(path, "reading a symlink")?;
+        let t = match path.canonicalize() {
+            Err(_) => {
+                let m = format!("symlink to {} dangles or loops; refused", target.display());
+                report.error(&rel, None, m);
+                return Ok(());
+            }
+            Ok(t) => t,
+        };
+        let Some(target_rel) = t
+            .strip_prefix(canon_root)
+            .ok()
+            .and_then(|r| r.to_str())
+            .filter(|r| !r.is_empty())
+        else {
+            let m = format!("symlink to {} leaves the tree; refused", target.display());
+            report.error(&rel, None, m);
+            return Ok(());
+        };
+        match self.open_rel(target_rel) {
+            Ok((_, st)) if dirfd::is_file(&st) => {
+                let e = file_entry(rel, target_rel.to_string(), t.clone(), &st);
+                self.entries.push(e);
+            }
+            _ => report.error(
+                &rel,
+                None,
+                "symlink to something other than a regular file; refused",
+            ),
+        }
+        Ok(())
+    }
+
+    /// Opens `rel` (no `.`/`..`, no links) from the root descriptor: directories with
+    /// `O_NOFOLLOW | O_DIRECTORY`, the last name with `O_NOFOLLOW`.
+    fn open_rel(&self, rel: &str) -> std::io::Result<(File, libc::stat)> {
+        open_rel(&self.root_fd, rel)
+    }
+
+    /// Opens the file of `e`, checking it is the one the scan validated (same device, inode,
+    /// type and size); any difference is an `InvalidConfig` error naming the file.
+    pub fn open(&self, e: &TreeEntry) -> Result<File> {
+        open_entry(&self.root_fd, e)
     }
 
     /// The entry at `rel`.
@@ -317,6 +402,15 @@ impl ConfigTree {
         self.entries.iter().filter(|e| e.kind == EntryKind::File)
     }
 
+    /// Every path the tree reads: the root and each file's source (for [`check_not_input`]).
+    ///
+    /// [`check_not_input`]: crate::output::check_not_input
+    pub fn input_paths(&self) -> Vec<&Path> {
+        let mut v = vec![self.root.as_path()];
+        v.extend(self.files().map(|e| e.source.as_path()));
+        v
+    }
+
     /// Reads a (small) file of the tree into memory.
     pub fn read(&self, rel: &str) -> Result<Vec<u8>> {
         let e = self
@@ -330,27 +424,161 @@ impl ConfigTree {
             )
             .with_path(&e.source));
         }
-        std::fs::read(&e.source).ctx(&e.source, "reading a file of the config tree")
+        self.read_any(e)
     }
 
     /// Reads any file of the tree (no size limit: the caller bounds its own memory).
     pub fn read_any(&self, e: &TreeEntry) -> Result<Vec<u8>> {
-        std::fs::read(&e.source).ctx(&e.source, "reading a file of the config tree")
+        let mut f = self.open(e)?;
+        let mut v = Vec::with_capacity(e.size as usize);
+        f.by_ref()
+            .take(e.size)
+            .read_to_end(&mut v)
+            .ctx(&e.source, "reading a file of the config tree")?;
+        Ok(v)
+    }
+
+    /// The file of `e` as an ISO builder source: opened (and checked) when the image is written.
+    pub fn checked_input(&self, e: &TreeEntry) -> CheckedInput {
+        let root = self.root_fd.clone();
+        let entry = e.clone();
+        CheckedInput::new(e.source.clone(), move || open_entry(&root, &entry))
     }
 }
 
-/// True for files that carry secrets: `consul/consul_secrets.json`, `*.key`, anything whose
-/// name contains `secret`. They are mode 0600 on every medium.
-pub fn is_secret(rel: &str) -> bool {
-    let name = rel.rsplit('/').next().unwrap_or(rel).to_ascii_lowercase();
-    rel == "consul/consul_secrets.json" || name.ends_with(".key") || name.contains("secret")
+/// Opens `rel` (no `.`/`..`, no links) from the root descriptor: directories with
+/// `O_NOFOLLOW | O_DIRECTORY`, the last name with `O_NOFOLLOW`.
+fn open_rel(root: &OwnedFd, rel: &str) -> std::io::Result<(File, libc::stat)> {
+    let mut parts: Vec<&str> = rel.split('/').collect();
+    let last = parts.pop().unwrap_or_default();
+    let mut held: Option<OwnedFd> = None;
+    for p in parts {
+        let dir = held.as_ref().map_or(root.as_fd(), |d| d.as_fd());
+        held = Some(dirfd::open_dir(dir, std::ffi::OsStr::new(p))?);
+    }
+    let dir = held.as_ref().map_or(root.as_fd(), |d| d.as_fd());
+    let f = dirfd::open_file(dir, std::ffi::OsStr::new(last))?;
+    let st = dirfd::fstat(f.as_fd())?;
+    Ok((f, st))
 }
 
-/// Mode of an entry on the media: 0755 directories, 0600 secrets, 0644 other files.
+/// Opens the file of `e` and checks it is the one the scan validated.
+fn open_entry(root: &OwnedFd, e: &TreeEntry) -> Result<File> {
+    let (f, st) = open_rel(root, &e.read_rel).map_err(|err| {
+        if err.raw_os_error() == Some(libc::ELOOP) {
+            changed(&e.rel, &e.source, "is now a symbolic link")
+        } else {
+            crate::Error::io(err, "opening a file of the config tree").with_path(&e.source)
+        }
+    })?;
+    if !dirfd::is_file(&st) {
+        return Err(changed(&e.rel, &e.source, "is no longer a regular file"));
+    }
+    if stat_id(&st) != e.id {
+        return Err(changed(&e.rel, &e.source, "is now another file"));
+    }
+    if st.st_size as u64 != e.size {
+        let m = format!("changed size ({} then {} bytes)", e.size, st.st_size);
+        return Err(changed(&e.rel, &e.source, &m));
+    }
+    Ok(f)
+}
+
+fn file_entry(rel: String, read_rel: String, source: PathBuf, st: &libc::stat) -> TreeEntry {
+    TreeEntry {
+        rel,
+        kind: EntryKind::File,
+        source,
+        size: st.st_size as u64,
+        mtime: st.st_mtime,
+        mode: st.st_mode & 0o7777,
+        secret: false,
+        read_rel,
+        id: stat_id(st),
+    }
+}
+
+fn changed(rel: &str, source: &Path, what: &str) -> crate::Error {
+    err!(
+        InvalidConfig,
+        "{rel} {what} since the tree was checked; nothing was written"
+    )
+    .with_path(source)
+}
+
+/// Which files of a config tree carry secrets, as `--dry-run` prints it and the README says.
+pub const SECRET_RULE: &str = "secret (mode 0600 on the media, and the output 0600): \
+consul/consul_secrets.json, *.key, any name containing \"secret\", any source file that is not \
+world-readable, and what --secret GLOB matches";
+
+/// Why a file carries secrets, `None` when it does not.
+fn secret_rule(rel: &str, mode: u32, globs: &[String]) -> Option<String> {
+    let name = rel.rsplit('/').next().unwrap_or(rel).to_ascii_lowercase();
+    if rel == "consul/consul_secrets.json" {
+        return Some("the consul gossip key".into());
+    }
+    if name.ends_with(".key") {
+        return Some("a .key file".into());
+    }
+    if name.contains("secret") {
+        return Some("its name contains \"secret\"".into());
+    }
+    if mode & 0o004 == 0 {
+        return Some(format!(
+            "its source is mode {:04o}, not world-readable",
+            mode
+        ));
+    }
+    globs
+        .iter()
+        .find(|g| glob_match(g, rel))
+        .map(|g| format!("--secret {g}"))
+}
+
+/// Matches `rel` against a `--secret` pattern.
+pub fn glob_match(pattern: &str, rel: &str) -> bool {
+    if pattern.contains('/') {
+        glob(pattern.trim_start_matches('/').as_bytes(), rel.as_bytes())
+    } else {
+        glob(
+            pattern.as_bytes(),
+            rel.rsplit('/').next().unwrap_or(rel).as_bytes(),
+        )
+    }
+}
+
+fn glob(p: &[u8], s: &[u8]) -> bool {
+    match p {
+        [] => s.is_empty(),
+        [b'*', b'*', rest @ ..] => {
+            let rest = rest.strip_prefix(b"/").unwrap_or(rest);
+            (0..=s.len()).any(|i| (i == 0 || s[i - 1] == b'/') && glob(rest, &s[i..]))
+                || glob(rest, s)
+        }
+        [b'*', rest @ ..] => (0..=s.len())
+            .take_while(|&i| i == 0 || s[i - 1] != b'/')
+            .any(|i| glob(rest, &s[i..])),
+        [b'?', rest @ ..] => s.first().is_some_and(|&c| c != b'/') && glob(rest, &s[1..]),
+        [c, rest @ ..] => s.first() == Some(c) && glob(rest, &s[1..]),
+    }
+}
+
+/// True for files that carry secrets by name: `consul/consul_secrets.json`, `*.key`, anything
+/// whose name contains `secret`. A tree also counts files that are not world-readable and
+/// `--secret` patterns ([`ConfigTree::is_secret_entry`]).
+pub fn is_secret(rel: &str) -> bool {
+    secret_rule(rel, 0o644, &[]).is_some()
+}
+
+/// Mode of an entry on the media: 0755 directories; files 0644, 0755 when the source is
+/// executable (the first-boot service runs such scripts), 0600 (0700 executable) for secrets.
 pub fn media_mode(e: &TreeEntry) -> u32 {
+    let exec = e.mode & 0o111 != 0;
     match e.kind {
         EntryKind::Dir => 0o755,
-        EntryKind::File if is_secret(&e.rel) => 0o600,
+        EntryKind::File if e.secret && exec => 0o700,
+        EntryKind::File if e.secret => 0o600,
+        EntryKind::File if exec => 0o755,
         EntryKind::File => 0o644,
     }
 }
@@ -396,44 +624,105 @@ pub fn tree_to_iso(tree: &ConfigTree, volume_id: &str, ctx: &BuildContext) -> Re
         let meta = Meta::root(media_mode(e), media_mtime(ctx, e.mtime));
         match e.kind {
             EntryKind::Dir => b.add_dir(&e.rel, meta)?,
-            EntryKind::File => {
-                b.add_file(&e.rel, FileData::Path(e.source.clone()), e.size, meta)?
-            }
+            EntryKind::File => b.add_file(
+                &e.rel,
+                FileData::Checked(tree.checked_input(e)),
+                e.size,
+                meta,
+            )?,
         }
     }
     Ok(b)
 }
 
-/// Writes the provisioning DVD of an already checked tree to `out` (created 0600: it carries
-/// secrets). Returns the image size.
+/// Refuses an output inside the config tree (by directory identity, whatever links lead there)
+/// or that is one of its files.
+pub fn refuse_output_in_tree(tree: &ConfigTree, out: &Path) -> Result<()> {
+    if crate::output::check_not_input(out, &[&tree.root]).is_err() {
+        return Err(err!(
+            InvalidArgument,
+            "the output must not be inside the config tree {}",
+            tree.root.display()
+        )
+        .with_path(out));
+    }
+    crate::output::check_not_input(out, &tree.input_paths())
+}
+
+/// The mode an output carrying `tree` gets, and the note saying why when it is 0600: a tree
+/// with secrets makes a 0600 output, any other one follows the umask (0644 filtered); `mode`
+/// (`--mode`) overrides.
+pub fn output_mode(tree: &ConfigTree, mode: Option<u32>) -> (OutputOptions, Option<String>) {
+    let why: Vec<String> = tree
+        .files()
+        .filter_map(|e| tree.is_secret_entry(e).map(|w| format!("{} ({w})", e.rel)))
+        .collect();
+    let base = if why.is_empty() { 0o644 } else { 0o600 };
+    let opts = OutputOptions::new(false, base).with_mode(mode);
+    let note = match (mode, why.is_empty()) {
+        (None, false) => Some(format!(
+            "the output is mode 0600 because it carries secrets: {}; --mode MODE to choose",
+            why.join(", ")
+        )),
+        (Some(m), false) if m & 0o077 != 0 => Some(format!(
+            "--mode {m:04o}: the output carries secrets ({}) and others can read it",
+            why.join(", ")
+        )),
+        _ => None,
+    };
+    (opts, note)
+}
+
+/// What [`write_dvd`] made.
+#[derive(Debug, Clone)]
+pub struct DvdReport {
+    /// Image size in bytes.
+    pub size: u64,
+    /// Permission bits of the output.
+    pub mode: u32,
+    /// Why the output has its mode, when it is restricted.
+    pub note: Option<String>,
+}
+
+/// Writes the provisioning DVD of an already checked tree to `out` (0600 when the tree carries
+/// secrets, else by the umask; `mode` overrides). Returns the image size.
 pub fn build_dvd(
     tree: &ConfigTree,
     out: &Path,
     opts: &DvdOptions,
     ctx: &BuildContext,
 ) -> Result<u64> {
-    let parent = match out.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    if let (Ok(p), Ok(r)) = (parent.canonicalize(), tree.root.canonicalize())
-        && p.starts_with(&r)
-    {
-        return Err(err!(
-            InvalidArgument,
-            "the output must not be inside the config tree"
-        )
-        .with_path(out));
-    }
+    write_dvd(tree, out, opts, None, ctx).map(|r| r.size)
+}
+
+/// [`build_dvd`] with the output mode the user asked for.
+pub fn write_dvd(
+    tree: &ConfigTree,
+    out: &Path,
+    opts: &DvdOptions,
+    mode: Option<u32>,
+    ctx: &BuildContext,
+) -> Result<DvdReport> {
+    refuse_output_in_tree(tree, out)?;
     let b = tree_to_iso(tree, &opts.volume_id, ctx)?;
+    let (oo, note) = output_mode(tree, mode);
     let o = AtomicOutput::create(
         out,
-        &[],
-        OutputOptions::new(opts.force, 0o600).with_sync(opts.sync),
+        &tree.input_paths(),
+        OutputOptions {
+            force: opts.force,
+            sync: opts.sync,
+            ..oo
+        },
     )?;
-    let n = b.write(&o)?;
+    let n = b.write(&o).map_err(|e| o.blame(e))?;
+    let mode = o.mode();
     o.commit()?;
-    Ok(n)
+    Ok(DvdReport {
+        size: n,
+        mode,
+        note,
+    })
 }
 
 #[cfg(test)]

@@ -333,6 +333,11 @@ impl Edits<'_> {
 /// Runs a remaster. Returns what was done.
 pub fn remaster(o: &RemasterOptions, ctx: &BuildContext) -> Result<RemasterReport> {
     check_options(o)?;
+    // The output is never any file the run reads: the ISO, the seed, an --add source.
+    let mut inputs: Vec<&Path> = vec![&o.input];
+    inputs.extend(o.seed.iter().map(|s| s.file.as_path()));
+    inputs.extend(o.adds.iter().map(|(p, _)| p.as_path()));
+    crate::output::check_not_input(&o.output, &inputs)?;
     let iso = IsoFile::open(&o.input)?;
     let tree = primary_tree(&iso)?;
     let mut ed = Edits {
@@ -386,6 +391,7 @@ pub fn remaster(o: &RemasterOptions, ctx: &BuildContext) -> Result<RemasterRepor
             force: o.force,
             mode,
             sync: o.sync,
+            exact: false,
         },
     };
     let patch = patch_iso(&o.input, &o.output, &plan)?;
