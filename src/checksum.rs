@@ -20,7 +20,18 @@ pub fn hex(bytes: &[u8]) -> String {
 /// SHA-256 of a file's whole content, reading only its data ranges (holes are hashed as the
 /// zeros they read as, without reading them).
 pub fn sha256_file(file: &File, path: &Path) -> Result<String> {
+    sha256_file_progress(file, path, &crate::disk::NoProgress)
+}
+
+/// [`sha256_file`], reporting a "sha256" phase of the file's length to `progress` (holes count
+/// as done when skipped).
+pub fn sha256_file_progress(
+    file: &File,
+    path: &Path,
+    progress: &dyn crate::disk::Progress,
+) -> Result<String> {
     let len = file.metadata().ctx(path, "reading metadata")?.len();
+    progress.start("sha256", len);
     let ranges = crate::disk::raw::data_ranges(file, 0, len).ctx(path, "mapping data and holes")?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 4 << 20];
@@ -35,17 +46,21 @@ pub fn sha256_file(file: &File, path: &Path) -> Result<String> {
     };
     for (a, b) in ranges {
         feed_zeros(&mut h, a - pos);
+        progress.advance(a - pos);
         let mut off = a;
         while off < b {
             let n = (b - off).min(buf.len() as u64) as usize;
             file.read_exact_at(&mut buf[..n], off)
                 .ctx(path, "reading for SHA-256")?;
             h.update(&buf[..n]);
+            progress.advance(n as u64);
             off += n as u64;
         }
         pos = b;
     }
     feed_zeros(&mut h, len - pos);
+    progress.advance(len - pos);
+    progress.finish();
     Ok(hex(&h.finalize()))
 }
 

@@ -2,7 +2,7 @@
 //! lines on a terminal (one per step, the current one with its own progress), nothing off a
 //! terminal, plain lines with `--progress` (CI logs).
 
-use super::Outcome;
+use super::{Outcome, ProgressMode, Ui, outln};
 use clap::Args;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use isotool::build::{self, Event, Observer, Plan, RunOptions};
@@ -13,6 +13,15 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  isotool build build.toml --dry-run                 # the plan: every step, inputs, outputs
+  isotool build build.toml --force --progress        # plain progress lines (CI logs)
+  isotool build build.toml --stop-after nocloud-seed
+  isotool build build.toml --installed-disk disk.vhdx --json
+
+Exit status: 0 built (artifacts and SHA256SUMS published), 1 error (named: file, key, line; an
+interrupted or failed build publishes nothing), 2 bad command line, 130 interrupted.")]
 pub(crate) struct BuildArgs {
     /// The build file (TOML).
     file: PathBuf,
@@ -22,9 +31,6 @@ pub(crate) struct BuildArgs {
     /// Replace the artifacts of an earlier build of the same name and version.
     #[arg(long)]
     force: bool,
-    /// Plain progress lines on stderr (for CI logs), instead of bars (which only a terminal gets).
-    #[arg(long)]
-    progress: bool,
     /// Stop after this step (e.g. nocloud-seed); the work directory keeps its files, nothing is
     /// published.
     #[arg(long, value_name = "STEP")]
@@ -33,7 +39,7 @@ pub(crate) struct BuildArgs {
     /// blank-disk and install steps.
     #[arg(long, value_name = "DISK")]
     installed_disk: Option<PathBuf>,
-    /// Print the report as JSON on stdout.
+    /// Print the report as JSON on stdout (schema isotool/build/1, see docs/json.md).
     #[arg(long)]
     json: bool,
 }
@@ -196,7 +202,7 @@ impl Observer for Mode {
     }
 }
 
-pub(crate) fn build(a: BuildArgs, quiet: bool) -> Result<Outcome> {
+pub(crate) fn build(a: BuildArgs, ui: Ui) -> Result<Outcome> {
     let spec = build::load(&a.file)?;
     let plan = Plan::new(spec, a.installed_disk.clone());
     let opts = RunOptions {
@@ -205,44 +211,44 @@ pub(crate) fn build(a: BuildArgs, quiet: bool) -> Result<Outcome> {
     };
     if a.dry_run {
         build::pipeline::preflight(&plan, &opts)?;
-        print!("{plan}");
+        super::stdout_write(format_args!("{plan}"));
         return Ok(Outcome::Ok);
     }
     let ctx = BuildContext::from_env()?;
-    let mode = if quiet || (a.json && !a.progress) {
-        Mode::Hidden
-    } else if a.progress {
-        Mode::Lines(Mutex::new(LinesState::default()))
-    } else {
-        Mode::Bars(Mutex::new(None))
+    let mode = match ui.hiding_bars(a.json).progress() {
+        ProgressMode::None => Mode::Hidden,
+        ProgressMode::Plain => Mode::Lines(Mutex::new(LinesState::default())),
+        ProgressMode::Auto => Mode::Bars(Mutex::new(None)),
     };
     let t = Instant::now();
     let report = build::run(&plan, &opts, &ctx, &mode)?;
     let rss = peak_rss_kib();
     if a.json {
-        let mut v =
-            serde_json::to_value(&report).map_err(|e| isotool::err!(Io, "rendering JSON: {e}"))?;
-        v["peak_rss_kib"] = serde_json::json!(rss);
-        return super::print_json(&v).map(|_| Outcome::Ok);
+        return super::print_json(&super::json::Build {
+            schema: "isotool/build/1",
+            report: &report,
+            peak_rss_kib: rss,
+        })
+        .map(|_| Outcome::Ok);
     }
     for st in &report.steps {
-        println!("step {:<22} {:>9.2}s", st.step, st.seconds);
+        outln!("step {:<22} {:>9.2}s", st.step, st.seconds);
     }
-    println!("total {:>29.2}s", t.elapsed().as_secs_f64());
+    outln!("total {:>29.2}s", t.elapsed().as_secs_f64());
     if let Some(k) = rss {
-        println!(
+        outln!(
             "peak RSS of isotool: {:.1} MiB (the VM not counted)",
             k as f64 / 1024.0
         );
     }
     if let Some(s) = &report.stopped_after {
-        println!(
+        outln!(
             "stopped after {s}; intermediate files in {}",
             report.work.display()
         );
     }
     for art in &report.artifacts {
-        println!(
+        outln!(
             "{}  {} ({})",
             art.sha256,
             art.path.display(),

@@ -1,10 +1,12 @@
 //! `iso ls`, `iso extract`, `iso info`.
 
-use super::{Outcome, human_bytes, print_json};
+use super::{Outcome, Ui, human_bytes, outln, print_json, refuse_dash};
 use clap::{Args, Subcommand};
+use isotool::disk::Progress as _;
 use isotool::error::Result;
 use isotool::iso::info;
-use std::path::PathBuf;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum IsoCommand {
@@ -17,6 +19,12 @@ pub(crate) enum IsoCommand {
 }
 
 #[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  isotool iso ls ubuntu.iso /isolinux
+  isotool iso ls -R out.iso --json | jq -r '.entries[] | select(.mode == \"0755\") | .path'
+
+Exit status: 0 listed (also when stdout is a closed pipe), 1 error, 2 bad command line.")]
 pub(crate) struct LsArgs {
     /// The ISO.
     input: PathBuf,
@@ -32,12 +40,18 @@ pub(crate) struct LsArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  isotool iso extract out.iso /preseed/auto.seed -o auto.seed
+  isotool iso extract out.iso /boot/grub/grub.cfg -o - | grep linux
+
+Exit status: 0 extracted, 1 error (not found, a directory, unreadable), 2 bad command line.")]
 pub(crate) struct ExtractArgs {
     /// The ISO.
     input: PathBuf,
     /// File in the ISO.
     path: String,
-    /// Output file.
+    /// Output file, or `-` for stdout.
     #[arg(short, long)]
     output: PathBuf,
     /// Replace an existing output.
@@ -46,9 +60,18 @@ pub(crate) struct ExtractArgs {
     /// Write the bytes as stored (zisofs files stay compressed).
     #[arg(long)]
     raw: bool,
+    /// Print the result as JSON (schema isotool/iso-extract/1; not with -o -).
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  isotool iso info ubuntu.iso
+  isotool iso info out.iso --json | jq '.boot_images[].path'
+
+Exit status: 0 described, 1 unreadable or refused ISO, 2 bad command line.")]
 pub(crate) struct InfoArgs {
     /// The ISO.
     input: PathBuf,
@@ -57,41 +80,36 @@ pub(crate) struct InfoArgs {
     json: bool,
 }
 
-pub(crate) fn iso(c: IsoCommand, sync: bool) -> Result<Outcome> {
+pub(crate) fn iso(c: IsoCommand, ui: Ui) -> Result<Outcome> {
     match c {
         IsoCommand::Ls(a) => {
             let v = info::list(&a.input, &a.path, a.recursive)?;
             if a.json {
-                print_json(&v)?;
+                print_json(&super::json::IsoLs::new(&a.input, &a.path, &v))?;
             } else {
                 for e in v {
                     let mode = e
                         .mode
-                        .map(|m| format!("{:06o}", m))
+                        .map(super::json::octal_mode)
                         .unwrap_or_else(|| "-".into());
                     match e.target {
                         Some(t) => {
-                            println!("{:<7} {mode} {:>12} {} -> {t}", e.kind, e.size, e.path)
+                            outln!("{:<7} {mode} {:>12} {} -> {t}", e.kind, e.size, e.path)
                         }
-                        None => println!("{:<7} {mode} {:>12} {}", e.kind, e.size, e.path),
+                        None => outln!("{:<7} {mode} {:>12} {}", e.kind, e.size, e.path),
                     }
                 }
             }
         }
-        IsoCommand::Extract(a) => {
-            let n = info::extract(
-                &a.input,
-                &a.path,
-                &a.output,
-                isotool::output::OutputOptions::new(a.force, 0o644).with_sync(sync),
-                a.raw,
-            )?;
-            eprintln!("{}: {} written", a.output.display(), human_bytes(n));
-        }
+        IsoCommand::Extract(a) => return extract(a, ui),
         IsoCommand::Info(a) => {
             let i = info::inspect(&a.input)?;
             if a.json {
-                print_json(&i)?;
+                print_json(&super::json::IsoInfo {
+                    schema: "isotool/iso-info/1",
+                    iso: a.input.display().to_string(),
+                    info: &i,
+                })?;
             } else {
                 print_info(&i);
             }
@@ -100,16 +118,86 @@ pub(crate) fn iso(c: IsoCommand, sync: bool) -> Result<Outcome> {
     Ok(Outcome::Ok)
 }
 
+fn extract(a: ExtractArgs, ui: Ui) -> Result<Outcome> {
+    refuse_dash(&a.input, "the ISO")?;
+    if a.output.as_os_str() == "-" {
+        if a.json {
+            return Err(isotool::err!(
+                InvalidArgument,
+                "--json and -o - both want stdout: give an output file with --json"
+            ));
+        }
+        let bars = super::progress::Bars::new(ui);
+        extract_to_stdout(&a.input, &a.path, a.raw, &bars)?;
+        return Ok(Outcome::Ok);
+    }
+    let bars = super::progress::Bars::new(ui.hiding_bars(a.json));
+    bars.start("extracting", 0);
+    let n = info::extract(
+        &a.input,
+        &a.path,
+        &a.output,
+        isotool::output::OutputOptions::new(a.force, 0o644).with_sync(ui.sync),
+        a.raw,
+    );
+    bars.finish();
+    let n = n?;
+    if a.json {
+        print_json(&super::json::IsoExtract {
+            schema: "isotool/iso-extract/1",
+            iso: a.input.display().to_string(),
+            path: &a.path,
+            output: a.output.display().to_string(),
+            size: n,
+        })?;
+    } else {
+        ui.summary(format_args!(
+            "{}: {} written",
+            a.output.display(),
+            human_bytes(n)
+        ));
+    }
+    Ok(Outcome::Ok)
+}
+
+/// Streams a file of the ISO to stdout (`iso extract -o -`), zisofs decoded unless `raw`.
+fn extract_to_stdout(
+    iso_path: &Path,
+    file: &str,
+    raw: bool,
+    bars: &super::progress::Bars,
+) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    info::extract_stream(
+        iso_path,
+        file,
+        raw,
+        &mut |total| bars.start("extracting", total),
+        &mut |b| {
+            if let Err(e) = out.write_all(b) {
+                super::stdout_failed(&e);
+            }
+            bars.advance(b.len() as u64);
+            Ok(())
+        },
+    )?;
+    if let Err(e) = out.flush() {
+        super::stdout_failed(&e);
+    }
+    bars.finish();
+    Ok(())
+}
+
 /// `iso info` as text: volume, trees, El Torito, system area.
 fn print_info(i: &info::IsoInfo) {
-    println!(
+    outln!(
         "file size:   {} ({})",
         i.file_size,
         human_bytes(i.file_size)
     );
-    println!("volume id:   {}", i.volume_id);
+    outln!("volume id:   {}", i.volume_id);
     for t in &i.trees {
-        println!(
+        outln!(
             "tree:        {:?} volume id {:?}, {} blocks{}{}",
             t.kind,
             t.volume_id,
@@ -121,14 +209,14 @@ fn print_info(i: &info::IsoInfo) {
         );
     }
     match (i.boot_catalog, &i.boot_catalog_path) {
-        (Some(l), p) => println!(
+        (Some(l), p) => outln!(
             "El Torito:   catalog at LBA {l} {}",
             p.as_deref().unwrap_or("(hidden)")
         ),
-        (None, _) => println!("El Torito:   none"),
+        (None, _) => outln!("El Torito:   none"),
     }
     for b in &i.boot_images {
-        println!(
+        outln!(
             "  boot:      {} {} emulation {} load {} sectors at LBA {} {}{}",
             b.platform_name,
             if b.entry.bootable {
@@ -153,29 +241,43 @@ fn print_info(i: &info::IsoInfo) {
 /// The MBR, GPT and APM of an ISO's system area, as text.
 fn print_system_area(sa: &isotool::iso::boot::SystemArea) {
     for p in &sa.mbr {
-        println!(
+        outln!(
             "MBR:         {} status 0x{:02x} type 0x{:02x} start {} sectors {}",
-            p.index, p.status, p.ptype, p.start, p.sectors
+            p.index,
+            p.status,
+            p.ptype,
+            p.start,
+            p.sectors
         );
     }
     if let Some(g) = &sa.gpt {
-        println!(
+        outln!(
             "GPT:         usable {}..{}, backup at {}",
-            g.first_usable, g.last_usable, g.backup_lba
+            g.first_usable,
+            g.last_usable,
+            g.backup_lba
         );
         for p in &g.partitions {
-            println!(
+            outln!(
                 "  part:      {} {:?} {}..{} type {}",
-                p.index, p.name, p.first, p.last, p.type_guid
+                p.index,
+                p.name,
+                p.first,
+                p.last,
+                p.type_guid
             );
         }
     }
     if let Some(bs) = sa.apm_block_size {
-        println!("APM:         block size {bs}");
+        outln!("APM:         block size {bs}");
         for p in &sa.apm {
-            println!(
+            outln!(
                 "  part:      {} {:?} {:?} start {} blocks {}",
-                p.index, p.name, p.ptype, p.start, p.blocks
+                p.index,
+                p.name,
+                p.ptype,
+                p.start,
+                p.blocks
             );
         }
     }

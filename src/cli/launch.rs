@@ -1,6 +1,6 @@
 //! `launch qemu` and `launch hyperv`: boot the artifacts and wait for the guest to power off.
 
-use super::{Outcome, print_json};
+use super::{Outcome, ProgressMode, Ui, outln, print_json};
 use clap::{Args, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use isotool::error::Result;
@@ -43,6 +43,15 @@ enum MachineArg {
 }
 
 #[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  isotool launch qemu --iso unattended.iso --cdrom provision.iso --disk disk.raw --firmware uefi
+  isotool launch qemu --iso unattended.iso --disk disk.vhdx --timeout 30m --serial-log serial.txt
+  isotool launch qemu --iso x.iso --firmware uefi-secure --dry-run     # print the qemu command
+
+Exit status: 0 the guest powered itself off (QMP guest-shutdown), 1 anything else (a reboot, a
+panic, the timeout, qemu failing: named, with the serial log's tail), 2 bad command line,
+130 interrupted (qemu is killed).")]
 pub(crate) struct QemuArgs {
     /// Installer ISO (first CD drive, boots first).
     #[arg(long)]
@@ -83,15 +92,18 @@ pub(crate) struct QemuArgs {
     /// Print the qemu command line and exit.
     #[arg(long)]
     dry_run: bool,
-    /// Plain progress lines on stderr even when it is not a terminal (CI logs).
-    #[arg(long)]
-    progress: bool,
-    /// Print the result as JSON.
+    /// Print the result as JSON (schema isotool/launch-qemu/1, see docs/json.md).
     #[arg(long)]
     json: bool,
 }
 
 #[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  isotool launch hyperv --vhdx D:\\vm\\disk.vhdx --iso D:\\iso\\unattended.iso --name web --emit-script launch.ps1
+  isotool launch hyperv --vhdx disk.vhdx --iso u.iso --cdrom p.iso --name web --emit-script -
+
+Exit status: 0 written (or run and the VM is off), 1 error, 2 bad command line.")]
 pub(crate) struct HypervArgs {
     /// The VHDX the installer writes to (a path on the Hyper-V host).
     #[arg(long)]
@@ -117,7 +129,7 @@ pub(crate) struct HypervArgs {
     /// Time the guest has to power off: seconds, or with a unit (90s, 30m, 2h).
     #[arg(long, default_value = "2h", value_parser = parse_duration)]
     timeout: Duration,
-    /// Write the script to FILE instead of running it.
+    /// Write the script to FILE (`-`: stdout) instead of running it.
     #[arg(long, value_name = "FILE")]
     emit_script: Option<PathBuf>,
     /// Replace an existing script file.
@@ -147,10 +159,10 @@ fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
     }
 }
 
-pub(crate) fn launch(c: LaunchCommand, quiet: bool) -> Result<Outcome> {
+pub(crate) fn launch(c: LaunchCommand, ui: Ui) -> Result<Outcome> {
     match c {
-        LaunchCommand::Qemu(a) => qemu(a, quiet),
-        LaunchCommand::Hyperv(a) => hyperv(a, quiet),
+        LaunchCommand::Qemu(a) => qemu(a, ui),
+        LaunchCommand::Hyperv(a) => hyperv(a, ui.quiet),
     }
 }
 
@@ -187,18 +199,23 @@ fn qemu_config(a: &QemuArgs) -> Result<QemuConfig> {
     })
 }
 
-fn qemu(a: QemuArgs, quiet: bool) -> Result<Outcome> {
+fn qemu(a: QemuArgs, ui: Ui) -> Result<Outcome> {
+    let quiet = ui.quiet;
     let cfg = qemu_config(&a)?;
     if a.dry_run {
         let argv = launch::dry_run_command_line(&cfg)?;
         if cfg.accel == Accel::Auto && !quiet {
             eprintln!("note: --accel auto: a probe boot picks kvm or tcg at run time");
         }
-        println!("{}", shell_words(&argv));
+        outln!("{}", shell_words(&argv));
         return Ok(Outcome::Ok);
     }
     let cancel = AtomicBool::new(false);
-    let mut view = RunView::new(quiet, a.progress);
+    let mode = ui.hiding_bars(a.json).progress();
+    let mut view = RunView::new(
+        quiet || mode == ProgressMode::None,
+        mode == ProgressMode::Plain,
+    );
     let result = launch::run(&cfg, &cancel, &mut |e| view.show(&e));
     view.finish();
     let out = result?;
@@ -207,12 +224,13 @@ fn qemu(a: QemuArgs, quiet: bool) -> Result<Outcome> {
 
 fn report(out: &LaunchOutcome, json: bool, quiet: bool) -> Result<Outcome> {
     if json {
-        print_json(&serde_json::json!({
-            "result": "guest-shutdown",
-            "elapsed_seconds": out.elapsed.as_secs_f64(),
-            "accel": out.accel.qemu_name(),
-            "serial_log": out.serial_log.as_ref().map(|p| p.display().to_string()),
-        }))?;
+        print_json(&super::json::LaunchQemu {
+            schema: "isotool/launch-qemu/1",
+            result: "guest-shutdown",
+            elapsed_seconds: out.elapsed.as_secs_f64(),
+            accel: out.accel.qemu_name(),
+            serial_log: out.serial_log.as_ref().map(|p| p.display().to_string()),
+        })?;
     } else if !quiet {
         eprintln!(
             "isotool: the guest powered off after {:.1} s ({})",
@@ -335,6 +353,10 @@ fn hyperv(a: HypervArgs, quiet: bool) -> Result<Outcome> {
         timeout: a.timeout,
     };
     let script = hyperv::script(&cfg)?;
+    if a.emit_script.as_deref() == Some(std::path::Path::new("-")) {
+        super::stdout_write(format_args!("{script}"));
+        return Ok(Outcome::Ok);
+    }
     if let Some(path) = &a.emit_script {
         let o = AtomicOutput::create(path, &[], OutputOptions::new(a.force, 0o644))?;
         o.file()

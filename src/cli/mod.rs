@@ -4,23 +4,75 @@ mod azure;
 mod build;
 mod disk;
 mod iso;
+mod json;
 mod launch;
+mod meta;
 mod pack;
 mod progress;
 mod provisioning;
 mod remaster;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 use isotool::error::Error;
+use std::io::Write as _;
+use std::path::Path;
 use std::process::ExitCode;
+
+/// `println!` that ends the process quietly with status 0 when stdout is a closed pipe
+/// (`isotool iso ls X.iso | head -1`), as coreutils do, instead of panicking.
+macro_rules! outln {
+    ($($t:tt)*) => {
+        $crate::cli::stdout_write(format_args!("{}\n", format_args!($($t)*)))
+    };
+}
+pub(crate) use outln;
+
+/// Writes to stdout; a closed pipe ends the process with status 0, another error with 1.
+pub(crate) fn stdout_write(args: std::fmt::Arguments<'_>) {
+    let mut o = std::io::stdout().lock();
+    if let Err(e) = o.write_fmt(args) {
+        stdout_failed(&e);
+    }
+}
+
+/// How a failed write to stdout ends the process: quietly (0) for a closed pipe.
+pub(crate) fn stdout_failed(e: &std::io::Error) -> ! {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(0);
+    }
+    eprintln!("isotool: error: writing to stdout: {e}");
+    std::process::exit(1);
+}
 
 /// Build installer ISOs, provisioning media, cloud-init seeds and VHD/VHDX disks.
 #[derive(Debug, Parser)]
-#[command(name = "isotool", version, about, propagate_version = true)]
+#[command(
+    name = "isotool",
+    version,
+    about,
+    propagate_version = true,
+    after_help = EXIT_CODES
+)]
 pub struct Cli {
-    /// No progress bars or notes on stderr.
-    #[arg(long, short, global = true)]
+    /// Only results and errors: no progress, notes or summaries.
+    #[arg(long, short, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
+    /// More detail on stderr (every file edited or added, every phase).
+    #[arg(long, short, global = true)]
+    pub verbose: bool,
+    /// Progress on stderr: auto (bars on a terminal, nothing otherwise), plain (a line every few
+    /// seconds, for CI logs; `--progress` alone means plain), none.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        value_name = "MODE",
+        default_value_t = ProgressMode::Auto,
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "plain"
+    )]
+    pub progress: ProgressMode,
     /// Do not flush outputs to stable storage before renaming them into place (faster; a power
     /// loss soon after may leave an incomplete file, as with qemu-img's or genisoimage's defaults).
     #[arg(long, global = true)]
@@ -61,6 +113,90 @@ enum Command {
     /// Azure: upload a disk as a page blob, create an image, launch a VM.
     #[command(subcommand)]
     Azure(azure::AzureCommand),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on stdout.
+    Completions(meta::CompletionsArgs),
+    /// Print the man page (roff) on stdout, or write one page per command into a directory.
+    Man(meta::ManArgs),
+}
+
+/// How progress is shown (`--progress`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProgressMode {
+    /// Bars when stderr is a terminal, nothing otherwise.
+    Auto,
+    /// Plain lines every few seconds, terminal or not (CI logs).
+    Plain,
+    /// Nothing.
+    None,
+}
+
+/// What every command gets from the global options.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ui {
+    /// `-q`: no progress, notes or summaries.
+    pub quiet: bool,
+    /// `-v`: more detail.
+    pub verbose: bool,
+    /// `--progress`.
+    pub progress: ProgressMode,
+    /// Outputs are synced before their rename (not `--no-sync`).
+    pub sync: bool,
+}
+
+impl Ui {
+    /// The progress mode, `None` when quiet.
+    pub fn progress(&self) -> ProgressMode {
+        if self.quiet {
+            ProgressMode::None
+        } else {
+            self.progress
+        }
+    }
+
+    /// The same, with progress hidden when `hide` (e.g. `--json` without an explicit mode).
+    pub fn hiding_bars(self, hide: bool) -> Ui {
+        Ui {
+            progress: match self.progress {
+                ProgressMode::Auto if hide => ProgressMode::None,
+                p => p,
+            },
+            ..self
+        }
+    }
+
+    /// A summary line (what was written) on stdout, unless quiet.
+    pub fn summary(&self, args: std::fmt::Arguments<'_>) {
+        if !self.quiet {
+            stdout_write(format_args!("{args}\n"));
+        }
+    }
+
+    /// A detail on stderr, only with `-v`.
+    pub fn detail(&self, args: std::fmt::Arguments<'_>) {
+        if self.verbose {
+            eprintln!("{args}");
+        }
+    }
+}
+
+/// The exit codes every command shares (shown in `--help`).
+pub(crate) const EXIT_CODES: &str = "\
+Exit status:
+  0    success (also when stdout is a closed pipe)
+  1    error (the message names the file, structure, field and offset)
+  2    bad command line
+  3    validate: something blocks the target
+  130  interrupted (SIGINT; 128 + signal for SIGTERM, SIGHUP): temporary outputs removed";
+
+/// `-` where only a file makes sense: refused with the reason.
+pub(crate) fn refuse_dash(p: &Path, what: &str) -> isotool::Result<()> {
+    if p.as_os_str() == "-" {
+        return Err(isotool::err!(
+            InvalidArgument,
+            "{what} cannot be `-` (stdin/stdout): it must be a file (written under a temporary name, synced, then renamed; or read at random offsets); give a path (./- for a file named -)"
+        ));
+    }
+    Ok(())
 }
 
 /// What a subcommand returns: success, or an exit code with nothing more to print.
@@ -75,21 +211,29 @@ pub fn main() -> ExitCode {
     let quiet = cli.quiet;
     // Outputs are synced before their rename unless --no-sync: passed to each command.
     let sync = !cli.no_sync;
+    let ui = Ui {
+        quiet,
+        verbose: cli.verbose,
+        progress: cli.progress,
+        sync,
+    };
     let result = match cli.command {
-        Command::Convert(a) => disk::convert(a, quiet, sync),
-        Command::Disk(c) => disk::disk(c, quiet, sync),
+        Command::Convert(a) => disk::convert(a, ui),
+        Command::Disk(c) => disk::disk(c, ui),
         Command::Info(a) => disk::info(a),
         Command::Validate(a) => disk::validate(a),
-        Command::Pack(a) => pack::pack(a, quiet, sync),
+        Command::Pack(a) => pack::pack(a, ui),
         // ISO commands
-        Command::Iso(c) => iso::iso(c, sync),
-        Command::Remaster(a) => remaster::remaster(a, quiet, sync),
+        Command::Iso(c) => iso::iso(c, ui),
+        Command::Remaster(a) => remaster::remaster(a, ui),
         // provisioning and cloud-init commands
-        Command::ProvisioningCd(a) => provisioning::provisioning_cd(a, quiet, sync),
-        Command::CloudInitSeed(a) => provisioning::cloud_init_seed(a, quiet, sync),
-        Command::Launch(c) => launch::launch(c, quiet),
-        Command::Build(a) => build::build(a, quiet),
+        Command::ProvisioningCd(a) => provisioning::provisioning_cd(a, ui),
+        Command::CloudInitSeed(a) => provisioning::cloud_init_seed(a, ui),
+        Command::Launch(c) => launch::launch(c, ui),
+        Command::Build(a) => build::build(a, ui),
         Command::Azure(c) => azure::azure(c, quiet),
+        Command::Completions(a) => meta::completions(a),
+        Command::Man(a) => meta::man(a),
     };
     match result {
         Ok(Outcome::Ok) => ExitCode::SUCCESS,
@@ -109,7 +253,7 @@ fn report_error(e: &Error) {
 pub(crate) fn print_json(v: &impl serde::Serialize) -> isotool::Result<()> {
     let s =
         serde_json::to_string_pretty(v).map_err(|e| isotool::err!(Io, "rendering JSON: {e}"))?;
-    println!("{s}");
+    outln!("{s}");
     Ok(())
 }
 

@@ -1,6 +1,6 @@
 //! `pack`: provider packages (OVA, GCP tar.gz, Vagrant boxes) from one disk.
 
-use super::{Outcome, human_bytes, print_json};
+use super::{Outcome, Ui, human_bytes, outln, print_json, refuse_dash};
 use clap::{Args, ValueEnum};
 use isotool::context::BuildContext;
 use isotool::disk::OpenOptions;
@@ -27,6 +27,13 @@ pub(crate) enum FirmwareArg {
 }
 
 #[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  isotool pack disk.vhdx --for ova -o disk.ova --name web --cpus 2 --memory 4096
+  isotool pack disk.raw --for gcp -o disk.tar.gz
+  isotool pack disk.qcow2 --for vagrant-libvirt -o web.box --firmware efi
+
+Exit status: 0 written, 1 error (nothing left under the output's name), 2 bad command line.")]
 pub(crate) struct PackArgs {
     /// The disk (raw, VHD, VHDX, qcow2, VMDK: recognised from its content).
     disk: PathBuf,
@@ -54,14 +61,17 @@ pub(crate) struct PackArgs {
     /// Replace an existing output.
     #[arg(long)]
     force: bool,
-    /// Print the result as JSON.
+    /// Print the result as JSON (schema isotool/pack/1, see docs/json.md).
     #[arg(long)]
     json: bool,
 }
 
-pub(crate) fn pack(a: PackArgs, quiet: bool, sync: bool) -> Result<Outcome> {
+pub(crate) fn pack(a: PackArgs, ui: Ui) -> Result<Outcome> {
+    refuse_dash(&a.disk, "the disk")?;
+    refuse_dash(&a.output, "the package")?;
+    let sync = ui.sync;
     let ctx = BuildContext::from_env()?;
-    let bars = super::progress::Bars::new(quiet || a.json);
+    let bars = super::progress::Bars::new(ui.hiding_bars(a.json));
     let raw = a.input_format.is_some();
     let src = isotool::image::open_image_as(&a.disk, raw, &OpenOptions::default())?;
     let target = match a.target {
@@ -83,10 +93,14 @@ pub(crate) fn pack(a: PackArgs, quiet: bool, sync: bool) -> Result<Outcome> {
     };
     let r = isotool::pack::pack(&*src, &a.disk, &a.output, target, &opts, &ctx, &bars)?;
     if a.json {
-        print_json(&r)?;
+        print_json(&super::json::Pack {
+            schema: "isotool/pack/1",
+            input: a.disk.display().to_string(),
+            report: &r,
+        })?;
         return Ok(Outcome::Ok);
     }
-    println!(
+    outln!(
         "{} -> {} (virtual size {}, {} of data)",
         a.disk.display(),
         r.output.display(),
@@ -94,7 +108,7 @@ pub(crate) fn pack(a: PackArgs, quiet: bool, sync: bool) -> Result<Outcome> {
         human_bytes(r.data_bytes)
     );
     for (name, size) in &r.members {
-        println!("  {name}  {size} bytes");
+        outln!("  {name}  {size} bytes");
     }
     Ok(Outcome::Ok)
 }

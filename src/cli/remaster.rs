@@ -1,6 +1,6 @@
 //! `remaster`: make an installer ISO unattended.
 
-use super::{Outcome, human_bytes, print_json};
+use super::{Outcome, Ui, human_bytes, print_json, refuse_dash};
 use clap::Args;
 use isotool::context::BuildContext;
 use isotool::err;
@@ -9,6 +9,17 @@ use isotool::remaster::{self, RemasterOptions, Seed, bootcfg::Flavor};
 use std::path::PathBuf;
 
 #[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  isotool remaster ubuntu-18.04.3-server-amd64.iso -o unattended.iso --preseed auto.seed
+  isotool remaster unattended.iso -o unattended2.iso --preseed new.seed   # rerun: replaces
+  isotool remaster CentOS-7.iso -o ks.iso --kickstart ks.cfg --kernel-arg console=ttyS0
+  isotool remaster stock.iso -o plus.iso --add ./tool=/extra/tool --no-boot-edit
+
+Running it on its own output replaces the previous unattended entry and seed.
+
+Exit status: 0 written, 1 error (the input is never modified; nothing left under the output's
+name), 2 bad command line.")]
 pub(crate) struct RemasterArgs {
     /// Stock installer ISO (never written).
     input: PathBuf,
@@ -45,12 +56,15 @@ pub(crate) struct RemasterArgs {
     /// Replace an existing output.
     #[arg(long)]
     force: bool,
-    /// Print the result as JSON.
+    /// Print the result as JSON (schema isotool/remaster/1, see docs/json.md).
     #[arg(long)]
     json: bool,
 }
 
-pub(crate) fn remaster(a: RemasterArgs, quiet: bool, sync: bool) -> Result<Outcome> {
+pub(crate) fn remaster(a: RemasterArgs, ui: Ui) -> Result<Outcome> {
+    refuse_dash(&a.input, "the input ISO")?;
+    refuse_dash(&a.output, "the output ISO")?;
+    let (quiet, sync) = (ui.quiet, ui.sync);
     let ctx = BuildContext::from_env()?;
     let seed = match (&a.preseed, &a.kickstart) {
         (Some(p), _) => Some(Seed {
@@ -90,9 +104,15 @@ pub(crate) fn remaster(a: RemasterArgs, quiet: bool, sync: bool) -> Result<Outco
         force: a.force,
         sync,
     };
-    let r = remaster::remaster(&o, &ctx)?;
+    let bars = super::progress::Bars::new(ui.hiding_bars(a.json));
+    let r = remaster::remaster_with_progress(&o, &ctx, &bars)?;
     if a.json {
-        print_json(&r)?;
+        print_json(&super::json::Remaster {
+            schema: "isotool/remaster/1",
+            input: o.input.display().to_string(),
+            output: o.output.display().to_string(),
+            report: &r,
+        })?;
     } else if !quiet {
         for n in &r.notes {
             eprintln!("note: {n}");
@@ -106,15 +126,18 @@ pub(crate) fn remaster(a: RemasterArgs, quiet: bool, sync: bool) -> Result<Outco
         for p in &r.patch.added {
             eprintln!("added: {p}");
         }
+        for p in &r.patch.replaced {
+            ui.detail(format_args!("replaced: {p}"));
+        }
         for d in &r.patch.moved_dirs {
             eprintln!("directory rewritten at the end: {d}");
         }
-        eprintln!(
+        ui.summary(format_args!(
             "{}: {} ({} written by isotool, the rest copied in the kernel)",
             o.output.display(),
             human_bytes(r.patch.new_len),
             human_bytes(r.patch.bytes_written)
-        );
+        ));
     }
     Ok(Outcome::Ok)
 }

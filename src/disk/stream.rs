@@ -47,6 +47,9 @@ pub fn data_bytes(src: &dyn DiskImage) -> Result<u64> {
     Ok(n)
 }
 
+/// The most data copied between two progress reports (64 MiB).
+pub const PROGRESS_STEP: u64 = 64 << 20;
+
 /// Raw writer: the file is the disk; holes where the source has no data.
 pub fn write_raw(
     src: &dyn DiskImage,
@@ -72,10 +75,17 @@ pub fn copy_data(
     progress: &dyn Progress,
 ) -> Result<()> {
     for_each_extent(src, EXTENT_WINDOW, |e| {
-        if e.kind == ExtentKind::Data {
-            src.copy_to(e.offset, e.len, out, out_base + e.offset)
+        if e.kind != ExtentKind::Data {
+            return Ok(());
+        }
+        // In pieces, so progress moves on a dense disk (one extent) too.
+        let mut off = e.offset;
+        while off < e.end() {
+            let n = (e.end() - off).min(PROGRESS_STEP);
+            src.copy_to(off, n, out, out_base + off)
                 .map_err(|x| x.with_path(out_path))?;
-            progress.advance(e.len);
+            progress.advance(n);
+            off += n;
         }
         Ok(())
     })

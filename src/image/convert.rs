@@ -68,6 +68,21 @@ impl TargetFormat {
         })
     }
 
+    /// The image kind `info` reports for an output of this format (the one vocabulary of
+    /// `info`, `convert` and `validate`; compression is not a kind).
+    pub fn kind(self) -> crate::disk::ImageKind {
+        use crate::disk::ImageKind;
+        match self {
+            TargetFormat::Raw => ImageKind::Raw,
+            TargetFormat::Vhd => ImageKind::VhdFixed,
+            TargetFormat::VhdDynamic => ImageKind::VhdDynamic,
+            TargetFormat::Vhdx => ImageKind::Vhdx,
+            TargetFormat::VhdxFixed => ImageKind::VhdxFixed,
+            TargetFormat::Qcow2 | TargetFormat::Qcow2Compressed => ImageKind::Qcow2,
+            TargetFormat::Vmdk => ImageKind::VmdkStreamOptimized,
+        }
+    }
+
     /// The command-line name.
     pub fn name(self) -> &'static str {
         match self {
@@ -241,14 +256,15 @@ pub fn convert_input(
     )
     .map_err(|e: Error| out.blame(e))?;
     let sha256 = if opts.sha256 {
-        progress.start("sha256", 0);
-        let h = crate::checksum::sha256_file(out.file(), out.tmp_path())?;
-        progress.finish();
-        Some(h)
+        Some(crate::checksum::sha256_file_progress(
+            out.file(),
+            out.tmp_path(),
+            progress,
+        )?)
     } else {
         None
     };
-    let output = out.commit()?;
+    let output = commit_syncing(out, opts.sync, progress)?;
     Ok(ConvertReport {
         output,
         format,
@@ -258,6 +274,19 @@ pub fn convert_input(
         data_bytes: data,
         sha256,
     })
+}
+
+/// Commits `out`, shown as a "syncing" phase of unknown length when the output is flushed to
+/// stable storage first (that flush can take seconds for a large disk).
+pub fn commit_syncing(out: AtomicOutput, sync: bool, progress: &dyn Progress) -> Result<PathBuf> {
+    if sync {
+        progress.start("syncing", 0);
+    }
+    let r = out.commit();
+    if sync {
+        progress.finish();
+    }
+    r
 }
 
 /// What `disk create` should make.
@@ -307,11 +336,15 @@ pub fn create(
     )
     .map_err(|e| out.blame(e))?;
     let h = if opts.sha256 {
-        Some(crate::checksum::sha256_file(out.file(), out.tmp_path())?)
+        Some(crate::checksum::sha256_file_progress(
+            out.file(),
+            out.tmp_path(),
+            progress,
+        )?)
     } else {
         None
     };
-    Ok((out.commit()?, h))
+    Ok((commit_syncing(out, opts.sync, progress)?, h))
 }
 
 /// Parses sizes like `40G`, `512M`, `1.5T`, `4096`, `2MiB` (binary units).

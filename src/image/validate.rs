@@ -115,13 +115,64 @@ pub fn validate(path: &Path, target: Target, open: &OpenOptions) -> Validation {
     finish(path, target, Some(info), r)
 }
 
-fn finish(path: &Path, target: Target, info: Option<ImageInfo>, r: Report) -> Validation {
+fn finish(path: &Path, target: Target, info: Option<ImageInfo>, mut r: Report) -> Validation {
+    for f in &mut r.findings {
+        if let Some(fix) = &mut f.fix {
+            *fix = real_command(fix, path);
+        }
+    }
     Validation {
         image: path.display().to_string(),
         target,
         ok: !r.has_errors(),
         info,
         findings: r.findings,
+    }
+}
+
+/// A fix's `isotool convert IMG OUT[.EXT]` with the image's path and an output beside it
+/// (`disk.raw` -> `disk.vhd`; `-fixed` added when that would be the image itself), quoted for a
+/// POSIX shell: a command to paste.
+fn real_command(fix: &str, path: &Path) -> String {
+    const T: &str = "isotool convert IMG OUT";
+    let Some(i) = fix.find(T) else {
+        return fix.to_string();
+    };
+    let rest = &fix[i + T.len()..];
+    let (ext, rest) = match rest.strip_prefix(".vhdx") {
+        Some(r) => ("vhdx", r),
+        None => match rest.strip_prefix(".vhd") {
+            Some(r) => ("vhd", r),
+            None => (
+                path.extension().and_then(|e| e.to_str()).unwrap_or("img"),
+                rest,
+            ),
+        },
+    };
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy())
+        .unwrap_or_default();
+    let mut out = path.with_file_name(format!("{stem}.{ext}"));
+    if out == path {
+        out = path.with_file_name(format!("{stem}-converted.{ext}"));
+    }
+    format!(
+        "{}isotool convert {} {}{rest}",
+        &fix[..i],
+        shell_quote(&path.to_string_lossy()),
+        shell_quote(&out.to_string_lossy())
+    )
+}
+
+fn shell_quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=,:@%+".contains(c))
+    {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
     }
 }
 
@@ -188,7 +239,7 @@ fn check_azure(info: &ImageInfo, parts: &PartitionTables, r: &mut Report, loc: &
                 info.virtual_size.div_ceil(MIB) * MIB
             ),
             loc("virtual size"),
-            Some("isotool convert IMG OUT.vhd --azure (rounds up to a whole MiB)"),
+            Some("isotool convert IMG OUT.vhd --azure"),
         );
     }
     if info.format == ImageKind::VhdFixed && info.file_size != info.virtual_size + 512 {

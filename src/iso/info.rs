@@ -349,6 +349,39 @@ pub fn read_file(iso: &IsoFile, tree: &Tree, path: &str, max: u64) -> Result<Vec
     Ok(out)
 }
 
+/// Streams a file of the listing tree (see [`listing_tree`]) to `sink` in order: zisofs files
+/// decoded unless `raw`. `start` hears the byte count first (for progress). Refuses what
+/// [`regular_file`] refuses.
+pub fn extract_stream(
+    path: &Path,
+    file: &str,
+    raw: bool,
+    start: &mut dyn FnMut(u64),
+    sink: &mut dyn FnMut(&[u8]) -> Result<()>,
+) -> Result<u64> {
+    let iso = IsoFile::open(path)?;
+    let tree = listing_tree(&iso)?;
+    let e = regular_file(&iso, &tree, file)?;
+    let ex = entry_extents(&iso, &e, file)?;
+    match (&e.rr.zf, raw) {
+        (Some(zf), false) => {
+            start(e.content_size());
+            decode_zisofs(&iso, &ex, zf, file, sink)
+        }
+        _ => {
+            let total = e.size();
+            start(total);
+            let mut pos = 0u64;
+            while pos < total {
+                let n = (total - pos).min(1 << 20);
+                sink(&read_stored(&iso, &ex, pos, n, file)?)?;
+                pos += n;
+            }
+            Ok(total)
+        }
+    }
+}
+
 /// Extracts a file of the listing tree (see [`listing_tree`]) to `out` through an atomic
 /// output: zisofs files decoded unless `raw` (then the stored bytes). Device nodes, fifos,
 /// sockets, symlinks and directories are refused with a named error.

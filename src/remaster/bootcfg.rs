@@ -130,6 +130,78 @@ pub fn edit_isolinux_timeout(cfg: &str, timeout_s: u32) -> (String, bool) {
     (out, gfx)
 }
 
+/// The seed path an unattended entry's kernel arguments name (`preseed/file=/cdrom/X` or
+/// `inst.ks=cdrom:X`).
+fn seed_path_in(line: &str) -> Option<String> {
+    line.split_whitespace().find_map(|t| {
+        t.strip_prefix("preseed/file=/cdrom")
+            .or_else(|| t.strip_prefix("inst.ks=cdrom:"))
+            .map(str::to_string)
+    })
+}
+
+/// What removing an earlier run's unattended entry found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Previous {
+    /// An entry was removed.
+    pub removed: bool,
+    /// The seed path it named.
+    pub seed_path: Option<String>,
+}
+
+/// Removes the `label unattended` block an earlier remaster added (from its `label` line to the
+/// next `label`), so the config can be edited again. `default unattended` is kept: the new
+/// block takes the same name.
+pub fn strip_syslinux_unattended(cfg: &str) -> (String, Previous) {
+    let mut out = String::new();
+    let mut prev = Previous::default();
+    let mut skipping = false;
+    for line in cfg.lines() {
+        let (k, rest) = keyword(line);
+        if k == "label" {
+            skipping = rest == LABEL;
+            prev.removed |= skipping;
+        }
+        if skipping {
+            if (k == "append" || k == "kernel") && prev.seed_path.is_none() {
+                prev.seed_path = seed_path_in(rest);
+            }
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    (out, prev)
+}
+
+/// Removes the `menuentry "Unattended install"` block an earlier remaster added (to its
+/// closing brace), so the config can be edited again.
+pub fn strip_grub_unattended(cfg: &str) -> (String, Previous) {
+    let head = format!("menuentry \"{GRUB_TITLE}\"");
+    let mut out = String::new();
+    let mut prev = Previous::default();
+    let mut depth: Option<i32> = None;
+    for line in cfg.lines() {
+        if depth.is_none() && line.trim_start().starts_with(&head) {
+            depth = Some(0);
+            prev.removed = true;
+        }
+        if let Some(d) = depth.as_mut() {
+            *d += line.matches('{').count() as i32 - line.matches('}').count() as i32;
+            if prev.seed_path.is_none() {
+                prev.seed_path = seed_path_in(line);
+            }
+            if *d <= 0 {
+                depth = None;
+            }
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    (out, prev)
+}
+
 /// True when a syslinux config has a label with a kernel and an append line.
 pub fn has_syslinux_entry(cfg: &str) -> bool {
     first_syslinux_entry(cfg).is_some()
@@ -203,7 +275,7 @@ pub fn edit_syslinux_labels(cfg: &str, u: &Unattended) -> Result<String> {
         }
         if k == "default" {
             saw_default = true;
-            if labels.iter().any(|l| l == rest) {
+            if rest == LABEL || labels.iter().any(|l| l == rest) {
                 out.push_str(&format!("default {LABEL}\n"));
                 continue;
             }
@@ -393,6 +465,37 @@ mod tests {
         let out = edit_grub(g, &k).unwrap();
         assert!(out.contains("\tlinuxefi\t/images/pxeboot/vmlinuz inst.ks=cdrom:/ks.cfg inst.stage2=hd:LABEL=CentOS\\x207\\x20x86_64 quiet\n"), "{out}");
         assert!(out.starts_with("set default=0\nset timeout=1\n"));
+    }
+
+    #[test]
+    fn a_second_run_replaces_the_unattended_entries() {
+        let first = edit_syslinux_labels(TXT, &u()).unwrap();
+        let (stripped, prev) = strip_syslinux_unattended(&first);
+        assert_eq!(prev.seed_path.as_deref(), Some("/preseed/auto.seed"));
+        assert!(prev.removed);
+        let mut v = u();
+        v.seed_path = "/preseed/two.seed".into();
+        let second = edit_syslinux_labels(&stripped, &v).unwrap();
+        let direct = edit_syslinux_labels(TXT, &v).unwrap();
+        assert_eq!(
+            second, direct,
+            "a rerun gives what one run with the new seed gives"
+        );
+        assert_eq!(second.matches("label unattended").count(), 1);
+        let g1 = edit_grub(GRUB, &u()).unwrap();
+        let (gs, gp) = strip_grub_unattended(&g1);
+        assert_eq!(gp.seed_path.as_deref(), Some("/preseed/auto.seed"));
+        let g2 = edit_grub(&gs, &v).unwrap();
+        assert_eq!(g2, edit_grub(GRUB, &v).unwrap());
+        // a stock config has nothing to strip
+        assert_eq!(
+            strip_syslinux_unattended(TXT),
+            (TXT.to_string(), Previous::default())
+        );
+        assert_eq!(
+            strip_grub_unattended(GRUB),
+            (GRUB.to_string(), Previous::default())
+        );
     }
 
     #[test]

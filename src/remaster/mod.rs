@@ -138,6 +138,8 @@ struct Edits<'a> {
     ops: Vec<FileOp>,
     notes: Vec<String>,
     edited: Vec<String>,
+    /// Seed paths named by unattended entries of an earlier run.
+    previous_seeds: Vec<String>,
 }
 
 impl Edits<'_> {
@@ -212,7 +214,7 @@ impl Edits<'_> {
             return Ok(false);
         }
         let mut bios = false;
-        let cfg = text(iso, tree, iso_cfg)?;
+        let cfg = self.stripped(iso_cfg, bootcfg::strip_syslinux_unattended)?;
         let (mut new_cfg, gfx) = bootcfg::edit_isolinux_timeout(&cfg, timeout);
         if gfx {
             self.notes.push(format!(
@@ -220,7 +222,7 @@ impl Edits<'_> {
             ));
         }
         if flavor == Flavor::Preseed && exists_file(iso, tree, txt_cfg)? {
-            let txt = text(iso, tree, txt_cfg)?;
+            let txt = self.stripped(txt_cfg, bootcfg::strip_syslinux_unattended)?;
             let t2 = bootcfg::edit_syslinux_labels(&txt, u).map_err(|e| e.with_path(txt_cfg))?;
             self.ops.push(FileOp {
                 path: txt_cfg.into(),
@@ -259,7 +261,7 @@ impl Edits<'_> {
         for g in grub_candidates {
             if exists_file(iso, tree, g)? {
                 found_grub = true;
-                let cfg = text(iso, tree, g)?;
+                let cfg = self.stripped(g, bootcfg::strip_grub_unattended)?;
                 if bootcfg::has_grub_entry(&cfg) {
                     let n = bootcfg::edit_grub(&cfg, u).map_err(|e| e.with_path(g))?;
                     self.ops.push(FileOp {
@@ -281,6 +283,47 @@ impl Edits<'_> {
             ));
         }
         Ok(uefi)
+    }
+
+    /// The text of a boot config without the unattended entry of an earlier run (which is
+    /// replaced: the same command can be run again with a new seed); says so in the notes.
+    fn stripped(
+        &mut self,
+        path: &str,
+        strip: fn(&str) -> (String, bootcfg::Previous),
+    ) -> Result<String> {
+        let (cfg, prev) = strip(&text(self.iso, self.tree, path)?);
+        if prev.removed {
+            self.notes.push(format!(
+                "{path}: the unattended entry of an earlier remaster is replaced"
+            ));
+            if let Some(p) = prev.seed_path {
+                self.previous_seeds.push(p);
+            }
+        }
+        Ok(cfg)
+    }
+
+    /// Seeds named by replaced entries that the new seed does not overwrite are emptied (they
+    /// may hold passwords, and nothing boots them any more).
+    fn empty_previous_seeds(&mut self) -> Result<()> {
+        let mut seen = std::collections::BTreeSet::new();
+        for p in std::mem::take(&mut self.previous_seeds) {
+            if !seen.insert(p.clone())
+                || self.ops.iter().any(|x| x.path == p)
+                || !exists_file(self.iso, self.tree, &p)?
+            {
+                continue;
+            }
+            self.notes.push(format!(
+                "{p}: the previous seed is emptied (no entry boots it any more)"
+            ));
+            self.ops.push(FileOp {
+                path: p,
+                source: Source::Bytes(Vec::new()),
+            });
+        }
+        Ok(())
     }
 
     /// `--add SRC=DST` files.
@@ -332,6 +375,16 @@ impl Edits<'_> {
 
 /// Runs a remaster. Returns what was done.
 pub fn remaster(o: &RemasterOptions, ctx: &BuildContext) -> Result<RemasterReport> {
+    remaster_with_progress(o, ctx, &crate::disk::NoProgress)
+}
+
+/// [`remaster`], reporting a "remastering" phase (the copy and patch, then the sync) to
+/// `progress`.
+pub fn remaster_with_progress(
+    o: &RemasterOptions,
+    ctx: &BuildContext,
+    progress: &dyn crate::disk::Progress,
+) -> Result<RemasterReport> {
     check_options(o)?;
     // The output is never any file the run reads: the ISO, the seed, an --add source.
     let mut inputs: Vec<&Path> = vec![&o.input];
@@ -346,6 +399,7 @@ pub fn remaster(o: &RemasterOptions, ctx: &BuildContext) -> Result<RemasterRepor
         ops: Vec::new(),
         notes: Vec::new(),
         edited: Vec::new(),
+        previous_seeds: Vec::new(),
     };
     if let Some(seed) = &o.seed {
         ed.add_seed(o, seed)?;
@@ -356,6 +410,7 @@ pub fn remaster(o: &RemasterOptions, ctx: &BuildContext) -> Result<RemasterRepor
         ));
     }
     ed.add_files(&o.adds)?;
+    ed.empty_previous_seeds()?;
     if ed.ops.is_empty() && o.volume_id.is_none() {
         return Err(err!(
             InvalidArgument,
@@ -394,7 +449,10 @@ pub fn remaster(o: &RemasterOptions, ctx: &BuildContext) -> Result<RemasterRepor
             exact: false,
         },
     };
-    let patch = patch_iso(&o.input, &o.output, &plan)?;
+    progress.start("remastering", 0);
+    let patch = patch_iso(&o.input, &o.output, &plan);
+    progress.finish();
+    let patch = patch?;
     Ok(RemasterReport {
         patch,
         edited,

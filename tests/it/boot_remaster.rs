@@ -30,18 +30,35 @@ fn isotool() -> Command {
     Command::new(env!("CARGO_BIN_EXE_isotool"))
 }
 
-/// The fixture remastered by `isotool remaster` with a preseed and an extra kernel argument.
+/// The fixture remastered twice, as a user changing the preseed would: first with another
+/// preseed, then the output again with the test preseed and an extra kernel argument. The boots
+/// below must reach the second preseed (its name and checksum), on both boot paths.
 fn remastered_fixture() -> &'static Remastered {
     static R: OnceLock<Remastered> = OnceLock::new();
     R.get_or_init(|| {
         let fixture = fixture_iso();
         let dir = scratch_dir("isotool-remaster");
+        let earlier = write_test_preseed(&dir, "earlier.seed");
+        let first = dir.join("remastered-first.iso");
+        run_ok(
+            isotool()
+                .arg("remaster")
+                .arg(&fixture)
+                .arg("-o")
+                .arg(&first)
+                .arg("--force")
+                .arg("--preseed")
+                .arg(&earlier)
+                .args(["--preseed-name", "earlier.seed"])
+                .env("SOURCE_DATE_EPOCH", "1565049600"),
+            "isotool remaster of the fixture (first preseed)",
+        );
         let preseed = write_test_preseed(&dir, "answers.seed");
         let iso = dir.join("remastered.iso");
         run_ok(
             isotool()
                 .arg("remaster")
-                .arg(&fixture)
+                .arg(&first)
                 .arg("-o")
                 .arg(&iso)
                 .arg("--preseed")
@@ -49,7 +66,7 @@ fn remastered_fixture() -> &'static Remastered {
                 .args(["--preseed-name", PRESEED_NAME])
                 .args(["--kernel-arg", KERNEL_ARG])
                 .env("SOURCE_DATE_EPOCH", "1565049600"),
-            "isotool remaster of the fixture",
+            "isotool remaster of the remastered fixture (second preseed)",
         );
         // The preseed is on the disc, byte for byte (read back by xorriso).
         let back = dir.join("preseed-back.seed");

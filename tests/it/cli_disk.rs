@@ -128,8 +128,9 @@ fn info_lists_gpt_partitions_found_by_sgdisk() {
     assert_eq!(parts[1]["type_name"], "BIOS boot");
     assert_eq!(parts[2]["type_name"], "Linux filesystem");
     assert_eq!(parts[2]["name"], "rootfs");
-    assert_eq!(v["info"]["format"], "raw");
-    assert_eq!(v["info"]["virtual_size"], 64u64 << 20);
+    assert_eq!(v["schema"], "isotool/info/1");
+    assert_eq!(v["format"], "raw");
+    assert_eq!(v["virtual_size"], 64u64 << 20);
     assert!(v["partitions"]["problems"].as_array().unwrap().is_empty());
     let o = isotool(&["info", s(&raw)]);
     let text = String::from_utf8_lossy(&o.stdout);
@@ -166,9 +167,10 @@ fn validate_reports_every_blocking_finding_and_exit_code() {
         !text.contains("gen2-no-efi-system-partition"),
         "the sgdisk disk has an ESP: {text}"
     );
-    // Unknown target: a usage error (exit 1), not a crash.
+    // Unknown target: a usage error (exit 2, the values listed), not a crash.
     let o = isotool(&["validate", s(&raw), "--for", "vmware"]);
-    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("hyperv-gen2"));
     // An unreadable image is a finding, not a panic.
     let junk = dir.path().join("junk.vhdx");
     let mut bytes = vec![0u8; 1 << 20];

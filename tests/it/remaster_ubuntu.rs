@@ -421,3 +421,98 @@ fn directories_that_overflow_move_with_path_tables() {
         b"file 77\n"
     );
 }
+
+/// A remaster of a remastered ISO (a new preseed) replaces the unattended entries and the seed,
+/// says so, empties the previous seed, and keeps md5sum.txt true (xorriso extracts, md5sum -c).
+#[test]
+fn remaster_rerun_replaces_the_unattended_entry_and_the_seed() {
+    let d = tempfile::tempdir().unwrap();
+    let input = ubuntu_mini(d.path());
+    let one = d.path().join("one.seed");
+    std::fs::write(&one, "d-i passwd/root-password password FIRST\n").unwrap();
+    let two = d.path().join("two.seed");
+    std::fs::write(&two, "d-i debconf/priority string critical\n").unwrap();
+    let first = d.path().join("first.iso");
+    isotool_ok(&[
+        "remaster",
+        input.to_str().unwrap(),
+        "-o",
+        first.to_str().unwrap(),
+        "--preseed",
+        one.to_str().unwrap(),
+    ]);
+    let second = d.path().join("second.iso");
+    let o = isotool(&[
+        "remaster",
+        first.to_str().unwrap(),
+        "-o",
+        second.to_str().unwrap(),
+        "--preseed",
+        two.to_str().unwrap(),
+        "--kernel-arg",
+        "console=ttyS0",
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "the rerun was refused: {err}");
+    assert!(
+        err.contains("/isolinux/txt.cfg: the unattended entry of an earlier remaster is replaced")
+            && err.contains("/boot/grub/grub.cfg: the unattended entry of an earlier remaster"),
+        "{err}"
+    );
+    assert!(
+        err.contains("/preseed/one.seed: the previous seed is emptied"),
+        "{err}"
+    );
+    let x = d.path().join("x");
+    let txt = String::from_utf8(extract(&second, "/isolinux/txt.cfg", &x)).unwrap();
+    assert_eq!(txt.matches("label unattended").count(), 1, "{txt}");
+    assert!(
+        txt.contains("preseed/file=/cdrom/preseed/two.seed"),
+        "{txt}"
+    );
+    assert!(!txt.contains("one.seed"), "{txt}");
+    assert!(txt.starts_with("default unattended\n"), "{txt}");
+    let grub = String::from_utf8(extract(&second, "/boot/grub/grub.cfg", &x)).unwrap();
+    assert_eq!(grub.matches("menuentry \"Unattended install\"").count(), 1);
+    assert!(
+        grub.contains("preseed/file=/cdrom/preseed/two.seed console=ttyS0"),
+        "{grub}"
+    );
+    assert!(!grub.contains("one.seed"), "{grub}");
+    assert_eq!(
+        extract(&second, "/preseed/two.seed", &x),
+        std::fs::read(&two).unwrap()
+    );
+    assert!(
+        extract(&second, "/preseed/one.seed", &x).is_empty(),
+        "the previous seed (it may hold passwords) is still on the disc"
+    );
+    // the same as one remaster of the stock ISO with the second preseed, for the boot configs
+    let direct = d.path().join("direct.iso");
+    isotool_ok(&[
+        "remaster",
+        input.to_str().unwrap(),
+        "-o",
+        direct.to_str().unwrap(),
+        "--preseed",
+        two.to_str().unwrap(),
+        "--kernel-arg",
+        "console=ttyS0",
+    ]);
+    for p in [
+        "/isolinux/txt.cfg",
+        "/isolinux/isolinux.cfg",
+        "/boot/grub/grub.cfg",
+    ] {
+        assert_eq!(extract(&second, p, &x), extract(&direct, p, &x), "{p}");
+    }
+    let tree = d.path().join("tree");
+    run(Command::new("xorriso")
+        .args(["-osirrox", "on", "-indev"])
+        .arg(&second)
+        .args(["-extract", "/"])
+        .arg(&tree));
+    run(Command::new("md5sum")
+        .args(["--quiet", "-c", "md5sum.txt"])
+        .current_dir(&tree));
+}
