@@ -2,6 +2,7 @@
 //! (a `#cloud-config` whose `write_files` lays a config tree out under `/run/cloud-init/`).
 
 pub mod azure;
+pub mod depth;
 
 use crate::context::BuildContext;
 use crate::err;
@@ -48,10 +49,12 @@ fn describe(bytes: &[u8]) -> &'static str {
     if t.starts_with(b"{") || t.starts_with(b"[") {
         return "it looks like a JSON document";
     }
-    if matches!(
-        serde_yaml_ng::from_slice::<serde_yaml_ng::Value>(bytes),
-        Ok(serde_yaml_ng::Value::Mapping(_))
-    ) {
+    if depth::check_depth(bytes, "the file").is_ok()
+        && matches!(
+            serde_yaml_ng::from_slice::<serde_yaml_ng::Value>(bytes),
+            Ok(serde_yaml_ng::Value::Mapping(_))
+        )
+    {
         return "it is YAML without the `#cloud-config` first line";
     }
     if t.starts_with(b"#") {
@@ -108,6 +111,7 @@ pub fn check_user_data(bytes: &[u8], file: &Path) -> Result<UserDataKind> {
     }
     let line = first_line(bytes);
     if line == b"#cloud-config" {
+        depth::check_depth(bytes, "user-data").map_err(|e| e.with_path(file))?;
         return match serde_yaml_ng::from_slice::<serde_yaml_ng::Value>(bytes) {
             Ok(serde_yaml_ng::Value::Mapping(_)) | Ok(serde_yaml_ng::Value::Null) => {
                 Ok(UserDataKind::CloudConfig)
@@ -159,6 +163,7 @@ pub fn check_user_data(bytes: &[u8], file: &Path) -> Result<UserDataKind> {
 
 /// Checks that a meta-data or network-config file is YAML (JSON is YAML too) holding a mapping.
 pub fn check_yaml_mapping(bytes: &[u8], file: &Path, what: &str) -> Result<()> {
+    depth::check_depth(bytes, what).map_err(|e| e.with_path(file))?;
     match serde_yaml_ng::from_slice::<serde_yaml_ng::Value>(bytes) {
         Ok(serde_yaml_ng::Value::Mapping(_)) => Ok(()),
         Ok(_) => Err(err!(InvalidArgument, "{what} must be a YAML mapping").with_path(file)),
@@ -324,6 +329,20 @@ pub fn read_input(path: &Path, what: &str) -> Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hundred_thousand_levels_are_refused_before_parsing() {
+        let doc = format!(
+            "#cloud-config\na: {}{}\n",
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
+        let e = check_user_data(doc.as_bytes(), Path::new("u")).unwrap_err();
+        assert_eq!(e.kind(), crate::error::ErrorKind::LimitExceeded, "{e}");
+        assert!(e.to_string().contains("MAX_YAML_DEPTH"), "{e}");
+        let e = check_yaml_mapping(doc.as_bytes(), Path::new("m"), "meta-data").unwrap_err();
+        assert_eq!(e.kind(), crate::error::ErrorKind::LimitExceeded, "{e}");
+    }
     use std::io::Write;
 
     fn kind(b: &[u8]) -> Result<UserDataKind> {

@@ -258,7 +258,10 @@ pub(crate) use crate::bytes::{be16, be32, be64};
 
 /// Shows a 4-byte tag as text (`qemu`, `win `, `tap\0` -> `tap\0`).
 pub fn tag(t: &[u8; 4]) -> String {
-    t.iter()
+    // Trailing NULs are padding (Disk2VHD writes `d2v\0`); anything else unprintable is escaped.
+    let end = t.iter().rposition(|&c| c != 0).map_or(0, |i| i + 1);
+    t[..end]
+        .iter()
         .map(|&c| {
             if c.is_ascii_graphic() || c == b' ' {
                 (c as char).to_string()
@@ -398,6 +401,14 @@ impl Footer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn creator_tags_drop_nul_padding_and_escape_the_rest() {
+        assert_eq!(tag(b"d2v\0"), "d2v");
+        assert_eq!(tag(b"win "), "win ");
+        assert_eq!(tag(b"a\0b\0"), "a\\x00b");
+        assert_eq!(tag(&[0; 4]), "");
+    }
     use crate::error::ErrorKind;
 
     fn sample() -> Footer {
