@@ -27,6 +27,7 @@ mod build_plan;
 mod cli_disk;
 mod cloudinit_seed;
 mod e2e_install;
+mod files_safety;
 mod formats_cli;
 mod fuzz;
 mod iso_edge;
