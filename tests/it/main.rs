@@ -30,6 +30,7 @@ mod cli_progress;
 mod cli_ux;
 mod cloudinit_seed;
 mod e2e_install;
+mod files_safety;
 mod formats_cli;
 mod fuzz;
 mod iso_edge;
