@@ -6,6 +6,7 @@
 
 use crate::err;
 use crate::error::Result;
+use crate::guid::Guid;
 use sha2::{Digest, Sha256};
 
 /// Clock and identity source for one build.
@@ -85,8 +86,13 @@ impl BuildContext {
         h.finalize().into()
     }
 
-    /// A version-4-shaped GUID derived from the context and `label`, in RFC 4122 byte order.
-    /// Different labels give different GUIDs; the same label in the same context gives the same.
+    /// A version-4-shaped [`Guid`] derived from the context and `label`: different labels give
+    /// different GUIDs; the same label in the same context gives the same.
+    pub fn new_guid(&self, label: &str) -> Guid {
+        Guid::from_bytes(self.guid(label))
+    }
+
+    /// [`BuildContext::new_guid`] as 16 bytes in RFC 4122 byte order.
     pub fn guid(&self, label: &str) -> [u8; 16] {
         let d = self.derive(label);
         let mut g = [0u8; 16];
@@ -97,27 +103,16 @@ impl BuildContext {
     }
 }
 
-/// Formats 16 bytes in RFC 4122 order as `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`.
+/// Formats 16 bytes in RFC 4122 order as `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`
+/// (the [`Guid`] text form; kept for callers holding bytes).
 pub fn guid_string(g: &[u8; 16]) -> String {
-    let h: String = g.iter().map(|b| format!("{b:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
+    Guid::from_bytes(*g).to_string()
 }
 
 /// Formats a GUID stored in Microsoft mixed-endian order (first three fields little-endian),
-/// as VHDX and GPT store them.
+/// as VHDX and GPT store them (the [`Guid`] text form).
 pub fn guid_string_le(g: &[u8; 16]) -> String {
-    let mut be = *g;
-    be[0..4].reverse();
-    be[4..6].reverse();
-    be[6..8].reverse();
-    guid_string(&be)
+    Guid::from_mixed_endian(*g).to_string()
 }
 
 #[cfg(test)]

@@ -136,8 +136,33 @@ pub struct Error {
     message: String,
     path: Option<PathBuf>,
     structure: Option<String>,
+    // Boxed: keeps `Error` (and every `Result`) small.
+    field: Option<Box<Field>>,
     offset: Option<u64>,
     source: Option<io::Error>,
+}
+
+/// A named field of an on-disk structure, and where it sits inside that structure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Field {
+    name: String,
+    byte: Option<u64>,
+}
+
+/// Where an error is, as separate fields: the file, the on-disk structure, the field inside it
+/// (and its byte position in the structure), and the byte offset in the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Location<'a> {
+    /// The file.
+    pub path: Option<&'a Path>,
+    /// The on-disk structure (`"VHD footer"`, `"VHDX region table"`).
+    pub structure: Option<&'a str>,
+    /// The field of that structure (`"checksum"`, `"block size"`).
+    pub field: Option<&'a str>,
+    /// The field's byte position inside the structure.
+    pub field_byte: Option<u64>,
+    /// The byte offset in the file.
+    pub offset: Option<u64>,
 }
 
 /// The library's result type.
@@ -151,6 +176,7 @@ impl Error {
             message: message.into(),
             path: None,
             structure: None,
+            field: None,
             offset: None,
             source: None,
         }
@@ -163,6 +189,7 @@ impl Error {
             message: what.into(),
             path: None,
             structure: None,
+            field: None,
             offset: None,
             source: Some(source),
         }
@@ -180,6 +207,28 @@ impl Error {
     pub fn with_structure(mut self, structure: impl Into<String>) -> Self {
         if self.structure.is_none() {
             self.structure = Some(structure.into());
+        }
+        self
+    }
+
+    /// Sets the field of the structure the error is about (kept if already set).
+    pub fn with_field(mut self, field: impl Into<String>) -> Self {
+        if self.field.is_none() {
+            self.field = Some(Box::new(Field {
+                name: field.into(),
+                byte: None,
+            }));
+        }
+        self
+    }
+
+    /// Sets the field and its byte position inside the structure (kept if already set).
+    pub fn with_field_at(mut self, field: impl Into<String>, byte: usize) -> Self {
+        if self.field.is_none() {
+            self.field = Some(Box::new(Field {
+                name: field.into(),
+                byte: Some(byte as u64),
+            }));
         }
         self
     }
@@ -212,9 +261,25 @@ impl Error {
         self.structure.as_deref()
     }
 
+    /// The field of the structure the error is about, if known.
+    pub fn field(&self) -> Option<&str> {
+        self.field.as_ref().map(|f| f.name.as_str())
+    }
+
     /// The byte offset the error is about, if known.
     pub fn offset(&self) -> Option<u64> {
         self.offset
+    }
+
+    /// Every known part of the location, as separate fields.
+    pub fn location(&self) -> Location<'_> {
+        Location {
+            path: self.path.as_deref(),
+            structure: self.structure.as_deref(),
+            field: self.field(),
+            field_byte: self.field.as_ref().and_then(|f| f.byte),
+            offset: self.offset,
+        }
     }
 
     /// JSON form for `--json` outputs.
@@ -224,6 +289,7 @@ impl Error {
             "message": self.message,
             "path": self.path.as_ref().map(|p| p.display().to_string()),
             "structure": self.structure,
+            "field": self.field(),
             "offset": self.offset,
             "cause": self.source.as_ref().map(|s| s.to_string()),
         })
@@ -231,11 +297,25 @@ impl Error {
 }
 
 impl Error {
+    /// "structure (field field at byte B)", or as much of it as is known.
+    fn where_in_structure(&self) -> Option<String> {
+        let field = self.field.as_ref().map(|f| match f.byte {
+            Some(b) => format!("{} field at byte {b}", f.name),
+            None => format!("{} field", f.name),
+        });
+        match (&self.structure, field) {
+            (Some(s), Some(f)) => Some(format!("{s} ({f})")),
+            (Some(s), None) => Some(s.clone()),
+            (None, Some(f)) => Some(f),
+            (None, None) => None,
+        }
+    }
+
     /// The error without its file and code: "structure at offset N: message: cause".
     pub fn detail(&self) -> String {
         let mut d = String::new();
-        if let Some(s) = &self.structure {
-            d.push_str(s);
+        if let Some(s) = self.where_in_structure() {
+            d.push_str(&s);
             if let Some(o) = self.offset {
                 d.push_str(&format!(" at offset {o} (0x{o:x})"));
             }
@@ -311,6 +391,29 @@ mod tests {
             "/tmp/x.vhd: VHD footer at offset 1024 (0x400): stored 0x1, computed 0x2 [bad-checksum]"
         );
         assert_eq!(e.kind(), ErrorKind::BadChecksum);
+    }
+
+    #[test]
+    fn field_is_a_separate_part_of_the_location() {
+        let e = err!(AbsurdSize, "current size 7 is not a multiple of 512")
+            .with_structure("VHD footer")
+            .with_field_at("current size", 48)
+            .at(1000)
+            .with_path("d.vhd");
+        assert_eq!(
+            e.to_string(),
+            "d.vhd: VHD footer (current size field at byte 48) at offset 1000 (0x3e8): \
+             current size 7 is not a multiple of 512 [absurd-size]"
+        );
+        let l = e.location();
+        assert_eq!(l.structure, Some("VHD footer"));
+        assert_eq!(l.field, Some("current size"));
+        assert_eq!(l.field_byte, Some(48));
+        assert_eq!(l.offset, Some(1000));
+        assert_eq!(l.path, Some(Path::new("d.vhd")));
+        assert_eq!(e.to_json()["field"], "current size");
+        let bare = err!(BadField, "x").with_field("flags");
+        assert_eq!(bare.to_string(), "flags field: x [bad-field]");
     }
 
     #[test]

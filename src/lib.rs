@@ -25,6 +25,7 @@ pub mod context;
 pub mod date;
 pub mod disk;
 pub mod error;
+pub mod guid;
 pub mod output;
 pub mod pack;
 pub mod report;

@@ -5,8 +5,9 @@
 //! nothing written). Intermediate files go to the work directory; each provider's files to its
 //! staging directory, renamed into place by the last step.
 
+use super::file::Firmware;
 use super::plan::{Plan, Step, StepKind};
-use super::provider::{Media, Provider};
+use super::provider::{ArtifactKind, Media, Provider};
 use super::{Event, Observer, sums};
 use crate::cloudinit::{self, SeedFormat, azure};
 use crate::context::BuildContext;
@@ -16,6 +17,7 @@ use crate::err;
 use crate::error::{IoContext, Result};
 use crate::image::convert::{self, ConvertOptions, CreateOptions, TargetFormat, WriteOptions};
 use crate::output::{AtomicOutput, OutputOptions};
+use crate::pack::{self, PackOptions};
 use crate::provisioning::{self, ConfigTree, DvdOptions};
 use crate::remaster::{self, RemasterOptions, Seed, bootcfg::Flavor};
 use serde::Serialize;
@@ -275,7 +277,10 @@ impl Run<'_> {
             }
             StepKind::Install => super::install::install(self.plan, index, self.obs),
             StepKind::Convert(p) => self.convert(p, step, &progress),
-            StepKind::Validate(p) => validate(spec.firmware, p, &l.staged_artifact(p)),
+            StepKind::Validate(p) => {
+                let disk = self.plan.installed_disk.clone().unwrap_or_else(|| l.disk());
+                validate(spec, p, &l.staged_artifact(p), &disk)
+            }
             StepKind::Sums(p) => self.sums(p),
             StepKind::Publish => self.publish(),
         }
@@ -394,8 +399,12 @@ impl Run<'_> {
         let l = &self.plan.layout;
         let dir = l.staging_dir(p);
         std::fs::create_dir_all(&dir).ctx(&dir, "creating the staging directory")?;
+        let format = match p.artifact() {
+            ArtifactKind::Disk(f) => f,
+            ArtifactKind::Package(t) => return self.pack(p, t, step, progress),
+        };
         let o = ConvertOptions {
-            format: p.format(),
+            format,
             write: WriteOptions {
                 block_size: p.block_size(self.plan.spec.disk_block_size),
                 ..WriteOptions::default()
@@ -416,6 +425,36 @@ impl Run<'_> {
         let h = r
             .sha256
             .ok_or_else(|| err!(Io, "convert returned no SHA-256"))?;
+        self.sha256.insert(p.name(), h);
+        Ok(())
+    }
+
+    /// Packs the installed disk for a package provider; its SHA-256 is read back from the file.
+    fn pack(
+        &mut self,
+        p: Provider,
+        target: pack::Target,
+        step: &Step,
+        progress: &dyn Progress,
+    ) -> Result<()> {
+        let spec = &self.plan.spec;
+        let out = self.plan.layout.staged_artifact(p);
+        let input = &step.inputs[0];
+        let src = crate::image::open_image(input, &OpenOptions::default())?;
+        let o = PackOptions {
+            name: package_name(&spec.name),
+            cpus: spec.cpus as u32,
+            memory_mib: spec.memory,
+            firmware: match spec.firmware {
+                Firmware::Bios => pack::Firmware::Bios,
+                Firmware::Uefi | Firmware::UefiSecure => pack::Firmware::Efi,
+            },
+            force: true,
+            sync: OutputOptions::default().sync,
+        };
+        pack::pack(&*src, input, &out, target, &o, self.ctx, progress)?;
+        let f = std::fs::File::open(&out).ctx(&out, "reading the package")?;
+        let h = crate::checksum::sha256_file(&f, &out)?;
         self.sha256.insert(p.name(), h);
         Ok(())
     }
@@ -484,10 +523,23 @@ impl Run<'_> {
     }
 }
 
-/// Validates an artifact for its provider: the platform's rules when it has a target, and in
-/// every case a partition table (a disk without one was not installed).
-fn validate(firmware: super::file::Firmware, p: Provider, path: &Path) -> Result<()> {
-    if let Some(target) = p.validation_target(firmware) {
+/// The machine name inside a package (OVF, Vagrant): the build's name, `+` (which the build
+/// file allows and OVF names do not) as `-`.
+fn package_name(name: &str) -> String {
+    name.replace('+', "-")
+}
+
+/// Validates an artifact for its provider: the platform's rules when it has a target; a package
+/// read back whole (members, manifest hashes, metadata, the disk's magic); and in every case a
+/// partition table on the disk (a disk without one was not installed). A package's disk is the
+/// installed disk it was packed from.
+fn validate(spec: &super::BuildSpec, p: Provider, path: &Path, disk: &Path) -> Result<()> {
+    let mut table_of = path;
+    if let ArtifactKind::Package(t) = p.artifact() {
+        pack::read::verify(path, t, &package_name(&spec.name))?;
+        table_of = disk;
+    }
+    if let Some(target) = p.validation_target(spec.firmware) {
         let v = crate::image::validate::validate(path, target, &OpenOptions::default());
         if !v.ok {
             let blocking: Vec<String> = v
@@ -505,7 +557,7 @@ fn validate(firmware: super::file::Firmware, p: Provider, path: &Path) -> Result
             .with_path(path));
         }
     }
-    let img = crate::image::open_image(path, &OpenOptions::default())?;
+    let img = crate::image::open_image(table_of, &OpenOptions::default())?;
     let parts = crate::gpt::inspect(&*img)?;
     if parts.partitions().is_empty() {
         return Err(err!(
@@ -513,7 +565,7 @@ fn validate(firmware: super::file::Firmware, p: Provider, path: &Path) -> Result
             "the {} artifact has no partition table: the installer did not install onto the disk",
             p.name()
         )
-        .with_path(path));
+        .with_path(table_of));
     }
     Ok(())
 }

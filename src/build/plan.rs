@@ -9,7 +9,7 @@
 //! final name.
 
 use super::file::{BuildSpec, SeedFile};
-use super::provider::{Media, Provider};
+use super::provider::{ArtifactKind, Media, Provider};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -26,7 +26,7 @@ pub enum StepKind {
     BlankDisk,
     /// Boot the installer in a VM and wait for it to power off.
     Install,
-    /// Write a provider's disk format.
+    /// Write a provider's disk format or package.
     Convert(Provider),
     /// Check the provider's artifact.
     Validate(Provider),
@@ -203,21 +203,21 @@ fn media_step(spec: &BuildSpec, l: &Layout, m: Media) -> Step {
 
 fn provider_steps(spec: &BuildSpec, l: &Layout, disk: &Path, p: Provider, out: &mut Vec<Step>) {
     let staged = l.staged_artifact(p);
-    let mut what = format!("{}, sparse", p.format().name());
-    if let Some(b) = p.block_size(spec.disk_block_size) {
-        what = format!("dynamic VHDX, {} MiB blocks", b >> 20);
-    }
-    if p.azure_rules() {
-        what = "fixed VHD, virtual size rounded up to a whole MiB".into();
-    }
+    let verb = match p.artifact() {
+        ArtifactKind::Disk(_) => "convert",
+        ArtifactKind::Package(_) => "pack",
+    };
     out.push(step(
         StepKind::Convert(p),
-        format!("convert:{}", p.name()),
-        what,
+        format!("{verb}:{}", p.name()),
+        p.describe(spec.disk_block_size),
         vec![disk.to_path_buf()],
         vec![staged.clone()],
     ));
     let target = match p.validation_target(spec.firmware) {
+        None if matches!(p.artifact(), ArtifactKind::Package(_)) => {
+            "members, manifest/metadata, the disk's partition table".into()
+        }
         Some(t) => format!(
             "for {}",
             serde_json::to_value(t)

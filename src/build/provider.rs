@@ -1,13 +1,14 @@
 //! Providers: what each target platform gets from the installed disk.
 //!
-//! A provider is a row of facts (format, extension, block size, validation target, the media
-//! its first boot reads). Adding one (openstack/qcow2, gcp, aws/vmware/ova, vagrant) is a new
-//! variant here and, when its format needs one, a writer in `src/<format>/`; the plan and the
-//! pipeline walk the list and need no change.
+//! A provider is a row of facts (artifact kind: a disk format or a package; extension, block
+//! size, validation target, the media its first boot reads). Adding one is a new variant here
+//! and, when its format needs one, a writer in `src/<format>/` or a package in `src/pack/`; the
+//! plan and the pipeline walk the list.
 
 use super::file::Firmware;
 use crate::image::convert::TargetFormat;
 use crate::image::validate::Target;
+use crate::pack;
 
 /// A target platform of the build.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -19,6 +20,28 @@ pub enum Provider {
     Azure,
     /// A raw disk image (sparse).
     Raw,
+    /// OpenStack (Glance): qcow2 version 3, sparse.
+    Openstack,
+    /// Google Compute Engine: `disk.raw` (whole GiB) in a sparse GNU tar, gzip.
+    Gcp,
+    /// AWS (VM Import): OVA with a streamOptimized VMDK.
+    Aws,
+    /// VMware (vSphere, Workstation, Fusion): OVA with a streamOptimized VMDK.
+    Vmware,
+    /// Vagrant box for the VirtualBox provider (OVF + streamOptimized VMDK).
+    Virtualbox,
+    /// Vagrant box for the libvirt provider (qcow2).
+    #[serde(rename = "vagrant-libvirt")]
+    VagrantLibvirt,
+}
+
+/// What a provider's artifact is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArtifactKind {
+    /// A disk image written by `convert`.
+    Disk(TargetFormat),
+    /// A package written by `pack` (the disk inside an archive with its descriptors).
+    Package(pack::Target),
 }
 
 /// Media a provider's first boot reads its config from (built next to the remastered ISO).
@@ -33,12 +56,19 @@ pub enum Media {
     AzureCustomData,
 }
 
-/// Providers not written yet, named so a build file asking for one gets a clear answer.
-const PLANNED: &[&str] = &["openstack", "gcp", "aws", "vmware", "vagrant"];
-
 impl Provider {
     /// Every provider, in documentation order.
-    pub const ALL: [Provider; 3] = [Provider::Hyperv, Provider::Azure, Provider::Raw];
+    pub const ALL: [Provider; 9] = [
+        Provider::Hyperv,
+        Provider::Azure,
+        Provider::Raw,
+        Provider::Openstack,
+        Provider::Gcp,
+        Provider::Aws,
+        Provider::Vmware,
+        Provider::Virtualbox,
+        Provider::VagrantLibvirt,
+    ];
 
     /// Parses a build file's provider name; the error message lists what exists.
     pub fn parse(s: &str) -> std::result::Result<Self, String> {
@@ -46,13 +76,13 @@ impl Provider {
             return Ok(*p);
         }
         let known: Vec<&str> = Self::ALL.iter().map(|p| p.name()).collect();
-        let planned = if PLANNED.contains(&s) {
-            " (planned, not written yet)"
+        let hint = if s == "vagrant" {
+            " (a Vagrant box is made per Vagrant provider: virtualbox or vagrant-libvirt)"
         } else {
             ""
         };
         Err(format!(
-            "unknown provider {s:?}{planned}: expected one of {}",
+            "unknown provider {s:?}{hint}: expected one of {}",
             known.join(", ")
         ))
     }
@@ -63,6 +93,12 @@ impl Provider {
             Provider::Hyperv => "hyperv",
             Provider::Azure => "azure",
             Provider::Raw => "raw",
+            Provider::Openstack => "openstack",
+            Provider::Gcp => "gcp",
+            Provider::Aws => "aws",
+            Provider::Vmware => "vmware",
+            Provider::Virtualbox => "virtualbox",
+            Provider::VagrantLibvirt => "vagrant-libvirt",
         }
     }
 
@@ -72,15 +108,45 @@ impl Provider {
             Provider::Hyperv => "vhdx",
             Provider::Azure => "vhd",
             Provider::Raw => "raw",
+            Provider::Openstack => "qcow2",
+            Provider::Gcp => "tar.gz",
+            Provider::Aws | Provider::Vmware => "ova",
+            Provider::Virtualbox | Provider::VagrantLibvirt => "box",
         }
     }
 
-    /// The disk format written.
-    pub fn format(self) -> TargetFormat {
+    /// What the artifact is: a disk format, or a package.
+    pub fn artifact(self) -> ArtifactKind {
+        use ArtifactKind::{Disk, Package};
         match self {
-            Provider::Hyperv => TargetFormat::Vhdx,
-            Provider::Azure => TargetFormat::Vhd,
-            Provider::Raw => TargetFormat::Raw,
+            Provider::Hyperv => Disk(TargetFormat::Vhdx),
+            Provider::Azure => Disk(TargetFormat::Vhd),
+            Provider::Raw => Disk(TargetFormat::Raw),
+            Provider::Openstack => Disk(TargetFormat::Qcow2),
+            Provider::Gcp => Package(pack::Target::Gcp),
+            Provider::Aws | Provider::Vmware => Package(pack::Target::Ova),
+            Provider::Virtualbox => Package(pack::Target::VagrantVirtualbox),
+            Provider::VagrantLibvirt => Package(pack::Target::VagrantLibvirt),
+        }
+    }
+
+    /// One line saying what the artifact is (the plan's convert/pack step).
+    pub fn describe(self, disk_block_size: u64) -> String {
+        match self {
+            Provider::Hyperv => format!("dynamic VHDX, {} MiB blocks", disk_block_size >> 20),
+            Provider::Azure => "fixed VHD, virtual size rounded up to a whole MiB".into(),
+            Provider::Raw => "raw, sparse".into(),
+            Provider::Openstack => "qcow2 v3, sparse, 64 KiB clusters".into(),
+            Provider::Gcp => "disk.raw (whole GiB) in a sparse GNU tar, gzip".into(),
+            Provider::Aws | Provider::Vmware => {
+                "OVA: OVF descriptor, SHA-256 manifest, streamOptimized VMDK".into()
+            }
+            Provider::Virtualbox => {
+                "Vagrant box: metadata.json, Vagrantfile, OVF, streamOptimized VMDK; tar.gz".into()
+            }
+            Provider::VagrantLibvirt => {
+                "Vagrant box: metadata.json, Vagrantfile, qcow2 box.img; tar.gz".into()
+            }
         }
     }
 
@@ -93,7 +159,7 @@ impl Provider {
     pub fn block_size(self, disk_block_size: u64) -> Option<u64> {
         match self {
             Provider::Hyperv => Some(disk_block_size),
-            Provider::Azure | Provider::Raw => None,
+            _ => None,
         }
     }
 
@@ -103,16 +169,18 @@ impl Provider {
             (Provider::Hyperv, Firmware::Bios) => Some(Target::HypervGen1),
             (Provider::Hyperv, _) => Some(Target::HypervGen2),
             (Provider::Azure, _) => Some(Target::Azure),
-            (Provider::Raw, _) => None,
+            _ => None,
         }
     }
 
-    /// The media the provider's first boot reads its config from.
+    /// The media the provider's first boot reads its config from: Hyper-V the provisioning
+    /// DVD, the clouds and local hypervisors a NoCloud seed (cloud-init's datasource when the
+    /// image is booted outside its cloud), Azure its custom data too.
     pub fn media(self) -> &'static [Media] {
         match self {
             Provider::Hyperv => &[Media::ProvisioningDvd],
             Provider::Azure => &[Media::NocloudSeed, Media::AzureCustomData],
-            Provider::Raw => &[Media::NocloudSeed],
+            _ => &[Media::NocloudSeed],
         }
     }
 
@@ -131,13 +199,26 @@ mod tests {
         for p in Provider::ALL {
             assert_eq!(Provider::parse(p.name()), Ok(p));
         }
-        let e = Provider::parse("gcp").unwrap_err();
-        assert!(e.contains("planned"), "{e}");
+        let e = Provider::parse("vagrant").unwrap_err();
+        assert!(e.contains("virtualbox or vagrant-libvirt"), "{e}");
         let e = Provider::parse("hyper-v").unwrap_err();
-        assert!(e.contains("expected one of hyperv, azure, raw"), "{e}");
+        assert!(
+            e.contains(
+                "expected one of hyperv, azure, raw, openstack, gcp, aws, vmware, virtualbox, vagrant-libvirt"
+            ),
+            "{e}"
+        );
         assert_eq!(
             Provider::Azure.artifact_name("base", "1.2.3"),
             "base-1.2.3_azure.vhd"
+        );
+        assert_eq!(
+            Provider::Gcp.artifact_name("base", "1.2.3"),
+            "base-1.2.3_gcp.tar.gz"
+        );
+        assert_eq!(
+            serde_json::to_value(Provider::VagrantLibvirt).unwrap(),
+            "vagrant-libvirt"
         );
     }
 }

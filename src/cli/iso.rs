@@ -3,11 +3,10 @@
 use super::{Outcome, Ui, human_bytes, outln, print_json, refuse_dash};
 use clap::{Args, Subcommand};
 use isotool::disk::Progress as _;
-use isotool::error::{IoContext as _, Result};
+use isotool::error::Result;
 use isotool::iso::info;
 use std::io::Write as _;
-use std::os::unix::fs::FileExt as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum IsoCommand {
@@ -58,6 +57,9 @@ pub(crate) struct ExtractArgs {
     /// Replace an existing output.
     #[arg(long)]
     force: bool,
+    /// Write the bytes as stored (zisofs files stay compressed).
+    #[arg(long)]
+    raw: bool,
     /// Print the result as JSON (schema isotool/iso-extract/1; not with -o -).
     #[arg(long)]
     json: bool,
@@ -126,7 +128,7 @@ fn extract(a: ExtractArgs, ui: Ui) -> Result<Outcome> {
             ));
         }
         let bars = super::progress::Bars::new(ui);
-        extract_to_stdout(&a.input, &a.path, &bars)?;
+        extract_to_stdout(&a, &bars)?;
         return Ok(Outcome::Ok);
     }
     let bars = super::progress::Bars::new(ui.hiding_bars(a.json));
@@ -136,6 +138,7 @@ fn extract(a: ExtractArgs, ui: Ui) -> Result<Outcome> {
         &a.path,
         &a.output,
         isotool::output::OutputOptions::new(a.force, 0o644).with_sync(ui.sync),
+        a.raw,
     );
     bars.finish();
     let n = n?;
@@ -157,33 +160,22 @@ fn extract(a: ExtractArgs, ui: Ui) -> Result<Outcome> {
     Ok(Outcome::Ok)
 }
 
-/// Streams a file of the ISO's primary tree to stdout (`iso extract -o -`).
-fn extract_to_stdout(iso_path: &Path, file: &str, bars: &super::progress::Bars) -> Result<()> {
-    let iso = isotool::iso::read::IsoFile::open(iso_path)?;
-    let tree = info::primary_tree(&iso)?;
-    let ex = info::file_extents(&iso, &tree, file)?;
-    bars.start("extracting", ex.iter().map(|e| e.1 as u64).sum());
+/// Streams a file of the ISO to stdout (`iso extract -o -`); a closed pipe ends quietly.
+fn extract_to_stdout(a: &ExtractArgs, bars: &super::progress::Bars) -> Result<()> {
+    bars.start("extracting", 0);
     let mut out = std::io::stdout().lock();
-    let mut buf = vec![0u8; 1 << 20];
-    for (lba, len) in ex {
-        let (mut off, end) = (lba as u64 * 2048, lba as u64 * 2048 + len as u64);
-        while off < end {
-            let n = (end - off).min(buf.len() as u64) as usize;
-            iso.file()
-                .read_exact_at(&mut buf[..n], off)
-                .ctx(iso_path, "reading a file of the ISO")?;
-            if let Err(e) = out.write_all(&buf[..n]) {
-                super::stdout_failed(&e);
-            }
-            bars.advance(n as u64);
-            off += n as u64;
+    let r = info::stream_file(&a.input, &a.path, a.raw, &mut |b| {
+        if let Err(e) = out.write_all(b) {
+            super::stdout_failed(&e);
         }
-    }
+        bars.advance(b.len() as u64);
+        Ok(())
+    });
     if let Err(e) = out.flush() {
         super::stdout_failed(&e);
     }
     bars.finish();
-    Ok(())
+    r.map(|_| ())
 }
 
 /// `iso info` as text: volume, trees, El Torito, system area.

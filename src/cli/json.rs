@@ -86,7 +86,7 @@ impl DiskCreate {
 #[derive(Serialize)]
 pub(crate) struct LsEntry<'a> {
     path: &'a str,
-    kind: &'a str,
+    kind: isotool::iso::read::NodeKind,
     size: u64,
     /// Octal, e.g. "0755"; null without Rock Ridge.
     mode: Option<String>,

@@ -5,10 +5,13 @@
 //! layer (no `Read + Seek` adapter), tries both 512- and 4096-byte sectors, verifies both CRC-32s,
 //! and never panics on the isohybrid MBRs that mbrman chokes on (DESIGN.md section 4).
 
+pub mod layout;
+
 use crate::context::guid_string_le;
 use crate::disk::DiskImage;
 use crate::err;
 use crate::error::Result;
+use layout::GptHeader;
 use serde::Serialize;
 
 /// Which table a partition came from.
@@ -128,11 +131,6 @@ fn mbr_type_name(t: u8) -> String {
     }
 }
 
-use crate::bytes::{le32, le64, utf16le};
-
-/// Most GPT entries we read (the spec minimum array is 128; tools rarely use more).
-const MAX_GPT_ENTRIES: u32 = 4096;
-
 /// Reads the partition tables of `disk`. Damage is recorded in `problems`, not returned as an
 /// error; only I/O errors fail.
 pub fn inspect(disk: &dyn DiskImage) -> Result<PartitionTables> {
@@ -156,25 +154,24 @@ pub fn inspect(disk: &dyn DiskImage) -> Result<PartitionTables> {
     Ok(t)
 }
 
-fn parse_mbr(mbr: &[u8; 512], disk_len: u64, t: &mut PartitionTables) {
-    if mbr[510] != 0x55 || mbr[511] != 0xaa {
+fn parse_mbr(sector: &[u8; 512], disk_len: u64, t: &mut PartitionTables) {
+    let Some(entries) = layout::mbr_entries(sector) else {
         return;
-    }
+    };
     t.mbr_present = true;
-    t.mbr_boot_code = mbr[..440].iter().any(|&b| b != 0);
-    for i in 0..4 {
-        let e = &mbr[446 + i * 16..446 + (i + 1) * 16];
-        let typ = e[4];
-        let start = le32(e, 8) as u64 * 512;
-        let size = le32(e, 12) as u64 * 512;
-        if typ == 0 && size == 0 {
+    t.mbr_boot_code = sector[..layout::mbr::BOOT_CODE_LEN].iter().any(|&b| b != 0);
+    for (i, e) in entries.iter().enumerate() {
+        let typ = e.ptype;
+        let start = e.start as u64 * 512;
+        let size = e.sectors as u64 * 512;
+        if e.is_empty() {
             continue;
         }
-        if e[0] != 0 && e[0] != 0x80 {
+        if e.status != 0 && e.status != 0x80 {
             t.problems.push(format!(
                 "MBR entry {} has an invalid boot flag 0x{:02x}",
                 i + 1,
-                e[0]
+                e.status
             ));
         }
         if typ != 0xee && start.saturating_add(size) > disk_len {
@@ -191,60 +188,39 @@ fn parse_mbr(mbr: &[u8; 512], disk_len: u64, t: &mut PartitionTables) {
             start,
             size,
             name: String::new(),
-            bootable: e[0] == 0x80,
+            bootable: e.status == 0x80,
         });
     }
     t.mbr_protective = t.mbr.len() == 1 && t.mbr[0].type_id == "0xee";
 }
 
-/// Parses a GPT header sector; returns (entries LBA, count, entry size, entries CRC, disk GUID)
-/// or a problem description.
+/// Parses and checks a GPT header sector (signature, sizes, CRC, entries inside the disk), or
+/// describes the problem.
 fn parse_gpt_header(
     h: &[u8],
     lba: u64,
     ss: u32,
     disk_len: u64,
-) -> std::result::Result<(u64, u32, u32, u32, String), String> {
-    if &h[..8] != b"EFI PART" {
+) -> std::result::Result<GptHeader, String> {
+    let g = GptHeader::parse(h, ss as usize)
+        .map_err(|m| format!("GPT header at LBA {lba} ({ss}-byte sectors): {m}"))?;
+    let crc = g.computed_crc(h);
+    if crc != g.header_crc {
         return Err(format!(
-            "no GPT header signature at LBA {lba} ({ss}-byte sectors)"
+            "GPT header at LBA {lba}: CRC-32 mismatch (stored 0x{:08x}, computed 0x{crc:08x})",
+            g.header_crc
         ));
     }
-    let hsize = le32(h, 12);
-    if !(92..=ss).contains(&hsize) {
-        return Err(format!(
-            "GPT header at LBA {lba}: header size {hsize} out of range"
-        ));
-    }
-    let stored = le32(h, 16);
-    let mut copy = h[..hsize as usize].to_vec();
-    copy[16..20].fill(0);
-    let crc = crc32fast::hash(&copy);
-    if crc != stored {
-        return Err(format!(
-            "GPT header at LBA {lba}: CRC-32 mismatch (stored 0x{stored:08x}, computed 0x{crc:08x})"
-        ));
-    }
-    let entries_lba = le64(h, 72);
-    let count = le32(h, 80);
-    let esize = le32(h, 84);
-    let ecrc = le32(h, 88);
-    if count > MAX_GPT_ENTRIES || !(128..=4096).contains(&esize) || !esize.is_multiple_of(8) {
-        return Err(format!(
-            "GPT header at LBA {lba}: absurd entry count {count} or size {esize}"
-        ));
-    }
-    let end = entries_lba
+    let end = g
+        .entries_lba
         .checked_mul(ss as u64)
-        .and_then(|s| s.checked_add(count as u64 * esize as u64));
+        .and_then(|s| s.checked_add(g.entries_len()));
     if end.is_none_or(|e| e > disk_len) {
         return Err(format!(
             "GPT header at LBA {lba}: partition entries lie past the end of the disk"
         ));
     }
-    let mut g = [0u8; 16];
-    g.copy_from_slice(&h[56..72]);
-    Ok((entries_lba, count, esize, ecrc, guid_string_le(&g)))
+    Ok(g)
 }
 
 fn read_gpt(disk: &dyn DiskImage, ss: u32, t: &mut PartitionTables) -> Result<bool> {
@@ -259,13 +235,16 @@ fn read_gpt(disk: &dyn DiskImage, ss: u32, t: &mut PartitionTables) -> Result<bo
                 parsed = Some((p, backup));
                 break;
             }
-            Err(msg) if &hdr[..8] == b"EFI PART" => t.problems.push(msg),
+            Err(msg) if &hdr[..8] == layout::gpt_header::MAGIC => t.problems.push(msg),
             Err(_) => {}
         }
     }
-    let Some(((entries_lba, count, esize, ecrc, guid), backup)) = parsed else {
+    let Some((g, backup)) = parsed else {
         return Ok(false);
     };
+    let (entries_lba, count, esize, ecrc) =
+        (g.entries_lba, g.entry_count, g.entry_size, g.entries_crc);
+    let guid = guid_string_le(&g.disk_guid);
     let mut entries = vec![0u8; count as usize * esize as usize];
     disk.read_at(&mut entries, entries_lba * ss as u64)?;
     let crc = crc32fast::hash(&entries);
@@ -280,16 +259,9 @@ fn read_gpt(disk: &dyn DiskImage, ss: u32, t: &mut PartitionTables) -> Result<bo
             .push("primary GPT header unusable: the backup header was used".into());
     }
     t.gpt_disk_guid = Some(guid);
-    for i in 0..count as usize {
-        let e = &entries[i * esize as usize..(i + 1) * esize as usize];
-        if e[..16].iter().all(|&b| b == 0) {
-            continue;
-        }
-        let mut g = [0u8; 16];
-        g.copy_from_slice(&e[..16]);
-        let type_id = guid_string_le(&g);
-        let first = le64(e, 32);
-        let last = le64(e, 40);
+    for (index, e) in layout::gpt_entries(&entries, esize as usize) {
+        let type_id = guid_string_le(&e.type_guid);
+        let (first, last, i) = (e.first, e.last, index - 1);
         if last < first {
             t.problems
                 .push(format!("GPT partition {} ends before it starts", i + 1));
@@ -315,7 +287,7 @@ fn read_gpt(disk: &dyn DiskImage, ss: u32, t: &mut PartitionTables) -> Result<bo
             type_id,
             start,
             size,
-            name: utf16le(&e[56..128]),
+            name: e.name,
             bootable: false,
         });
     }

@@ -1,9 +1,11 @@
 //! El Torito boot catalog, boot-info-table, and the system area (MBR, GPT, APM): reading, and
 //! re-pointing the whole-image partitions when an image grows.
 
+use super::layout::{bit, el_torito as et};
 use super::read::{BLOCK, IsoFile, be32, le16, le32};
 use crate::err;
 use crate::error::Result;
+use crate::gpt::layout::{self as pl, GptHeader, gpt_header as gh, mbr};
 use serde::Serialize;
 
 /// One El Torito boot entry.
@@ -37,11 +39,11 @@ pub struct BootCatalog {
 fn entry(b: &[u8], platform: u8, off: u64) -> BootEntry {
     BootEntry {
         platform,
-        bootable: b[0] == 0x88,
-        emulation: b[1] & 0x0f,
-        load_segment: le16(b, 2),
-        load_sectors: le16(b, 6),
-        lba: le32(b, 8),
+        bootable: b[et::INDICATOR] == et::BOOTABLE,
+        emulation: b[et::MEDIA] & 0x0f,
+        load_segment: le16(b, et::LOAD_SEGMENT),
+        load_sectors: le16(b, et::SECTOR_COUNT),
+        lba: le32(b, et::LOAD_RBA),
         entry_offset: off,
     }
 }
@@ -58,20 +60,21 @@ pub fn parse_catalog(iso: &IsoFile, lba: u32) -> Result<BootCatalog> {
         ));
     }
     let c = iso.read(off, len, "El Torito boot catalog")?;
-    if c[0] != 1 || c[30] != 0x55 || c[31] != 0xAA {
+    let key = &c[et::VALIDATION_KEY..et::VALIDATION_KEY + 2];
+    if c[et::VALIDATION_HEADER_ID] != 1 || key != [0x55, 0xAA] {
         return Err(iso.bad(
             err!(
                 BadSignature,
                 "validation entry: header id {} key {:02x}{:02x}",
-                c[0],
-                c[30],
-                c[31]
+                c[et::VALIDATION_HEADER_ID],
+                key[0],
+                key[1]
             ),
             "El Torito validation entry",
             off,
         ));
     }
-    let sum = (0..16).fold(0u16, |s, i| s.wrapping_add(le16(&c, i * 2)));
+    let sum = (0..et::ENTRY_LEN / 2).fold(0u16, |s, i| s.wrapping_add(le16(&c, i * 2)));
     if sum != 0 {
         return Err(iso.bad(
             err!(
@@ -82,33 +85,31 @@ pub fn parse_catalog(iso: &IsoFile, lba: u32) -> Result<BootCatalog> {
             off,
         ));
     }
-    let mut platform = c[1];
-    let mut entries = vec![entry(&c[32..64], platform, off + 32)];
-    let mut p = 64usize;
+    const N: usize = et::ENTRY_LEN;
+    let mut platform = c[et::VALIDATION_PLATFORM];
+    let mut entries = vec![entry(&c[N..2 * N], platform, off + N as u64)];
+    let mut p = 2 * N;
     let mut remaining_in_section = 0u32;
     let mut final_section = false;
-    while p + 32 <= c.len() {
-        let e = &c[p..p + 32];
+    while p + N <= c.len() {
+        let e = &c[p..p + N];
         if remaining_in_section > 0 {
-            if e[0] == 0x44 {
-                // extension entry
-                p += 32;
-                continue;
+            if e[0] != et::EXTENSION {
+                entries.push(entry(e, platform, off + p as u64));
+                remaining_in_section -= 1;
             }
-            entries.push(entry(e, platform, off + p as u64));
-            remaining_in_section -= 1;
-            p += 32;
+            p += N;
             continue;
         }
         if final_section {
             break;
         }
         match e[0] {
-            0x90 | 0x91 => {
-                platform = e[1];
-                remaining_in_section = le16(e, 2) as u32;
-                final_section = e[0] == 0x91;
-                p += 32;
+            et::SECTION_MORE | et::SECTION_FINAL => {
+                platform = e[et::SECTION_PLATFORM];
+                remaining_in_section = le16(e, et::SECTION_ENTRIES) as u32;
+                final_section = e[0] == et::SECTION_FINAL;
+                p += N;
             }
             _ => break,
         }
@@ -134,7 +135,7 @@ pub struct BootInfoTable {
 /// Reads the boot-info-table of the image at `lba` of `len` bytes, if it looks like one
 /// (bi_pvd = 16 and bi_file = `lba`).
 pub fn boot_info_table(iso: &IsoFile, lba: u32, len: u64) -> Result<Option<BootInfoTable>> {
-    if !(64..=64 << 20).contains(&len) {
+    if !(bit::SUMMED_FROM as u64..=64 << 20).contains(&len) {
         return Ok(None);
     }
     let off = lba as u64 * BLOCK;
@@ -143,26 +144,30 @@ pub fn boot_info_table(iso: &IsoFile, lba: u32, len: u64) -> Result<Option<BootI
     }
     let b = iso.read(off, len, "boot image")?;
     let t = BootInfoTable {
-        pvd: le32(&b, 8),
-        file: le32(&b, 12),
-        length: le32(&b, 16),
-        checksum: le32(&b, 20),
+        pvd: le32(&b, bit::PVD),
+        file: le32(&b, bit::FILE),
+        length: le32(&b, bit::LENGTH),
+        checksum: le32(&b, bit::CHECKSUM),
         checksum_ok: false,
     };
     if t.pvd != 16 || t.file != lba {
         return Ok(None);
     }
-    let mut sum = 0u32;
     let n = (t.length as usize).min(b.len());
-    let mut i = 64;
-    while i + 4 <= n {
-        sum = sum.wrapping_add(le32(&b, i));
-        i += 4;
-    }
     Ok(Some(BootInfoTable {
-        checksum_ok: sum == t.checksum,
+        checksum_ok: boot_info_checksum(b.get(bit::SUMMED_FROM..n).unwrap_or(&[])) == t.checksum,
         ..t
     }))
+}
+
+/// The boot-info-table checksum: the sum of the little-endian 32-bit words of the boot file from
+/// byte 64, the last partial word zero-padded (as mkisofs and xorriso write it).
+pub fn boot_info_checksum(from_64: &[u8]) -> u32 {
+    from_64.chunks(4).fold(0u32, |sum, w| {
+        let mut word = [0u8; 4];
+        word[..w.len()].copy_from_slice(w);
+        sum.wrapping_add(u32::from_le_bytes(word))
+    })
 }
 
 /// An MBR partition entry.
@@ -251,61 +256,19 @@ pub fn parse_system_area(iso: &IsoFile) -> Result<SystemArea> {
         return Ok(sa);
     }
     let s = iso.read(0, 32768, "system area")?;
-    if s[510] == 0x55 && s[511] == 0xAA {
+    if let Some(entries) = pl::mbr_entries(&s) {
         sa.mbr_signature = true;
-        for i in 0..4 {
-            let e = &s[446 + i * 16..462 + i * 16];
-            let p = MbrPart {
+        for (i, e) in entries.iter().enumerate().filter(|(_, e)| !e.is_empty()) {
+            sa.mbr.push(MbrPart {
                 index: i + 1,
-                status: e[0],
-                ptype: e[4],
-                start: le32(e, 8),
-                sectors: le32(e, 12),
-            };
-            if p.ptype != 0 || p.sectors != 0 {
-                sa.mbr.push(p);
-            }
-        }
-    }
-    if &s[512..520] == b"EFI PART" {
-        let h = &s[512..1024];
-        let hsize = le32(h, 12) as usize;
-        if (92..=512).contains(&hsize) {
-            let entries_lba = crate::bytes::le64(h, 72);
-            let count = le32(h, 80);
-            let esize = le32(h, 84);
-            let mut parts = Vec::new();
-            let bytes = count as u64 * esize as u64;
-            if (128..=4096).contains(&esize) && count <= 4096 && bytes <= 1 << 20 {
-                let eoff = entries_lba.saturating_mul(512);
-                if eoff.checked_add(bytes).is_some_and(|e| e <= iso.len()) {
-                    let ents = iso.read(eoff, bytes, "GPT partition entries")?;
-                    for i in 0..count as usize {
-                        let e = &ents[i * esize as usize..(i + 1) * esize as usize];
-                        if e[..16].iter().all(|&b| b == 0) {
-                            continue;
-                        }
-                        parts.push(GptPart {
-                            index: i + 1,
-                            type_guid: crate::checksum::hex(&e[..16]),
-                            first: crate::bytes::le64(e, 32),
-                            last: crate::bytes::le64(e, 40),
-                            name: crate::bytes::utf16le(&e[56..128]),
-                        });
-                    }
-                }
-            }
-            sa.gpt = Some(Gpt {
-                backup_lba: crate::bytes::le64(h, 32),
-                first_usable: crate::bytes::le64(h, 40),
-                last_usable: crate::bytes::le64(h, 48),
-                entries_lba,
-                entry_count: count,
-                entry_size: esize,
-                partitions: parts,
+                status: e.status,
+                ptype: e.ptype,
+                start: e.start,
+                sectors: e.sectors,
             });
         }
     }
+    sa.gpt = system_area_gpt(iso, &s[512..1024])?;
     if &s[0..2] == b"ER" {
         let bs = u16::from_be_bytes([s[2], s[3]]);
         if bs == 512 || bs == 2048 {
@@ -336,6 +299,37 @@ pub fn parse_system_area(iso: &IsoFile) -> Result<SystemArea> {
     Ok(sa)
 }
 
+/// The GPT whose header is at byte 512 of the system area (no CRC check: inspection shows what
+/// is there), with its entries when they lie inside the image.
+fn system_area_gpt(iso: &IsoFile, h: &[u8]) -> Result<Option<Gpt>> {
+    let Ok(g) = GptHeader::parse(h, 512) else {
+        return Ok(None);
+    };
+    let mut partitions = Vec::new();
+    let (eoff, bytes) = (g.entries_lba.saturating_mul(512), g.entries_len());
+    if bytes <= 1 << 20 && eoff.checked_add(bytes).is_some_and(|e| e <= iso.len()) {
+        let ents = iso.read(eoff, bytes, "GPT partition entries")?;
+        for (index, e) in pl::gpt_entries(&ents, g.entry_size as usize) {
+            partitions.push(GptPart {
+                index,
+                type_guid: crate::checksum::hex(&e.type_guid),
+                first: e.first,
+                last: e.last,
+                name: e.name,
+            });
+        }
+    }
+    Ok(Some(Gpt {
+        backup_lba: g.alternate_lba,
+        first_usable: g.first_usable,
+        last_usable: g.last_usable,
+        entries_lba: g.entries_lba,
+        entry_count: g.entry_count,
+        entry_size: g.entry_size,
+        partitions,
+    }))
+}
+
 /// CHS triple of a 512-byte sector for an MBR entry (capped at the largest address).
 pub fn chs(lba: u64, heads: u64, secs: u64) -> [u8; 3] {
     let c = lba / (heads * secs);
@@ -361,12 +355,11 @@ pub fn repoint_system_area(sys: &mut [u8], old_len: u64, new_len: u64) -> Result
     }
     let delta = (new_len - old_len) / 512;
     let old_sectors = old_len.div_ceil(512);
-    if sys[510] == 0x55 && sys[511] == 0xAA {
+    if let Some(entries) = pl::mbr_entries(sys) {
         // geometry of isohybrid: 64 heads, 32 sectors (what xorriso and isohybrid write)
-        for i in 0..4 {
-            let o = 446 + i * 16;
-            let start = le32(sys, o + 8) as u64;
-            let n = le32(sys, o + 12) as u64;
+        for (i, e) in entries.iter().enumerate() {
+            let o = mbr::entry(i);
+            let (start, n) = (e.start as u64, e.sectors as u64);
             if n == 0 || start >= 64 {
                 continue;
             }
@@ -375,86 +368,22 @@ pub fn repoint_system_area(sys: &mut [u8], old_len: u64, new_len: u64) -> Result
                 continue; // a small partition in the system area: leave it
             }
             let new_n = (n + delta).min(u32::MAX as u64 - start);
-            sys[o + 12..o + 16].copy_from_slice(&(new_n as u32).to_le_bytes());
+            let at = o + mbr::SECTORS;
+            sys[at..at + 4].copy_from_slice(&(new_n as u32).to_le_bytes());
             let last = start + new_n - 1;
             let c = chs(last, 64, 32);
             // keep an old all-ones "beyond CHS" marker style as is
-            if sys[o + 5..o + 8] != [0xFF, 0xFF, 0xFF] {
-                sys[o + 5..o + 8].copy_from_slice(&c);
+            let at = o + mbr::CHS_LAST;
+            if sys[at..at + 3] != [0xFF, 0xFF, 0xFF] {
+                sys[at..at + 3].copy_from_slice(&c);
             }
         }
     }
-    let mut backup = None;
-    if &sys[512..520] == b"EFI PART" {
-        let hsize = le32(sys, 512 + 12) as usize;
-        if !(92..=512).contains(&hsize) {
-            return Err(err!(BadField, "GPT header size {hsize}")
-                .with_structure("GPT header")
-                .at(512));
-        }
-        let rd64 = crate::bytes::le64;
-        let h = 512usize;
-        let entries_lba = rd64(sys, h + 72);
-        let count = le32(sys, h + 80) as usize;
-        let esize = le32(sys, h + 84) as usize;
-        let ebytes = count * esize;
-        let eoff = entries_lba.saturating_mul(512).min(u32::MAX as u64) as usize;
-        if !(128..=4096).contains(&esize) || count > 4096 || eoff.saturating_add(ebytes) > sys.len()
-        {
-            return Err(err!(
-                Unsupported,
-                "GPT entries at LBA {entries_lba} ({count} x {esize}) outside the system area"
-            )
-            .with_structure("GPT header")
-            .at(512));
-        }
-        let stored = le32(sys, h + 16);
-        let mut hdr = sys[h..h + hsize].to_vec();
-        hdr[16..20].fill(0);
-        if crc32fast::hash(&hdr) != stored {
-            return Err(err!(BadChecksum, "GPT header CRC mismatch")
-                .with_structure("GPT header")
-                .at(512));
-        }
-        let old_backup = rd64(sys, h + 32);
-        let old_last_usable = rd64(sys, h + 48);
-        let new_backup = new_len / 512 - 1;
-        let new_last_usable = old_last_usable.saturating_add(new_backup.saturating_sub(old_backup));
-        for i in 0..count {
-            let o = eoff + i * esize;
-            if sys[o..o + 16].iter().all(|&b| b == 0) {
-                continue;
-            }
-            let first = rd64(sys, o + 32);
-            let last = rd64(sys, o + 40);
-            if first < 64 && last.saturating_add(64 * 32 * 2) >= old_sectors.saturating_sub(1) {
-                let nl = last.saturating_add(delta).min(new_last_usable.max(last));
-                sys[o + 40..o + 48].copy_from_slice(&nl.to_le_bytes());
-            }
-        }
-        let ecrc = crc32fast::hash(&sys[eoff..eoff + ebytes]);
-        let ents = sys[eoff..eoff + ebytes].to_vec();
-        sys[h + 88..h + 92].copy_from_slice(&ecrc.to_le_bytes());
-        sys[h + 32..h + 40].copy_from_slice(&new_backup.to_le_bytes());
-        sys[h + 48..h + 56].copy_from_slice(&new_last_usable.to_le_bytes());
-        sys[h + 16..h + 20].fill(0);
-        let c = crc32fast::hash(&sys[h..h + hsize]);
-        sys[h + 16..h + 20].copy_from_slice(&c.to_le_bytes());
-        // backup: entries just before the last sector, header in the last sector
-        let esectors = ebytes.div_ceil(512) as u64;
-        let mut b = vec![0u8; esectors as usize * 512 + 512];
-        b[..ebytes].copy_from_slice(&ents);
-        let mut bh = sys[h..h + 512].to_vec();
-        bh[24..32].copy_from_slice(&new_backup.to_le_bytes());
-        bh[32..40].copy_from_slice(&1u64.to_le_bytes());
-        bh[72..80].copy_from_slice(&new_backup.saturating_sub(esectors).to_le_bytes());
-        bh[16..20].fill(0);
-        let c = crc32fast::hash(&bh[..hsize]);
-        bh[16..20].copy_from_slice(&c.to_le_bytes());
-        let blen = b.len();
-        b[blen - 512..].copy_from_slice(&bh);
-        backup = Some(b);
-    }
+    let backup = if &sys[512..520] == gh::MAGIC {
+        Some(repoint_gpt(sys, old_sectors, delta, new_len)?)
+    } else {
+        None
+    };
     if &sys[0..2] == b"ER" {
         let bs = u16::from_be_bytes([sys[2], sys[3]]) as u64;
         if (bs == 512 || bs == 2048) && &sys[bs as usize..bs as usize + 2] == b"PM" {
@@ -483,6 +412,69 @@ pub fn repoint_system_area(sys: &mut [u8], old_len: u64, new_len: u64) -> Result
         }
     }
     Ok(backup)
+}
+
+/// Re-points the GPT whose header is at byte 512 of `sys` (entries inside `sys`): partitions
+/// reaching the old end grow by `delta` sectors, the backup moves to the new end. Returns the
+/// backup (entries, then header) for the last sectors of the grown image.
+fn repoint_gpt(sys: &mut [u8], old_sectors: u64, delta: u64, new_len: u64) -> Result<Vec<u8>> {
+    let h = 512usize;
+    let at = |e: crate::Error| e.with_structure("GPT header").at(h as u64);
+    let g = GptHeader::parse(&sys[h..h + 512], 512).map_err(|m| at(err!(BadField, "{m}")))?;
+    let (hsize, esize, ebytes) = (
+        g.header_size as usize,
+        g.entry_size as usize,
+        g.entries_len() as usize,
+    );
+    let eoff = g.entries_lba.saturating_mul(512).min(u32::MAX as u64) as usize;
+    if eoff.saturating_add(ebytes) > sys.len() {
+        return Err(at(err!(
+            Unsupported,
+            "GPT entries at LBA {} ({} x {esize}) outside the system area",
+            g.entries_lba,
+            g.entry_count
+        )));
+    }
+    if !g.crc_ok(&sys[h..h + hsize]) {
+        return Err(at(err!(BadChecksum, "GPT header CRC mismatch")));
+    }
+    let new_backup = new_len / 512 - 1;
+    let new_last_usable = g
+        .last_usable
+        .saturating_add(new_backup.saturating_sub(g.alternate_lba));
+    for (i, e) in pl::gpt_entries(&sys[eoff..eoff + ebytes], esize) {
+        if e.first < 64 && e.last.saturating_add(64 * 32 * 2) >= old_sectors.saturating_sub(1) {
+            let nl = e
+                .last
+                .saturating_add(delta)
+                .min(new_last_usable.max(e.last));
+            let o = eoff + (i - 1) * esize + pl::gpt_entry::LAST_LBA;
+            sys[o..o + 8].copy_from_slice(&nl.to_le_bytes());
+        }
+    }
+    let ents = sys[eoff..eoff + ebytes].to_vec();
+    let put64 = |b: &mut [u8], o: usize, v: u64| b[o..o + 8].copy_from_slice(&v.to_le_bytes());
+    let ecrc = crc32fast::hash(&ents);
+    sys[h + gh::ENTRIES_CRC..h + gh::ENTRIES_CRC + 4].copy_from_slice(&ecrc.to_le_bytes());
+    put64(sys, h + gh::ALTERNATE_LBA, new_backup);
+    put64(sys, h + gh::LAST_USABLE, new_last_usable);
+    pl::seal_gpt_header(&mut sys[h..], hsize);
+    // backup: entries just before the last sector, header in the last sector
+    let esectors = ebytes.div_ceil(512) as u64;
+    let mut b = vec![0u8; esectors as usize * 512 + 512];
+    b[..ebytes].copy_from_slice(&ents);
+    let mut bh = sys[h..h + 512].to_vec();
+    put64(&mut bh, gh::MY_LBA, new_backup);
+    put64(&mut bh, gh::ALTERNATE_LBA, 1);
+    put64(
+        &mut bh,
+        gh::ENTRIES_LBA,
+        new_backup.saturating_sub(esectors),
+    );
+    pl::seal_gpt_header(&mut bh, hsize);
+    let blen = b.len();
+    b[blen - 512..].copy_from_slice(&bh);
+    Ok(b)
 }
 
 #[cfg(test)]
@@ -561,7 +553,14 @@ mod tests {
 #[cfg(test)]
 mod catalog_tests {
     use super::*;
-    use std::io::Write;
+
+    #[test]
+    fn boot_info_checksum_pads_the_last_partial_word() {
+        // 5 bytes: one whole word and one byte, zero-padded (mkisofs, xorriso)
+        assert_eq!(boot_info_checksum(&[1, 2, 3, 4, 5]), 0x0403_0206);
+        assert_eq!(boot_info_checksum(&[0xff; 8]), 0xffff_fffe);
+        assert_eq!(boot_info_checksum(&[]), 0);
+    }
 
     fn catalog() -> Vec<u8> {
         let mut c = vec![0u8; 2048];
@@ -584,19 +583,15 @@ mod catalog_tests {
         c
     }
 
-    fn iso_with(cat: &[u8]) -> (tempfile::NamedTempFile, IsoFile) {
+    fn iso_with(cat: &[u8]) -> IsoFile {
         let mut img = vec![0u8; 20 * 2048];
         img[19 * 2048..19 * 2048 + cat.len()].copy_from_slice(cat);
-        let mut f = tempfile::NamedTempFile::new().unwrap();
-        f.write_all(&img).unwrap();
-        f.flush().unwrap();
-        let iso = IsoFile::open(f.path()).unwrap();
-        (f, iso)
+        IsoFile::from_bytes(std::path::Path::new("catalog.iso"), img)
     }
 
     #[test]
     fn golden_catalog_bios_and_uefi() {
-        let (_f, iso) = iso_with(&catalog());
+        let iso = iso_with(&catalog());
         let c = parse_catalog(&iso, 19).unwrap();
         assert_eq!(c.entries.len(), 2);
         assert_eq!(
@@ -622,17 +617,17 @@ mod catalog_tests {
     fn corrupted_catalog_errors() {
         let mut c = catalog();
         c[4] ^= 1;
-        let (_f, iso) = iso_with(&c);
+        let iso = iso_with(&c);
         let e = parse_catalog(&iso, 19).unwrap_err();
         assert_eq!(e.kind(), crate::ErrorKind::BadChecksum);
         let mut c = catalog();
         c[31] = 0;
-        let (_g, iso) = iso_with(&c);
+        let iso = iso_with(&c);
         assert_eq!(
             parse_catalog(&iso, 19).unwrap_err().kind(),
             crate::ErrorKind::BadSignature
         );
-        let (_h, iso) = iso_with(&catalog());
+        let iso = iso_with(&catalog());
         assert_eq!(
             parse_catalog(&iso, 1000).unwrap_err().kind(),
             crate::ErrorKind::Truncated

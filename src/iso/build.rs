@@ -882,31 +882,8 @@ fn both32(v: u32) -> [u8; 8] {
 }
 
 fn record(lba: u32, size: u64, mtime: i64, flags: u8, id: &[u8], su: &[u8]) -> Result<Vec<u8>> {
-    let pad = usize::from(id.len().is_multiple_of(2));
-    let len = 33 + id.len() + pad + su.len();
-    if len > 255 {
-        return Err(err!(
-            LimitExceeded,
-            "directory record of {len} bytes (name and Rock Ridge entries too long)"
-        ));
-    }
-    let mut r = Vec::with_capacity(len);
-    r.push(len as u8);
-    r.push(0);
-    r.extend(both32(lba));
-    r.extend(both32(size as u32));
-    r.extend(crate::date::iso_dir_date(mtime));
-    r.push(flags);
-    r.push(0);
-    r.push(0);
-    r.extend(both16(1));
-    r.push(id.len() as u8);
-    r.extend(id);
-    if pad == 1 {
-        r.push(0);
-    }
-    r.extend(su);
-    Ok(r)
+    let date = crate::date::iso_dir_date(mtime);
+    super::layout::encode_dir_record(id, lba, size as u32, date, flags, su)
 }
 
 fn sl_entry(target: &str, name: &str) -> Result<Vec<u8>> {

@@ -3,8 +3,10 @@
 // reading, inspection and remaster patching
 pub mod boot;
 pub mod info;
+pub mod layout;
 pub mod patch;
 pub mod read;
+pub mod zisofs;
 
 // building from a tree
 pub mod build;

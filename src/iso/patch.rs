@@ -9,7 +9,7 @@
 use super::boot::{self, repoint_system_area};
 use super::read::{
     BLOCK, DirRecord, Directory, Entry, IsoFile, Lookup, Tree, TreeKind, Volume, le32,
-    parse_dir_records, parse_volume, put_both16, put_both32, ucs2_encode,
+    parse_dir_records, parse_volume, put_both32, ucs2_encode,
 };
 use crate::err;
 use crate::error::{Error, IoContext, Result};
@@ -204,31 +204,8 @@ fn iso_ident(name: &str, long: bool, version: bool, taken: &[Vec<u8>]) -> Result
 }
 
 fn build_record(ident: &[u8], extent: u32, size: u32, mtime: u64, su: &[u8]) -> Result<Vec<u8>> {
-    let mut len = 33 + ident.len();
-    if len % 2 == 1 {
-        len += 1;
-    }
-    len += su.len();
-    if len % 2 == 1 {
-        len += 1;
-    }
-    if len > 255 {
-        return Err(err!(
-            LimitExceeded,
-            "directory record of {len} bytes (the name is too long for one record)"
-        ));
-    }
-    let mut r = vec![0u8; len];
-    r[0] = len as u8;
-    put_both32(&mut r, 2, extent);
-    put_both32(&mut r, 10, size);
-    r[18..25].copy_from_slice(&crate::date::iso_dir_date_u(mtime));
-    put_both16(&mut r, 28, 1);
-    r[32] = ident.len() as u8;
-    r[33..33 + ident.len()].copy_from_slice(ident);
-    let s = 33 + ident.len() + (1 - ident.len() % 2);
-    r[s..s + su.len()].copy_from_slice(su);
-    Ok(r)
+    let date = crate::date::iso_dir_date_u(mtime);
+    super::layout::encode_dir_record(ident, extent, size, date, 0, su)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -1264,8 +1241,8 @@ impl Work {
             written: 0,
         };
         let iso = &inp.iso;
-        if !clone_file(iso.file(), o.file) {
-            crate::disk::raw::copy_file_bytes(iso.file(), 0, o.file, 0, self.data_start)
+        if !clone_file(iso.require_file()?, o.file) {
+            crate::disk::raw::copy_file_bytes(iso.require_file()?, 0, o.file, 0, self.data_start)
                 .map_err(|e| o.err(e, "copying the ISO"))?;
         }
         o.file

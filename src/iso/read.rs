@@ -2,6 +2,7 @@
 //! tables. Everything is bounds-checked against the file; errors name the structure and offset.
 //! Symlinks are never followed and directory loops are refused.
 
+use super::layout::{boot_record, dr, pt, vd};
 use crate::err;
 use crate::error::{Error, IoContext, Result};
 use std::collections::HashSet;
@@ -9,21 +10,48 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-/// ISO 9660 logical block size (the only one this tool accepts).
-pub const BLOCK: u64 = 2048;
+pub use super::layout::{BLOCK, put_both16, put_both32};
 /// Largest directory extent accepted (sanity limit checked before allocating).
 pub const MAX_DIR_BYTES: u64 = 64 << 20;
 /// Largest path table accepted.
 pub const MAX_PATH_TABLE: u64 = 16 << 20;
-/// Deepest directory nesting walked.
-pub const MAX_DEPTH: usize = 64;
+/// Deepest directory nesting walked: a path of more components could not be extracted by any
+/// tool on Linux (each component takes at least two bytes of PATH_MAX, 4096), xorriso included.
+/// Loops are refused separately, whatever the depth.
+pub const MAX_DEPTH: usize = 2048;
 /// Most continuation areas followed for one directory record.
 pub const MAX_CE_HOPS: usize = 16;
+
+/// Positional reads: all the ISO readers need from where the image lives. Implemented for a
+/// [`File`] (`pread`) and for bytes in memory (tests and fuzz targets need no temp files).
+pub trait ReadAt: Send + Sync + std::fmt::Debug {
+    /// Fills `buf` from byte `off` (an error when the source ends first).
+    fn read_exact_at(&self, buf: &mut [u8], off: u64) -> std::io::Result<()>;
+}
+
+impl ReadAt for File {
+    fn read_exact_at(&self, buf: &mut [u8], off: u64) -> std::io::Result<()> {
+        FileExt::read_exact_at(self, buf, off)
+    }
+}
+
+impl ReadAt for Vec<u8> {
+    fn read_exact_at(&self, buf: &mut [u8], off: u64) -> std::io::Result<()> {
+        let src = usize::try_from(off)
+            .ok()
+            .and_then(|o| self.get(o..o.checked_add(buf.len())?))
+            .ok_or(std::io::ErrorKind::UnexpectedEof)?;
+        buf.copy_from_slice(src);
+        Ok(())
+    }
+}
 
 /// An ISO image opened read-only, with bounds-checked positional reads.
 #[derive(Debug)]
 pub struct IsoFile {
-    file: File,
+    src: Box<dyn ReadAt>,
+    /// The file, when the image is one (for copy_file_range / reflink fast paths).
+    file: Option<File>,
     path: PathBuf,
     len: u64,
 }
@@ -33,16 +61,35 @@ impl IsoFile {
     pub fn open(path: &Path) -> Result<Self> {
         let file = File::open(path).ctx(path, "opening the ISO")?;
         let len = file.metadata().ctx(path, "reading the ISO's size")?.len();
+        let dup = file.try_clone().ctx(path, "opening the ISO")?;
         Ok(IsoFile {
-            file,
+            src: Box::new(dup),
+            file: Some(file),
             path: path.to_path_buf(),
             len,
         })
     }
 
-    /// The file.
-    pub fn file(&self) -> &File {
-        &self.file
+    /// An image held in memory; `name` stands for its path in errors.
+    pub fn from_bytes(name: &Path, bytes: Vec<u8>) -> Self {
+        IsoFile {
+            len: bytes.len() as u64,
+            src: Box::new(bytes),
+            file: None,
+            path: name.to_path_buf(),
+        }
+    }
+
+    /// The file, when the image is one (None for an image in memory).
+    pub fn file(&self) -> Option<&File> {
+        self.file.as_ref()
+    }
+
+    /// The file, for the copy fast paths; an error for an image in memory.
+    pub fn require_file(&self) -> Result<&File> {
+        self.file.as_ref().ok_or_else(|| {
+            err!(Unsupported, "an image in memory has no file to copy from").with_path(&self.path)
+        })
     }
 
     /// The path.
@@ -77,7 +124,7 @@ impl IsoFile {
             })?;
         let _ = end;
         let mut buf = vec![0u8; len as usize];
-        self.file.read_exact_at(&mut buf, off).map_err(|e| {
+        self.src.read_exact_at(&mut buf, off).map_err(|e| {
             Error::io(e, format!("reading {what}"))
                 .at(off)
                 .with_path(&self.path)
@@ -94,16 +141,6 @@ impl IsoFile {
 }
 
 pub use crate::bytes::{be32, le16, le32};
-/// Writes a both-endian u32 (8 bytes) at `o`.
-pub fn put_both32(b: &mut [u8], o: usize, v: u32) {
-    b[o..o + 4].copy_from_slice(&v.to_le_bytes());
-    b[o + 4..o + 8].copy_from_slice(&v.to_be_bytes());
-}
-/// Writes a both-endian u16 (4 bytes) at `o`.
-pub fn put_both16(b: &mut [u8], o: usize, v: u16) {
-    b[o..o + 2].copy_from_slice(&v.to_le_bytes());
-    b[o + 2..o + 4].copy_from_slice(&v.to_be_bytes());
-}
 
 /// Which name space a volume descriptor's tree uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -205,7 +242,8 @@ pub fn parse_volume(iso: &IsoFile) -> Result<Volume> {
     let mut primary = None;
     let mut supplementary = Vec::new();
     let mut boot_catalog = None;
-    for sector in 16u64..16 + 256 {
+    let first = super::layout::FIRST_DESCRIPTOR_SECTOR;
+    for sector in first..first + 256 {
         let off = sector * BLOCK;
         if off + BLOCK > iso.len() {
             return Err(iso.bad(
@@ -218,8 +256,8 @@ pub fn parse_volume(iso: &IsoFile) -> Result<Volume> {
             ));
         }
         let d = iso.read(off, BLOCK, "volume descriptor")?;
-        if &d[1..6] != b"CD001" {
-            if sector == 16 {
+        if &d[vd::ID..vd::ID + 5] != vd::MAGIC {
+            if sector == first {
                 return Err(iso.bad(
                     err!(BadSignature, "no CD001 signature: not an ISO 9660 image"),
                     "primary volume descriptor",
@@ -235,21 +273,22 @@ pub fn parse_volume(iso: &IsoFile) -> Result<Volume> {
                 off,
             ));
         }
-        match d[0] {
-            0 if &d[7..30] == b"EL TORITO SPECIFICATION" => {
-                boot_catalog = Some(le32(&d, 0x47));
+        let id = &d[boot_record::SYSTEM_ID..boot_record::SYSTEM_ID + 23];
+        match d[vd::KIND] {
+            vd::BOOT_RECORD if id == boot_record::SYSTEM_ID_TEXT => {
+                boot_catalog = Some(le32(&d, boot_record::CATALOG_LBA));
             }
-            1 | 2 => {
-                let vd = parse_vd(iso, &d, sector)?;
-                if d[0] == 1 {
+            vd::PRIMARY | vd::SUPPLEMENTARY => {
+                let desc = parse_vd(iso, &d, sector)?;
+                if d[vd::KIND] == vd::PRIMARY {
                     if primary.is_none() {
-                        primary = Some(vd);
+                        primary = Some(desc);
                     }
                 } else {
-                    supplementary.push(vd);
+                    supplementary.push(desc);
                 }
             }
-            255 => {
+            vd::TERMINATOR => {
                 let primary = primary.ok_or_else(|| {
                     iso.bad(
                         err!(
@@ -257,7 +296,7 @@ pub fn parse_volume(iso: &IsoFile) -> Result<Volume> {
                             "no primary volume descriptor before the terminator"
                         ),
                         "volume descriptor set",
-                        16 * BLOCK,
+                        first * BLOCK,
                     )
                 })?;
                 supplementary
@@ -275,13 +314,13 @@ pub fn parse_volume(iso: &IsoFile) -> Result<Volume> {
     Err(iso.bad(
         err!(AbsurdSize, "more than 256 volume descriptors"),
         "volume descriptor set",
-        16 * BLOCK,
+        first * BLOCK,
     ))
 }
 
 fn parse_vd(iso: &IsoFile, d: &[u8], sector: u64) -> Result<VolumeDescriptor> {
     let off = sector * BLOCK;
-    let block_size = le16(d, 128);
+    let block_size = le16(d, vd::BLOCK_SIZE);
     if block_size as u64 != BLOCK {
         return Err(iso.bad(
             err!(
@@ -289,38 +328,40 @@ fn parse_vd(iso: &IsoFile, d: &[u8], sector: u64) -> Result<VolumeDescriptor> {
                 "logical block size {block_size}, only 2048 is supported"
             ),
             "volume descriptor",
-            off + 128,
+            off + vd::BLOCK_SIZE as u64,
         ));
     }
-    let joliet_level = if d[0] == 2 && &d[88..90] == b"%/" {
-        match d[90] {
-            b'@' => Some(1),
-            b'C' => Some(2),
-            b'E' => Some(3),
-            _ => None,
-        }
-    } else {
-        None
+    let esc = &d[vd::ESCAPES..vd::ESCAPES + 3];
+    let joliet_level = match (d[vd::KIND] == vd::SUPPLEMENTARY, esc) {
+        (true, b"%/@") => Some(1),
+        (true, b"%/C") => Some(2),
+        (true, b"%/E") => Some(3),
+        _ => None,
     };
-    let kind = if d[0] == 1 {
+    let kind = if d[vd::KIND] == vd::PRIMARY {
         TreeKind::Primary
     } else if joliet_level.is_some() {
         TreeKind::Joliet
     } else {
         TreeKind::Enhanced
     };
+    let (vol, sys) = (
+        &d[vd::VOLUME_ID..vd::VOLUME_ID + 32],
+        &d[vd::SYSTEM_ID..vd::SYSTEM_ID + 32],
+    );
     let (volume_id, system_id) = if kind == TreeKind::Joliet {
-        (ucs2_decode(&d[40..72]), ucs2_decode(&d[8..40]))
+        (ucs2_decode(vol), ucs2_decode(sys))
     } else {
-        (trim_id(&d[40..72]), trim_id(&d[8..40]))
+        (trim_id(vol), trim_id(sys))
     };
-    let root = parse_record(&d[156..190], off + 156)
-        .map_err(|e| iso.bad(e, "root directory record", off + 156))?;
-    if root.flags & 2 == 0 {
+    let root_at = off + vd::ROOT as u64;
+    let root = parse_root_record(&d[vd::ROOT..vd::ROOT + vd::ROOT_LEN], root_at)
+        .map_err(|e| iso.bad(e, "root directory record", root_at))?;
+    if !root.is_dir() {
         return Err(iso.bad(
             err!(BadField, "the root directory record is not a directory"),
             "root directory record",
-            off + 156,
+            root_at,
         ));
     }
     Ok(VolumeDescriptor {
@@ -328,10 +369,10 @@ fn parse_vd(iso: &IsoFile, d: &[u8], sector: u64) -> Result<VolumeDescriptor> {
         kind,
         volume_id,
         system_id,
-        volume_space: le32(d, 80),
-        path_table_size: le32(d, 132),
-        l_tables: [le32(d, 140), le32(d, 144)],
-        m_tables: [be32(d, 148), be32(d, 152)],
+        volume_space: le32(d, vd::SPACE_SIZE),
+        path_table_size: le32(d, vd::PATH_TABLE_SIZE),
+        l_tables: [le32(d, vd::L_TABLE), le32(d, vd::L_TABLE_OPT)],
+        m_tables: [be32(d, vd::M_TABLE), be32(d, vd::M_TABLE_OPT)],
         root,
         joliet_level,
     })
@@ -357,22 +398,15 @@ pub struct DirRecord {
 impl DirRecord {
     /// True for a directory.
     pub fn is_dir(&self) -> bool {
-        self.flags & 2 != 0
+        self.flags & dr::FLAG_DIR != 0
     }
     /// The system use area.
     pub fn system_use(&self) -> &[u8] {
-        let n = self.raw[32] as usize;
-        let start = 33 + n + (1 - n % 2);
-        if start >= self.raw.len() {
-            &[]
-        } else {
-            &self.raw[start..]
-        }
+        self.raw.get(self.su_start()..).unwrap_or(&[])
     }
     /// Start of the system use area in `raw`.
     pub fn su_start(&self) -> usize {
-        let n = self.raw[32] as usize;
-        33 + n + (1 - n % 2)
+        super::layout::dr_system_use_start(self.raw[dr::NAME_LEN] as usize)
     }
     /// True for `.` (identifier 0x00).
     pub fn is_dot(&self) -> bool {
@@ -389,16 +423,17 @@ pub fn parse_record(b: &[u8], offset: u64) -> Result<DirRecord> {
     if b.is_empty() {
         return Err(err!(Truncated, "empty directory record"));
     }
-    let len = b[0] as usize;
-    if len < 34 || len > b.len() {
+    let len = b[dr::LEN] as usize;
+    if len < dr::MIN_LEN || len > b.len() {
         return Err(err!(
             BadField,
-            "directory record length {len} (needs 34..={})",
+            "directory record length {len} (needs {}..={})",
+            dr::MIN_LEN,
             b.len()
         ));
     }
-    let nlen = b[32] as usize;
-    if nlen == 0 || 33 + nlen > len {
+    let nlen = b[dr::NAME_LEN] as usize;
+    if nlen == 0 || dr::NAME + nlen > len {
         return Err(err!(
             BadField,
             "file identifier length {nlen} does not fit the record of {len} bytes"
@@ -407,11 +442,27 @@ pub fn parse_record(b: &[u8], offset: u64) -> Result<DirRecord> {
     Ok(DirRecord {
         offset,
         raw: b[..len].to_vec(),
-        extent: le32(b, 2),
-        size: le32(b, 10),
-        flags: b[25],
-        ident: b[33..33 + nlen].to_vec(),
+        extent: le32(b, dr::EXTENT),
+        size: le32(b, dr::SIZE),
+        flags: b[dr::FLAGS],
+        ident: b[dr::NAME..dr::NAME + nlen].to_vec(),
     })
+}
+
+/// Parses the 34-byte root directory record field of a volume descriptor. Its length byte may
+/// say more than 34 (real CSRG BSD CDs say 68): the field holds 34 bytes whatever it says, and
+/// the root's identifier is one byte, so the rest is ignored (as xorriso and libarchive do).
+pub fn parse_root_record(field: &[u8], offset: u64) -> Result<DirRecord> {
+    if field.len() < vd::ROOT_LEN || (field[dr::LEN] as usize) < dr::MIN_LEN {
+        return Err(err!(
+            BadField,
+            "directory record length {} (needs at least 34)",
+            field.first().copied().unwrap_or(0)
+        ));
+    }
+    let mut r = parse_record(&[&field[..vd::ROOT_LEN], &[0u8; 255][..]].concat(), offset)?;
+    r.raw.truncate(vd::ROOT_LEN);
+    Ok(r)
 }
 
 /// Splits a directory extent into its records (records never cross a block boundary; a zero
@@ -460,6 +511,12 @@ pub struct RockRidge {
     pub symlink: Option<String>,
     /// Modification time (TF), as the 7 or 17 raw bytes.
     pub mtime: Option<Vec<u8>>,
+    /// Device number (PN): high and low 32 bits.
+    pub rdev: Option<(u32, u32)>,
+    /// zisofs compression (ZF): the stored bytes are a zisofs stream of this many bytes.
+    pub zf: Option<super::zisofs::Zf>,
+    /// An ER entry naming Rock Ridge (RRIP_1991A, IEEE_P1282, IEEE_1282), or an RR entry.
+    pub rrip_declared: bool,
     /// RE: this record is a relocated directory's placeholder target (hide it).
     pub relocated: bool,
     /// CL: the directory relocated elsewhere (LBA).
@@ -477,9 +534,7 @@ pub fn parse_susp(iso: &IsoFile, su: &[u8], skip: usize, rec_off: u64) -> Result
     let mut rr = RockRidge::default();
     let mut name = String::new();
     let mut have_name = false;
-    let mut link = String::new();
-    let mut have_link = false;
-    let mut link_pending_sep = false;
+    let mut link = SlBuilder::default();
     let mut area: Vec<u8> = su.get(skip..).unwrap_or(&[]).to_vec();
     let mut area_off = rec_off;
     let mut hops = 0;
@@ -526,33 +581,24 @@ pub fn parse_susp(iso: &IsoFile, su: &[u8], skip: usize, rec_off: u64) -> Result
                 }
                 b"SL" if !e.is_empty() => {
                     rr.any = true;
-                    have_link = true;
-                    let mut p = 1usize;
-                    while p + 2 <= e.len() {
-                        let cflags = e[p];
-                        let clen = e[p + 1] as usize;
-                        if p + 2 + clen > e.len() {
-                            break;
-                        }
-                        let comp = &e[p + 2..p + 2 + clen];
-                        if link_pending_sep {
-                            link.push('/');
-                        }
-                        if cflags & 0x02 != 0 {
-                            link.push('.');
-                        } else if cflags & 0x04 != 0 {
-                            link.push_str("..");
-                        } else if cflags & 0x08 != 0 {
-                            link.clear();
-                            link.push('/');
-                            link_pending_sep = false;
-                            p += 2 + clen;
-                            continue;
-                        } else {
-                            link.push_str(&String::from_utf8_lossy(comp));
-                        }
-                        link_pending_sep = cflags & 0x01 == 0;
-                        p += 2 + clen;
+                    link.entry(e);
+                }
+                b"PN" if e.len() >= 16 => {
+                    rr.any = true;
+                    rr.rdev = Some((le32(e, 0), le32(e, 8)));
+                }
+                b"ZF" => {
+                    rr.any = true;
+                    rr.zf = Some(super::zisofs::Zf::parse(e).map_err(|x| {
+                        x.with_structure("Rock Ridge ZF entry")
+                            .at(area_off + pos as u64)
+                            .with_path(iso.path())
+                    })?);
+                }
+                b"ER" if e.len() >= 4 => {
+                    let id = e.get(4..4 + e[0] as usize).unwrap_or(&[]);
+                    if [&b"RRIP_1991A"[..], b"IEEE_P1282", b"IEEE_1282"].contains(&id) {
+                        rr.rrip_declared = true;
                     }
                 }
                 b"TF" if !e.is_empty() => {
@@ -573,7 +619,10 @@ pub fn parse_susp(iso: &IsoFile, su: &[u8], skip: usize, rec_off: u64) -> Result
                     rr.any = true;
                     rr.child_link = Some(le32(e, 0))
                 }
-                b"RR" => rr.any = true,
+                b"RR" => {
+                    rr.any = true;
+                    rr.rrip_declared = true;
+                }
                 _ => {}
             }
             pos += len;
@@ -608,10 +657,88 @@ pub fn parse_susp(iso: &IsoFile, su: &[u8], skip: usize, rec_off: u64) -> Result
     if have_name {
         rr.name = Some(name);
     }
-    if have_link {
-        rr.symlink = Some(link);
-    }
+    rr.symlink = link.finish();
     Ok(rr)
+}
+
+/// Builds a symlink target from SL entries the way libisofs (xorriso) does: a separator is put
+/// before each new component unless the text already ends with `/`, so a ROOT component in the
+/// middle (the old mkhybrid encoding) adds an empty component (`.///file`), and an empty
+/// component adds a separator only.
+#[derive(Debug, Default)]
+struct SlBuilder {
+    text: Option<String>,
+    /// The previous component continues in the next one (its flag bit 0).
+    continues: bool,
+}
+
+impl SlBuilder {
+    /// Adds the components of one SL entry body (flags byte, then components).
+    fn entry(&mut self, e: &[u8]) {
+        let mut p = 1usize;
+        while p + 2 <= e.len() {
+            let (cflags, clen) = (e[p], e[p + 1] as usize);
+            let Some(comp) = e.get(p + 2..p + 2 + clen) else {
+                break;
+            };
+            let comp: std::borrow::Cow<str> = match cflags & 0x0e {
+                0x02 => ".".into(),
+                0x04 => "..".into(),
+                0x08 => "/".into(),
+                _ => String::from_utf8_lossy(comp),
+            };
+            match self.text.as_mut() {
+                None => self.text = Some(comp.into_owned()),
+                Some(t) => {
+                    if !self.continues && !t.ends_with('/') {
+                        t.push('/');
+                    }
+                    t.push_str(&comp);
+                }
+            }
+            self.continues = cflags & 0x01 != 0;
+            p += 2 + clen;
+        }
+    }
+
+    fn finish(self) -> Option<String> {
+        self.text
+    }
+}
+
+/// What a directory entry is (Rock Ridge mode, or the directory flag without Rock Ridge).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeKind {
+    /// A regular file.
+    File,
+    /// A directory.
+    Dir,
+    /// A symbolic link (never followed).
+    Symlink,
+    /// A block device node.
+    Block,
+    /// A character device node.
+    Char,
+    /// A named pipe.
+    Fifo,
+    /// A socket.
+    Socket,
+}
+
+impl std::fmt::Display for NodeKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = match self {
+            NodeKind::File => "file",
+            NodeKind::Dir => "dir",
+            NodeKind::Symlink => "symlink",
+            NodeKind::Block => "block",
+            NodeKind::Char => "char",
+            NodeKind::Fifo => "fifo",
+            NodeKind::Socket => "socket",
+        };
+        f.pad(s)
+    }
 }
 
 /// One name in a directory (multi-extent files grouped).
@@ -643,9 +770,33 @@ impl Entry {
                 .map(|m| m & 0o170000 == 0o120000)
                 .unwrap_or(false)
     }
-    /// Total size.
+    /// What the entry is: symlink and directory first (as they are walked), then the file
+    /// type of the Rock Ridge mode.
+    pub fn kind(&self) -> NodeKind {
+        if self.is_symlink() {
+            return NodeKind::Symlink;
+        }
+        if self.is_dir() {
+            return NodeKind::Dir;
+        }
+        match self.rr.mode.map(|m| m & 0o170000) {
+            Some(0o060000) => NodeKind::Block,
+            Some(0o020000) => NodeKind::Char,
+            Some(0o010000) => NodeKind::Fifo,
+            Some(0o140000) => NodeKind::Socket,
+            _ => NodeKind::File,
+        }
+    }
+    /// Total size as stored (compressed for zisofs).
     pub fn size(&self) -> u64 {
         self.records.iter().map(|r| r.size as u64).sum()
+    }
+    /// Size of the content (the uncompressed size for zisofs).
+    pub fn content_size(&self) -> u64 {
+        match &self.rr.zf {
+            Some(z) => z.size as u64,
+            None => self.size(),
+        }
     }
     /// Directory extent (following a Rock Ridge CL relocation).
     pub fn dir_extent(&self) -> u32 {
@@ -691,8 +842,10 @@ impl Tree {
             let d = t.read_dir(iso, vd.root.extent, vd.root.size)?;
             let su = d.dot.system_use();
             if su.len() >= 7 && &su[0..2] == b"SP" && su[4] == 0xBE && su[5] == 0xEF {
+                // SUSP is on; Rock Ridge is on when the root's `.` declares it (ER, or the RRIP
+                // 1.09 RR entry), as libisofs decides: a PX without a declaration is ignored.
                 t.susp_skip = su[6] as usize;
-                t.rock_ridge = true;
+                t.rock_ridge = parse_susp(iso, su, 0, d.dot.offset)?.rrip_declared;
             }
         }
         Ok(t)
@@ -795,6 +948,22 @@ impl Tree {
         })
     }
 
+    /// Size of a directory entry's extent: a Rock Ridge relocated directory (CL) gives its size
+    /// in the `.` record at the relocation target, not in the placeholder.
+    pub fn dir_size(&self, iso: &IsoFile, e: &Entry) -> Result<u32> {
+        match e.rr.child_link {
+            Some(ext) => {
+                let dot = iso.read(
+                    ext as u64 * BLOCK,
+                    dr::MIN_LEN as u64,
+                    "relocated directory",
+                )?;
+                Ok(le32(&dot, dr::SIZE))
+            }
+            None => Ok(e.rec().size),
+        }
+    }
+
     /// The root directory.
     pub fn root(&self, iso: &IsoFile) -> Result<Directory> {
         self.read_dir(iso, self.vd.root.extent, self.vd.root.size)
@@ -847,13 +1016,7 @@ impl Tree {
                             ext as u64 * BLOCK,
                         ));
                     }
-                    let size = if e.rr.child_link.is_some() {
-                        let d0 = iso.read(ext as u64 * BLOCK, 34, "relocated directory")?;
-                        le32(&d0, 10)
-                    } else {
-                        e.rec().size
-                    };
-                    dir = self.read_dir(iso, ext, size)?;
+                    dir = self.read_dir(iso, ext, self.dir_size(iso, e)?)?;
                 }
             }
         }
@@ -917,13 +1080,7 @@ impl Tree {
                         e.rec().offset,
                     ));
                 }
-                let size = if e.rr.child_link.is_some() {
-                    let d0 = iso.read(ext as u64 * BLOCK, 34, "relocated directory")?;
-                    le32(&d0, 10)
-                } else {
-                    e.rec().size
-                };
-                let sub = self.read_dir(iso, ext, size)?;
+                let sub = self.read_dir(iso, ext, self.dir_size(iso, e)?)?;
                 self.walk_dir(iso, &sub, &p, depth + 1, seen, f)?;
             }
         }
@@ -966,18 +1123,14 @@ pub fn read_path_table(iso: &IsoFile, lba: u32, size: u32) -> Result<Vec<u8>> {
 pub fn path_table_extents(t: &[u8], big_endian: bool) -> Result<Vec<(usize, u32)>> {
     let mut out = Vec::new();
     let mut p = 0usize;
-    while p + 8 <= t.len() {
-        let nlen = t[p] as usize;
+    while p + pt::NAME <= t.len() {
+        let nlen = t[p + pt::NAME_LEN] as usize;
         if nlen == 0 {
             break;
         }
-        let ext = if big_endian {
-            be32(t, p + 2)
-        } else {
-            le32(t, p + 2)
-        };
-        out.push((p + 2, ext));
-        p += 8 + nlen + (nlen % 2);
+        let at = p + pt::EXTENT;
+        out.push((at, if big_endian { be32(t, at) } else { le32(t, at) }));
+        p += super::layout::pt_record_len(nlen);
     }
     Ok(out)
 }
@@ -1003,6 +1156,56 @@ mod tests {
         let s = len - su.len();
         r[s..].copy_from_slice(su);
         r
+    }
+
+    /// SL entry body (flags byte 0) with `comps` as (component flags, text).
+    fn sl(comps: &[(u8, &[u8])]) -> Vec<u8> {
+        let mut e = vec![0u8];
+        for (f, t) in comps {
+            e.push(*f);
+            e.push(t.len() as u8);
+            e.extend_from_slice(t);
+        }
+        e
+    }
+
+    fn link(entries: &[Vec<u8>]) -> Option<String> {
+        let mut b = SlBuilder::default();
+        for e in entries {
+            b.entry(e);
+        }
+        b.finish()
+    }
+
+    #[test]
+    fn symlinks_are_built_as_libisofs_builds_them() {
+        // old mkhybrid: ROOT in the middle is an empty component (libarchive's rockridge.iso)
+        let e = sl(&[(2, b""), (8, b""), (8, b""), (0, b"file")]);
+        assert_eq!(link(&[e]).as_deref(), Some(".///file"));
+        let e = sl(&[(8, b""), (0, b"tmp"), (8, b""), (4, b"")]);
+        assert_eq!(link(&[e]).as_deref(), Some("/tmp//.."));
+        // empty components add a separator at most (rockridge_new.iso)
+        let e = sl(&[(2, b""), (0, b""), (0, b""), (0, b"file")]);
+        assert_eq!(link(&[e]).as_deref(), Some("./file"));
+        let e = sl(&[(8, b""), (0, b"tmp"), (0, b""), (4, b""), (0, b"")]);
+        assert_eq!(link(&[e]).as_deref(), Some("/tmp/../"));
+        // a component continued in the next SL entry
+        let a = sl(&[(0, b"dir"), (1, b"lo")]);
+        let b = sl(&[(0, b"ng"), (0, b"x")]);
+        assert_eq!(link(&[a, b]).as_deref(), Some("dir/long/x"));
+        assert_eq!(link(&[]), None);
+    }
+
+    #[test]
+    fn root_records_longer_than_34_bytes_are_read() {
+        // CSRG BSD CDs: the PVD's root record says 68 bytes; its field holds 34
+        let mut r = rec(&[0], 23, 2048, 2, b"");
+        r[0] = 68;
+        let d = parse_root_record(&r, 156).unwrap();
+        assert_eq!((d.extent, d.size, d.raw.len()), (23, 2048, 34));
+        assert!(d.system_use().is_empty());
+        r[0] = 20;
+        assert!(parse_root_record(&r, 156).is_err());
     }
 
     #[test]
@@ -1068,14 +1271,9 @@ mod tests {
 #[cfg(test)]
 mod susp_tests {
     use super::*;
-    use std::io::Write;
 
-    fn iso_with(bytes: &[u8]) -> (tempfile::NamedTempFile, IsoFile) {
-        let mut f = tempfile::NamedTempFile::new().unwrap();
-        f.write_all(bytes).unwrap();
-        f.flush().unwrap();
-        let iso = IsoFile::open(f.path()).unwrap();
-        (f, iso)
+    fn iso_with(bytes: &[u8]) -> IsoFile {
+        IsoFile::from_bytes(std::path::Path::new("test.iso"), bytes.to_vec())
     }
 
     fn entry(sig: &[u8; 2], data: &[u8]) -> Vec<u8> {
@@ -1090,7 +1288,7 @@ mod susp_tests {
         let mut img = vec![0u8; 4096];
         let nm2 = entry(b"NM", b"\x00-name.seed");
         img[2048 + 10..2048 + 10 + nm2.len()].copy_from_slice(&nm2);
-        let (_f, iso) = iso_with(&img);
+        let iso = iso_with(&img);
         let mut su = Vec::new();
         let mut px = [0u8; 40];
         put_both32(&mut px, 0, 0o100644);
@@ -1129,7 +1327,7 @@ mod susp_tests {
 
     #[test]
     fn bad_susp_is_named_and_ce_loops_bounded() {
-        let (_f, iso) = iso_with(&vec![0u8; 4096]);
+        let iso = iso_with(&vec![0u8; 4096]);
         let bad = vec![b'P', b'X', 200, 1, 0, 0];
         let e = parse_susp(&iso, &bad, 0, 100).unwrap_err();
         assert_eq!(e.kind(), crate::ErrorKind::BadField);
@@ -1142,7 +1340,7 @@ mod susp_tests {
         put_both32(&mut ce, 16, 28);
         let e2 = entry(b"CE", &ce);
         img[2048..2048 + e2.len()].copy_from_slice(&e2);
-        let (_g, iso2) = iso_with(&img);
+        let iso2 = iso_with(&img);
         let e = parse_susp(&iso2, &e2, 0, 0).unwrap_err();
         assert_eq!(e.kind(), crate::ErrorKind::AbsurdSize);
         // a CE past the end of the file

@@ -335,6 +335,8 @@ const TICK: Duration = Duration::from_millis(500);
 const QMP_CONNECT_LIMIT: Duration = Duration::from_secs(30);
 /// How long qemu may take to exit after the guest powered off.
 const EXIT_LIMIT: Duration = Duration::from_secs(10);
+/// How long a dying qemu may take to exit before its stderr is read.
+const DIED_WAIT: Duration = Duration::from_secs(2);
 
 impl Session<'_> {
     /// Watches until the run ends; the elapsed time on a guest power-off.
@@ -348,7 +350,8 @@ impl Session<'_> {
             .map_err(|e| self.died(&format!("could not start the guest: {e}")))?;
         let mut last_tick = Instant::now();
         loop {
-            if let Some(ev) = qmp.next_event(Duration::from_millis(100))?
+            let next = qmp.next_event(Duration::from_millis(100));
+            if let Some(ev) = next.map_err(|e| self.died(&e.to_string()))?
                 && let Some(end) = self.on_qmp_event(&mut qmp, &ev, on_event)?
             {
                 return self.finish(end);
@@ -393,7 +396,15 @@ impl Session<'_> {
                 stderr_tail(stderr)
             )),
         };
-        Qmp::connect(&paths.qmp_socket, QMP_CONNECT_LIMIT, &mut alive)
+        let connected = Qmp::connect(&paths.qmp_socket, QMP_CONNECT_LIMIT, &mut alive);
+        match connected {
+            Err(e) if e.kind() != ErrorKind::VmDied => {
+                // qemu accepted the socket then went away (a bad option it reports only after
+                // opening QMP): its stderr says why.
+                Err(self.died(&e.to_string()))
+            }
+            other => other,
+        }
     }
 
     /// What an event means: `Some` when the run is over.
@@ -455,7 +466,8 @@ impl Session<'_> {
 
     /// A [`ErrorKind::VmDied`] error with qemu's stderr.
     fn died(&mut self, what: &str) -> Error {
-        let _ = self.vm.wait_for_exit(Duration::from_millis(200));
+        // qemu writes its reason to stderr before it exits: give it a moment to finish.
+        let _ = self.vm.wait_for_exit(DIED_WAIT);
         let msg = format!("{what}; qemu said: {}", stderr_tail(self.stderr));
         self.failure(ErrorKind::VmDied, &msg)
     }

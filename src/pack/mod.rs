@@ -8,6 +8,7 @@
 pub mod gnutar;
 pub mod ovf;
 pub mod pgzip;
+pub mod read;
 
 pub use ovf::Firmware;
 

@@ -115,26 +115,32 @@ impl DiskType {
     }
 }
 
-/// The structure name of an error in footer field `name` (at byte `at`).
-fn in_field(name: &str, at: usize) -> String {
-    format!("VHD footer ({name} field at byte {at})")
+/// Places an error in footer field `name` (at byte `at` of the footer).
+fn in_field(e: crate::error::Error, name: &str, at: usize) -> crate::error::Error {
+    e.with_structure("VHD footer").with_field_at(name, at)
 }
 
 /// The current size is a whole number of sectors, within [`MAX_SIZE`].
 fn check_current_size(current_size: u64) -> Result<()> {
     if !current_size.is_multiple_of(512) {
-        return Err(err!(
-            AbsurdSize,
-            "current size {current_size} is not a multiple of 512"
-        )
-        .with_structure(in_field("current size", field::CURRENT_SIZE.start)));
+        return Err(in_field(
+            err!(
+                AbsurdSize,
+                "current size {current_size} is not a multiple of 512"
+            ),
+            "current size",
+            field::CURRENT_SIZE.start,
+        ));
     }
     if current_size > MAX_SIZE {
-        return Err(err!(
-            AbsurdSize,
-            "current size {current_size} is above the VHD limit of 2040 GiB"
-        )
-        .with_structure(in_field("current size", field::CURRENT_SIZE.start)));
+        return Err(in_field(
+            err!(
+                AbsurdSize,
+                "current size {current_size} is above the VHD limit of 2040 GiB"
+            ),
+            "current size",
+            field::CURRENT_SIZE.start,
+        ));
     }
     Ok(())
 }
@@ -167,7 +173,7 @@ pub struct Footer {
     /// Stored checksum.
     pub checksum: u32,
     /// Unique id (bytes as stored).
-    pub unique_id: [u8; 16],
+    pub unique_id: crate::guid::Guid,
     /// Saved-state flag.
     pub saved_state: u8,
 }
@@ -291,22 +297,28 @@ impl Footer {
         let stored = be32(b, field::CHECKSUM.start);
         let computed = checksum_skipping(b, field::CHECKSUM.start);
         if stored != computed {
-            return Err(err!(
-                BadChecksum,
-                "stored checksum 0x{stored:08x}, computed 0x{computed:08x}"
-            )
-            .with_structure(in_field("checksum", field::CHECKSUM.start)));
+            return Err(in_field(
+                err!(
+                    BadChecksum,
+                    "stored checksum 0x{stored:08x}, computed 0x{computed:08x}"
+                ),
+                "checksum",
+                field::CHECKSUM.start,
+            ));
         }
         let disk_type = match be32(b, field::DISK_TYPE.start) {
             2 => DiskType::Fixed,
             3 => DiskType::Dynamic,
             4 => DiskType::Differencing,
             t => {
-                return Err(err!(
-                    BadField,
-                    "disk type {t} is not fixed (2), dynamic (3) or differencing (4)"
-                )
-                .with_structure(in_field("disk type", field::DISK_TYPE.start)));
+                return Err(in_field(
+                    err!(
+                        BadField,
+                        "disk type {t} is not fixed (2), dynamic (3) or differencing (4)"
+                    ),
+                    "disk type",
+                    field::DISK_TYPE.start,
+                ));
             }
         };
         let current_size = be64(b, field::CURRENT_SIZE.start);
@@ -315,8 +327,9 @@ impl Footer {
         creator_app.copy_from_slice(&b[field::CREATOR_APP]);
         let mut creator_os = [0u8; 4];
         creator_os.copy_from_slice(&b[field::CREATOR_OS]);
-        let mut unique_id = [0u8; 16];
-        unique_id.copy_from_slice(&b[field::UNIQUE_ID]);
+        let mut id = [0u8; 16];
+        id.copy_from_slice(&b[field::UNIQUE_ID]);
+        let unique_id = crate::guid::Guid::from_bytes(id);
         Ok(Footer {
             features: be32(b, field::FEATURES.start),
             version: be32(b, field::VERSION.start),
@@ -356,7 +369,7 @@ impl Footer {
         b[field::HEADS] = self.geometry.heads;
         b[field::SECTORS] = self.geometry.sectors;
         b[field::DISK_TYPE].copy_from_slice(&self.disk_type.code().to_be_bytes());
-        b[field::UNIQUE_ID].copy_from_slice(&self.unique_id);
+        b[field::UNIQUE_ID].copy_from_slice(&self.unique_id.to_bytes());
         b[field::SAVED_STATE] = self.saved_state;
         let c = checksum(&b);
         b[field::CHECKSUM].copy_from_slice(&c.to_be_bytes());
@@ -405,7 +418,7 @@ mod tests {
             },
             disk_type: DiskType::Fixed,
             checksum: 0,
-            unique_id: [0xab; 16],
+            unique_id: crate::guid::Guid::from_bytes([0xab; 16]),
             saved_state: 0,
         }
     }

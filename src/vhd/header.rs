@@ -17,11 +17,15 @@
 //! | 768 | 256 | reserved |
 //!
 //! A parent locator entry: platform code (4), platform data space (4), platform data length
-//! (4), reserved (4), platform data offset (8).
+//! (4), reserved (4), platform data offset (8). The structs are in [`super::layout`].
 
-use super::footer::{be32, be64, checksum, checksum_skipping};
+use super::footer::{checksum, checksum_skipping};
+use super::layout::DynHeaderLayout;
 use crate::err;
 use crate::error::Result;
+use crate::guid::Guid;
+use std::mem::offset_of;
+use zerocopy::{FromBytes, FromZeros, IntoBytes};
 
 /// Size of the dynamic disk header.
 pub const HEADER_SIZE: usize = 1024;
@@ -64,7 +68,7 @@ pub struct DynHeader {
     /// Stored checksum.
     pub checksum: u32,
     /// Parent's unique id (differencing disks).
-    pub parent_unique_id: [u8; 16],
+    pub parent_unique_id: Guid,
     /// Parent's modification time (seconds since 2000-01-01).
     pub parent_timestamp: u32,
     /// Parent's name, as stored (UTF-16 big-endian, zero padded).
@@ -77,61 +81,54 @@ impl DynHeader {
     /// Parses and verifies a header (`BadSignature`, `BadChecksum`, `Truncated`).
     /// Sizes are checked by the reader against the footer and the file.
     pub fn parse(bytes: &[u8]) -> Result<DynHeader> {
-        if bytes.len() < HEADER_SIZE {
+        let s = "VHD dynamic disk header";
+        let Ok((l, _)) = DynHeaderLayout::read_from_prefix(bytes) else {
             return Err(err!(
                 Truncated,
                 "the dynamic disk header needs 1024 bytes, only {} present",
                 bytes.len()
             )
-            .with_structure("VHD dynamic disk header"));
-        }
-        let b = &bytes[..HEADER_SIZE];
-        if &b[0..8] != COOKIE {
+            .with_structure(s));
+        };
+        if &l.cookie != COOKIE {
             return Err(err!(
                 BadSignature,
                 "cookie is {:?}, expected \"cxsparse\"",
-                String::from_utf8_lossy(&b[0..8])
+                String::from_utf8_lossy(&l.cookie)
             )
-            .with_structure("VHD dynamic disk header"));
+            .with_structure(s));
         }
-        let stored = be32(b, 36);
-        let computed = checksum_skipping(b, 36);
+        let sum_at = offset_of!(DynHeaderLayout, checksum);
+        let stored = l.checksum.get();
+        let computed = checksum_skipping(&bytes[..HEADER_SIZE], sum_at);
         if stored != computed {
             return Err(err!(
                 BadChecksum,
                 "stored checksum 0x{stored:08x}, computed 0x{computed:08x}"
             )
-            .with_structure("VHD dynamic disk header"));
+            .with_structure(s));
         }
-        let mut parent_unique_id = [0u8; 16];
-        parent_unique_id.copy_from_slice(&b[40..56]);
-        let parent_name_raw = b[64..576]
+        let parent_name_raw = l
+            .parent_unicode_name
             .chunks_exact(2)
             .map(|c| u16::from_be_bytes([c[0], c[1]]))
             .collect();
-        let mut locators: [ParentLocator; 8] = Default::default();
-        for (i, l) in locators.iter_mut().enumerate() {
-            let o = 576 + 24 * i;
-            let mut code = [0u8; 4];
-            code.copy_from_slice(&b[o..o + 4]);
-            *l = ParentLocator {
-                code,
-                data_space: be32(b, o + 4),
-                data_len: be32(b, o + 8),
-                data_offset: be64(b, o + 16),
-            };
-        }
         Ok(DynHeader {
-            data_offset: be64(b, 8),
-            table_offset: be64(b, 16),
-            version: be32(b, 24),
-            max_table_entries: be32(b, 28),
-            block_size: be32(b, 32),
+            data_offset: l.data_offset.get(),
+            table_offset: l.table_offset.get(),
+            version: l.header_version.get(),
+            max_table_entries: l.max_table_entries.get(),
+            block_size: l.block_size.get(),
             checksum: stored,
-            parent_unique_id,
-            parent_timestamp: be32(b, 56),
+            parent_unique_id: Guid::from_bytes(l.parent_unique_id),
+            parent_timestamp: l.parent_timestamp.get(),
             parent_name_raw,
-            locators,
+            locators: l.parent_locators.map(|p| ParentLocator {
+                code: p.platform_code,
+                data_space: p.platform_data_space.get(),
+                data_len: p.platform_data_length.get(),
+                data_offset: p.platform_data_offset.get(),
+            }),
         })
     }
 
@@ -144,7 +141,7 @@ impl DynHeader {
             max_table_entries,
             block_size,
             checksum: 0,
-            parent_unique_id: [0; 16],
+            parent_unique_id: Guid::NIL,
             parent_timestamp: 0,
             parent_name_raw: Vec::new(),
             locators: Default::default(),
@@ -153,27 +150,31 @@ impl DynHeader {
 
     /// Encodes the header, computing the checksum.
     pub fn encode(&self) -> [u8; HEADER_SIZE] {
+        let mut l = DynHeaderLayout::new_zeroed();
+        l.cookie = *COOKIE;
+        l.data_offset.set(self.data_offset);
+        l.table_offset.set(self.table_offset);
+        l.header_version.set(self.version);
+        l.max_table_entries.set(self.max_table_entries);
+        l.block_size.set(self.block_size);
+        l.parent_unique_id = self.parent_unique_id.to_bytes();
+        l.parent_timestamp.set(self.parent_timestamp);
+        for (u, out) in self
+            .parent_name_raw
+            .iter()
+            .zip(l.parent_unicode_name.chunks_exact_mut(2))
+        {
+            out.copy_from_slice(&u.to_be_bytes());
+        }
+        for (p, out) in self.locators.iter().zip(l.parent_locators.iter_mut()) {
+            out.platform_code = p.code;
+            out.platform_data_space.set(p.data_space);
+            out.platform_data_length.set(p.data_len);
+            out.platform_data_offset.set(p.data_offset);
+        }
+        l.checksum.set(checksum(l.as_bytes()));
         let mut b = [0u8; HEADER_SIZE];
-        b[0..8].copy_from_slice(COOKIE);
-        b[8..16].copy_from_slice(&self.data_offset.to_be_bytes());
-        b[16..24].copy_from_slice(&self.table_offset.to_be_bytes());
-        b[24..28].copy_from_slice(&self.version.to_be_bytes());
-        b[28..32].copy_from_slice(&self.max_table_entries.to_be_bytes());
-        b[32..36].copy_from_slice(&self.block_size.to_be_bytes());
-        b[40..56].copy_from_slice(&self.parent_unique_id);
-        b[56..60].copy_from_slice(&self.parent_timestamp.to_be_bytes());
-        for (i, u) in self.parent_name_raw.iter().take(256).enumerate() {
-            b[64 + 2 * i..66 + 2 * i].copy_from_slice(&u.to_be_bytes());
-        }
-        for (i, l) in self.locators.iter().enumerate() {
-            let o = 576 + 24 * i;
-            b[o..o + 4].copy_from_slice(&l.code);
-            b[o + 4..o + 8].copy_from_slice(&l.data_space.to_be_bytes());
-            b[o + 8..o + 12].copy_from_slice(&l.data_len.to_be_bytes());
-            b[o + 16..o + 24].copy_from_slice(&l.data_offset.to_be_bytes());
-        }
-        let c = checksum(&b);
-        b[36..40].copy_from_slice(&c.to_be_bytes());
+        b.copy_from_slice(l.as_bytes());
         b
     }
 

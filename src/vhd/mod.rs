@@ -2,12 +2,14 @@
 //!
 //! - [`footer`]: the 512-byte footer (`conectix`) and CHS geometry (pure parse / encode).
 //! - [`header`]: the dynamic disk header (`cxsparse`) and parent locators (pure parse / encode).
+//! - [`layout`]: the dynamic disk header's byte layout (struct, size assertion, spec section).
 //! - [`mod@read`]: [`DiskImage`] backends, with every size and BAT entry checked against the file
 //!   before anything is allocated or read.
 //! - [`mod@write`]: streaming, sparse writers for fixed and dynamic disks.
 
 pub mod footer;
 pub mod header;
+pub mod layout;
 pub mod read;
 pub mod write;
 

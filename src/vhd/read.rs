@@ -11,7 +11,6 @@
 
 use super::footer::{DiskType, FOOTER_SIZE, Footer, Geometry};
 use super::header::{DynHeader, HEADER_SIZE, decode_locator, is_relative_code};
-use crate::context::guid_string;
 use crate::disk::raw::{RawImage, copy_file_bytes, data_ranges};
 use crate::disk::{
     DiskImage, DiskImageMut, Extent, ExtentKind, ImageInfo, ImageKind, clamp_window, push_extent,
@@ -264,7 +263,7 @@ fn base_info(footer: &Footer, format: ImageKind, file_size: u64, notes: &[String
         logical_sector_size: 512,
         physical_sector_size: 512,
         creator: Some(footer.creator_string()),
-        disk_id: Some(guid_string(&footer.unique_id)),
+        disk_id: Some(footer.unique_id.to_string()),
         geometry: Some((g.cylinders, g.heads, g.sectors)),
         notes: notes.to_vec(),
         ..Default::default()
@@ -661,16 +660,16 @@ impl VhdDynamic {
             .open_parent(ppath, depth + 1)
             .map_err(|e| e.with_path(ppath))?;
         let pinfo = parent.info();
-        if self.header.parent_unique_id != [0; 16]
+        if !self.header.parent_unique_id.is_nil()
             && pinfo.format.is_vhd()
-            && pinfo.disk_id.as_deref() != Some(&guid_string(&self.header.parent_unique_id))
+            && pinfo.disk_id.as_deref() != Some(&self.header.parent_unique_id.to_string())
         {
             return Err(err!(
                 ParentMismatch,
                 "parent {} has unique id {}, the child expects {}",
                 ppath.display(),
                 pinfo.disk_id.unwrap_or_default(),
-                guid_string(&self.header.parent_unique_id)
+                self.header.parent_unique_id
             )
             .with_structure("VHD dynamic disk header")
             .with_path(&self.path));

@@ -57,7 +57,7 @@ pub fn new_footer(size: u64, disk_type: DiskType, data_offset: u64, ctx: &BuildC
         geometry: Geometry::for_sectors(size / 512),
         disk_type,
         checksum: 0,
-        unique_id: ctx.guid(&format!(
+        unique_id: ctx.new_guid(&format!(
             "vhd unique id: {} disk of {size} bytes",
             disk_type.name()
         )),

@@ -3,8 +3,12 @@
 //! Everything here is little-endian (MS-VHDX v1.0). GUIDs are kept as the 16 bytes stored on
 //! disk (Microsoft mixed-endian order: the first three fields little-endian).
 
+use super::layout::*;
 use crate::err;
 use crate::error::Result;
+use crate::guid::Guid;
+use std::mem::offset_of;
+use zerocopy::{FromBytes, IntoBytes};
 
 /// One mebibyte.
 pub const MIB: u64 = 1 << 20;
@@ -37,75 +41,69 @@ pub const MAX_BLOCK_SIZE: u64 = 256 * MIB;
 /// Sectors described by one sector bitmap block (2^23).
 pub const SECTORS_PER_BITMAP: u64 = 1 << 23;
 
-/// Builds the on-disk (mixed-endian) bytes of GUID `a-b-c-d`.
-pub const fn guid(a: u32, b: u16, c: u16, d: [u8; 8]) -> [u8; 16] {
-    let a = a.to_le_bytes();
-    let b = b.to_le_bytes();
-    let c = c.to_le_bytes();
-    [
-        a[0], a[1], a[2], a[3], b[0], b[1], c[0], c[1], d[0], d[1], d[2], d[3], d[4], d[5], d[6],
-        d[7],
-    ]
+/// The GUID written `a-b-c-d` in the specification.
+const fn guid(a: u32, b: u16, c: u16, d: [u8; 8]) -> Guid {
+    Guid::from_fields(a, b, c, d)
 }
 
 /// Region: block allocation table.
-pub const BAT_GUID: [u8; 16] = guid(
+pub const BAT_GUID: Guid = guid(
     0x2DC2_7766,
     0xF623,
     0x4200,
     [0x9D, 0x64, 0x11, 0x5E, 0x9B, 0xFD, 0x4A, 0x08],
 );
 /// Region: metadata.
-pub const METADATA_GUID: [u8; 16] = guid(
+pub const METADATA_GUID: Guid = guid(
     0x8B7C_A206,
     0x4790,
     0x4B9A,
     [0xB8, 0xFE, 0x57, 0x5F, 0x05, 0x0F, 0x88, 0x6E],
 );
 /// Metadata item: file parameters.
-pub const FILE_PARAMETERS_GUID: [u8; 16] = guid(
+pub const FILE_PARAMETERS_GUID: Guid = guid(
     0xCAA1_6737,
     0xFA36,
     0x4D43,
     [0xB3, 0xB6, 0x33, 0xF0, 0xAA, 0x44, 0xE7, 0x6B],
 );
 /// Metadata item: virtual disk size.
-pub const VIRTUAL_DISK_SIZE_GUID: [u8; 16] = guid(
+pub const VIRTUAL_DISK_SIZE_GUID: Guid = guid(
     0x2FA5_4224,
     0xCD1B,
     0x4876,
     [0xB2, 0x11, 0x5D, 0xBE, 0xD8, 0x3B, 0xF4, 0xB8],
 );
 /// Metadata item: page 83 data (virtual disk id).
-pub const PAGE83_GUID: [u8; 16] = guid(
+pub const PAGE83_GUID: Guid = guid(
     0xBECA_12AB,
     0xB2E6,
     0x4523,
     [0x93, 0xEF, 0xC3, 0x09, 0xE0, 0x00, 0xC7, 0x46],
 );
 /// Metadata item: logical sector size.
-pub const LOGICAL_SECTOR_GUID: [u8; 16] = guid(
+pub const LOGICAL_SECTOR_GUID: Guid = guid(
     0x8141_BF1D,
     0xA96F,
     0x4709,
     [0xBA, 0x47, 0xF2, 0x33, 0xA8, 0xFA, 0xAB, 0x5F],
 );
 /// Metadata item: physical sector size.
-pub const PHYSICAL_SECTOR_GUID: [u8; 16] = guid(
+pub const PHYSICAL_SECTOR_GUID: Guid = guid(
     0xCDA3_48C7,
     0x445D,
     0x4471,
     [0x9C, 0xC9, 0xE9, 0x88, 0x52, 0x51, 0xC5, 0x56],
 );
 /// Metadata item: parent locator.
-pub const PARENT_LOCATOR_GUID: [u8; 16] = guid(
+pub const PARENT_LOCATOR_GUID: Guid = guid(
     0xA8D3_5F2D,
     0xB30B,
     0x454D,
     [0xAB, 0xF7, 0xD3, 0xD8, 0x48, 0x34, 0xAB, 0x0C],
 );
 /// Parent locator type of a VHDX parent.
-pub const PARENT_LOCATOR_TYPE_VHDX: [u8; 16] = guid(
+pub const PARENT_LOCATOR_TYPE_VHDX: Guid = guid(
     0xB04A_EFB7,
     0xD19E,
     0x4A81,
@@ -145,14 +143,6 @@ pub fn crc32c_skipping(data: &[u8], at: usize) -> u32 {
     crc32c::crc32c_append(c, &data[at + 4..])
 }
 
-fn guid_at(b: &[u8], o: usize) -> [u8; 16] {
-    let mut x = [0u8; 16];
-    if let Some(s) = b.get(o..o + 16) {
-        x.copy_from_slice(s);
-    }
-    x
-}
-
 pub use crate::bytes::{le16, le32, le64, utf16le};
 
 /// Encodes a string as UTF-16LE (no terminator).
@@ -160,22 +150,21 @@ pub fn to_utf16le(s: &str) -> Vec<u8> {
     s.encode_utf16().flat_map(|u| u.to_le_bytes()).collect()
 }
 
-/// Converts a GUID in RFC 4122 byte order (as [`crate::context::BuildContext::guid`] gives)
-/// into the on-disk mixed-endian order.
-pub fn guid_to_disk(g: [u8; 16]) -> [u8; 16] {
-    let mut d = g;
-    d[0..4].reverse();
-    d[4..6].reverse();
-    d[6..8].reverse();
-    d
+/// Reads layout `T` from the start of `b` (callers check the length first; bytes past a
+/// short input read as zeros).
+fn layout<T: FromBytes + IntoBytes>(b: &[u8]) -> T {
+    match T::read_from_prefix(b) {
+        Ok((t, _)) => t,
+        Err(_) => {
+            let mut t = T::new_zeroed();
+            let n = b.len().min(size_of::<T>());
+            t.as_mut_bytes()[..n].copy_from_slice(&b[..n]);
+            t
+        }
+    }
 }
 
-/// `{XXXXXXXX-XXXX-...}` form of an on-disk GUID, as parent locators store it.
-pub fn guid_braced(g: &[u8; 16]) -> String {
-    format!("{{{}}}", crate::context::guid_string_le(g))
-}
-
-/// The file type identifier at offset 0.
+/// The file type identifier at offset 0 ([`FileIdentifierLayout`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileIdentifier {
     /// Creator application, as recorded.
@@ -185,46 +174,52 @@ pub struct FileIdentifier {
 impl FileIdentifier {
     /// Parses the identifier (at least 8 bytes; the creator takes the next 512).
     pub fn parse(b: &[u8]) -> Result<Self> {
+        let s = "VHDX file identifier";
         if b.len() < 8 {
             return Err(
                 err!(Truncated, "file identifier needs 8 bytes, have {}", b.len())
-                    .with_structure("VHDX file identifier")
+                    .with_structure(s)
                     .at(0),
             );
         }
         if &b[..8] != b"vhdxfile" {
             return Err(err!(BadSignature, "signature is not \"vhdxfile\"")
-                .with_structure("VHDX file identifier")
+                .with_structure(s)
+                .with_field_at("signature", 0)
                 .at(0));
         }
-        let end = b.len().min(8 + 512);
+        let end = b.len().min(size_of::<FileIdentifierLayout>());
         Ok(FileIdentifier {
-            creator: utf16le(&b[8..end]),
+            creator: utf16le(&b[offset_of!(FileIdentifierLayout, creator)..end]),
         })
     }
 
     /// The identifier's 64 KiB structure.
     pub fn encode(&self) -> Vec<u8> {
-        let mut b = vec![0u8; 64 * 1024];
-        b[..8].copy_from_slice(b"vhdxfile");
+        let mut id = FileIdentifierLayout {
+            signature: *b"vhdxfile",
+            creator: [0; 512],
+        };
         let c = to_utf16le(&self.creator);
         let n = c.len().min(510);
-        b[8..8 + n].copy_from_slice(&c[..n]);
+        id.creator[..n].copy_from_slice(&c[..n]);
+        let mut b = vec![0u8; 64 * 1024];
+        b[..size_of::<FileIdentifierLayout>()].copy_from_slice(id.as_bytes());
         b
     }
 }
 
-/// A VHDX header (one of the two copies).
+/// A VHDX header (one of the two copies; [`HeaderLayout`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {
     /// Sequence number: the valid header with the higher one is current.
     pub sequence: u64,
     /// Changes whenever the file is written.
-    pub file_write_guid: [u8; 16],
+    pub file_write_guid: Guid,
     /// Changes whenever the virtual disk's content is written.
-    pub data_write_guid: [u8; 16],
-    /// Non-zero when the log holds entries to replay.
-    pub log_guid: [u8; 16],
+    pub data_write_guid: Guid,
+    /// Non-nil when the log holds entries to replay.
+    pub log_guid: Guid,
     /// Log format version (0).
     pub log_version: u16,
     /// Header version (1).
@@ -245,30 +240,33 @@ impl Header {
                 .at(at));
         }
         let b = &b[..HEADER_SIZE];
-        if &b[..4] != b"head" {
+        let l: HeaderLayout = layout(b);
+        if &l.signature != b"head" {
             return Err(err!(BadSignature, "signature is not \"head\"")
                 .with_structure(s)
+                .with_field_at("signature", 0)
                 .at(at));
         }
-        let stored = le32(b, 4);
-        let computed = crc32c_skipping(b, 4);
+        let sum_at = offset_of!(HeaderLayout, checksum);
+        let (stored, computed) = (l.checksum.get(), crc32c_skipping(b, sum_at));
         if stored != computed {
             return Err(err!(
                 BadChecksum,
                 "CRC-32C stored 0x{stored:08x}, computed 0x{computed:08x}"
             )
             .with_structure(s)
+            .with_field_at("checksum", sum_at)
             .at(at));
         }
         let h = Header {
-            sequence: le64(b, 8),
-            file_write_guid: guid_at(b, 16),
-            data_write_guid: guid_at(b, 32),
-            log_guid: guid_at(b, 48),
-            log_version: le16(b, 64),
-            version: le16(b, 66),
-            log_length: le32(b, 68),
-            log_offset: le64(b, 72),
+            sequence: l.sequence_number.get(),
+            file_write_guid: Guid::from_mixed_endian(l.file_write_guid),
+            data_write_guid: Guid::from_mixed_endian(l.data_write_guid),
+            log_guid: Guid::from_mixed_endian(l.log_guid),
+            log_version: l.log_version.get(),
+            version: l.version.get(),
+            log_length: l.log_length.get(),
+            log_offset: l.log_offset.get(),
         };
         if h.version != 1 {
             return Err(err!(
@@ -277,6 +275,7 @@ impl Header {
                 h.version
             )
             .with_structure(s)
+            .with_field_at("version", offset_of!(HeaderLayout, version))
             .at(at));
         }
         Ok(h)
@@ -284,27 +283,32 @@ impl Header {
 
     /// The 4 KiB header with its checksum.
     pub fn encode(&self) -> Vec<u8> {
+        let l = HeaderLayout {
+            signature: *b"head",
+            checksum: 0.into(),
+            sequence_number: self.sequence.into(),
+            file_write_guid: self.file_write_guid.to_mixed_endian(),
+            data_write_guid: self.data_write_guid.to_mixed_endian(),
+            log_guid: self.log_guid.to_mixed_endian(),
+            log_version: self.log_version.into(),
+            version: self.version.into(),
+            log_length: self.log_length.into(),
+            log_offset: self.log_offset.into(),
+        };
         let mut b = vec![0u8; HEADER_SIZE];
-        b[..4].copy_from_slice(b"head");
-        b[8..16].copy_from_slice(&self.sequence.to_le_bytes());
-        b[16..32].copy_from_slice(&self.file_write_guid);
-        b[32..48].copy_from_slice(&self.data_write_guid);
-        b[48..64].copy_from_slice(&self.log_guid);
-        b[64..66].copy_from_slice(&self.log_version.to_le_bytes());
-        b[66..68].copy_from_slice(&self.version.to_le_bytes());
-        b[68..72].copy_from_slice(&self.log_length.to_le_bytes());
-        b[72..80].copy_from_slice(&self.log_offset.to_le_bytes());
+        b[..size_of::<HeaderLayout>()].copy_from_slice(l.as_bytes());
         let c = crc32c(&b);
-        b[4..8].copy_from_slice(&c.to_le_bytes());
+        let sum_at = offset_of!(HeaderLayout, checksum);
+        b[sum_at..sum_at + 4].copy_from_slice(&c.to_le_bytes());
         b
     }
 }
 
-/// One region table entry.
+/// One region table entry ([`RegionEntryLayout`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RegionEntry {
     /// Region type.
-    pub guid: [u8; 16],
+    pub guid: Guid,
     /// File offset (multiple of 1 MiB).
     pub offset: u64,
     /// Length (multiple of 1 MiB).
@@ -313,83 +317,118 @@ pub struct RegionEntry {
     pub required: bool,
 }
 
-/// The region table.
+impl RegionEntry {
+    fn from_layout(l: &RegionEntryLayout) -> Self {
+        RegionEntry {
+            guid: Guid::from_mixed_endian(l.guid),
+            offset: l.file_offset.get(),
+            length: l.length.get(),
+            required: l.required.get() & 1 == 1,
+        }
+    }
+
+    fn to_layout(self) -> RegionEntryLayout {
+        RegionEntryLayout {
+            guid: self.guid.to_mixed_endian(),
+            file_offset: self.offset.into(),
+            length: self.length.into(),
+            required: u32::from(self.required).into(),
+        }
+    }
+}
+
+/// The region table ([`RegionTableHeaderLayout`] and entries).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RegionTable {
     /// Entries in stored order.
     pub entries: Vec<RegionEntry>,
 }
 
+/// Bytes of a region table header / entry.
+const RT_HEAD: usize = size_of::<RegionTableHeaderLayout>();
+const RT_ENTRY: usize = size_of::<RegionEntryLayout>();
+
 impl RegionTable {
     /// Parses and verifies a 64 KiB region table found at `at`. With `check_crc` false (for
     /// fragments shorter than 64 KiB) the checksum is not verified.
     pub fn parse(b: &[u8], at: u64, check_crc: bool) -> Result<Self> {
         let s = "VHDX region table";
-        if b.len() < 16 {
+        if b.len() < RT_HEAD {
             return Err(err!(Truncated, "region table header needs 16 bytes")
                 .with_structure(s)
                 .at(at));
         }
-        if &b[..4] != b"regi" {
+        let h: RegionTableHeaderLayout = layout(b);
+        if &h.signature != b"regi" {
             return Err(err!(BadSignature, "signature is not \"regi\"")
                 .with_structure(s)
+                .with_field_at("signature", 0)
                 .at(at));
         }
         if check_crc {
-            if b.len() < REGION_TABLE_SIZE {
-                return Err(err!(Truncated, "region table needs 64 KiB")
-                    .with_structure(s)
-                    .at(at));
-            }
-            let t = &b[..REGION_TABLE_SIZE];
-            let stored = le32(t, 4);
-            let computed = crc32c_skipping(t, 4);
-            if stored != computed {
-                return Err(err!(
-                    BadChecksum,
-                    "CRC-32C stored 0x{stored:08x}, computed 0x{computed:08x}"
-                )
-                .with_structure(s)
-                .at(at));
-            }
+            Self::check_crc(b, at)?;
         }
-        let count = le32(b, 8);
+        let count = h.entry_count.get();
         if count > REGION_MAX_ENTRIES {
+            let f = offset_of!(RegionTableHeaderLayout, entry_count);
             return Err(err!(AbsurdSize, "{count} region entries (at most 2047)")
                 .with_structure(s)
-                .at(at + 8));
+                .with_field_at("entry count", f)
+                .at(at + f as u64));
         }
-        let need = 16 + count as usize * 32;
+        let need = RT_HEAD + count as usize * RT_ENTRY;
         if b.len() < need {
             return Err(err!(Truncated, "{count} region entries need {need} bytes")
                 .with_structure(s)
                 .at(at));
         }
-        let entries = (0..count as usize)
-            .map(|i| {
-                let o = 16 + i * 32;
-                RegionEntry {
-                    guid: guid_at(b, o),
-                    offset: le64(b, o + 16),
-                    length: le32(b, o + 24),
-                    required: le32(b, o + 28) & 1 == 1,
-                }
-            })
+        let entries = b[RT_HEAD..need]
+            .chunks_exact(RT_ENTRY)
+            .map(|e| RegionEntry::from_layout(&layout(e)))
             .collect();
         Ok(RegionTable { entries })
+    }
+
+    /// The 64 KiB table's CRC-32C.
+    fn check_crc(b: &[u8], at: u64) -> Result<()> {
+        let s = "VHDX region table";
+        if b.len() < REGION_TABLE_SIZE {
+            return Err(err!(Truncated, "region table needs 64 KiB")
+                .with_structure(s)
+                .at(at));
+        }
+        let t = &b[..REGION_TABLE_SIZE];
+        let sum_at = offset_of!(RegionTableHeaderLayout, checksum);
+        let stored = le32(t, sum_at);
+        let computed = crc32c_skipping(t, sum_at);
+        if stored != computed {
+            return Err(err!(
+                BadChecksum,
+                "CRC-32C stored 0x{stored:08x}, computed 0x{computed:08x}"
+            )
+            .with_structure(s)
+            .with_field_at("checksum", sum_at)
+            .at(at));
+        }
+        Ok(())
     }
 
     /// The 64 KiB table with its checksum.
     pub fn encode(&self) -> Vec<u8> {
         let mut b = vec![0u8; REGION_TABLE_SIZE];
-        b[..4].copy_from_slice(b"regi");
-        b[8..12].copy_from_slice(&(self.entries.len() as u32).to_le_bytes());
-        for (i, e) in self.entries.iter().enumerate() {
-            let o = 16 + i * 32;
-            b[o..o + 16].copy_from_slice(&e.guid);
-            b[o + 16..o + 24].copy_from_slice(&e.offset.to_le_bytes());
-            b[o + 24..o + 28].copy_from_slice(&e.length.to_le_bytes());
-            b[o + 28..o + 32].copy_from_slice(&u32::from(e.required).to_le_bytes());
+        let h = RegionTableHeaderLayout {
+            signature: *b"regi",
+            checksum: 0.into(),
+            entry_count: (self.entries.len() as u32).into(),
+            reserved: 0.into(),
+        };
+        b[..RT_HEAD].copy_from_slice(h.as_bytes());
+        for (e, out) in self
+            .entries
+            .iter()
+            .zip(b[RT_HEAD..].chunks_exact_mut(RT_ENTRY))
+        {
+            out.copy_from_slice(e.to_layout().as_bytes());
         }
         let c = crc32c(&b);
         b[4..8].copy_from_slice(&c.to_le_bytes());
@@ -397,11 +436,11 @@ impl RegionTable {
     }
 }
 
-/// One metadata table entry.
+/// One metadata table entry ([`MetadataEntryLayout`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MetadataEntry {
     /// Item id.
-    pub guid: [u8; 16],
+    pub guid: Guid,
     /// Offset from the start of the metadata region.
     pub offset: u32,
     /// Length in bytes.
@@ -417,11 +456,12 @@ pub struct MetadataEntry {
 impl MetadataEntry {
     /// Parses a 32-byte entry.
     pub fn parse(b: &[u8]) -> Self {
-        let flags = le32(b, 24);
+        let l: MetadataEntryLayout = layout(b);
+        let flags = l.flags.get();
         MetadataEntry {
-            guid: guid_at(b, 0),
-            offset: le32(b, 16),
-            length: le32(b, 20),
+            guid: Guid::from_mixed_endian(l.item_id),
+            offset: l.offset.get(),
+            length: l.length.get(),
             is_user: flags & 1 != 0,
             is_virtual_disk: flags & 2 != 0,
             is_required: flags & 4 != 0,
@@ -430,14 +470,18 @@ impl MetadataEntry {
 
     /// The 32-byte entry.
     pub fn encode(&self) -> [u8; 32] {
-        let mut b = [0u8; 32];
-        b[..16].copy_from_slice(&self.guid);
-        b[16..20].copy_from_slice(&self.offset.to_le_bytes());
-        b[20..24].copy_from_slice(&self.length.to_le_bytes());
         let flags = u32::from(self.is_user)
             | (u32::from(self.is_virtual_disk) << 1)
             | (u32::from(self.is_required) << 2);
-        b[24..28].copy_from_slice(&flags.to_le_bytes());
+        let l = MetadataEntryLayout {
+            item_id: self.guid.to_mixed_endian(),
+            offset: self.offset.into(),
+            length: self.length.into(),
+            flags: flags.into(),
+            reserved: 0.into(),
+        };
+        let mut b = [0u8; 32];
+        b.copy_from_slice(l.as_bytes());
         b
     }
 }
@@ -449,27 +493,35 @@ pub struct MetadataTable {
     pub entries: Vec<MetadataEntry>,
 }
 
+/// Bytes of the metadata table header / an entry.
+const MT_HEAD: usize = size_of::<MetadataTableHeaderLayout>();
+const MT_ENTRY: usize = size_of::<MetadataEntryLayout>();
+
 impl MetadataTable {
     /// Parses the table found at file offset `at`.
     pub fn parse(b: &[u8], at: u64) -> Result<Self> {
         let s = "VHDX metadata table";
-        if b.len() < 32 {
+        if b.len() < MT_HEAD {
             return Err(err!(Truncated, "metadata table header needs 32 bytes")
                 .with_structure(s)
                 .at(at));
         }
-        if &b[..8] != b"metadata" {
+        let h: MetadataTableHeaderLayout = layout(b);
+        if &h.signature != b"metadata" {
             return Err(err!(BadSignature, "signature is not \"metadata\"")
                 .with_structure(s)
+                .with_field_at("signature", 0)
                 .at(at));
         }
-        let count = le16(b, 10);
+        let count = h.entry_count.get();
         if count > METADATA_MAX_ENTRIES {
+            let f = offset_of!(MetadataTableHeaderLayout, entry_count);
             return Err(err!(AbsurdSize, "{count} metadata entries (at most 2047)")
                 .with_structure(s)
-                .at(at + 10));
+                .with_field_at("entry count", f)
+                .at(at + f as u64));
         }
-        let need = 32 + count as usize * 32;
+        let need = MT_HEAD + count as usize * MT_ENTRY;
         if b.len() < need {
             return Err(
                 err!(Truncated, "{count} metadata entries need {need} bytes")
@@ -477,8 +529,9 @@ impl MetadataTable {
                     .at(at),
             );
         }
-        let entries = (0..count as usize)
-            .map(|i| MetadataEntry::parse(&b[32 + i * 32..64 + i * 32]))
+        let entries = b[MT_HEAD..need]
+            .chunks_exact(MT_ENTRY)
+            .map(MetadataEntry::parse)
             .collect();
         Ok(MetadataTable { entries })
     }
@@ -486,16 +539,25 @@ impl MetadataTable {
     /// The 64 KiB table.
     pub fn encode(&self) -> Vec<u8> {
         let mut b = vec![0u8; METADATA_TABLE_SIZE];
-        b[..8].copy_from_slice(b"metadata");
-        b[10..12].copy_from_slice(&(self.entries.len() as u16).to_le_bytes());
-        for (i, e) in self.entries.iter().enumerate() {
-            b[32 + i * 32..64 + i * 32].copy_from_slice(&e.encode());
+        let h = MetadataTableHeaderLayout {
+            signature: *b"metadata",
+            reserved: 0.into(),
+            entry_count: (self.entries.len() as u16).into(),
+            reserved2: [0; 20],
+        };
+        b[..MT_HEAD].copy_from_slice(h.as_bytes());
+        for (e, out) in self
+            .entries
+            .iter()
+            .zip(b[MT_HEAD..].chunks_exact_mut(MT_ENTRY))
+        {
+            out.copy_from_slice(&e.encode());
         }
         b
     }
 }
 
-/// File parameters item.
+/// File parameters item ([`FileParametersLayout`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FileParameters {
     /// Block size in bytes.
@@ -509,9 +571,10 @@ pub struct FileParameters {
 impl FileParameters {
     /// Parses the 8-byte item.
     pub fn parse(b: &[u8]) -> Self {
-        let flags = le32(b, 4);
+        let l: FileParametersLayout = layout(b);
+        let flags = l.flags.get();
         FileParameters {
-            block_size: le32(b, 0),
+            block_size: l.block_size.get(),
             leave_blocks_allocated: flags & 1 != 0,
             has_parent: flags & 2 != 0,
         }
@@ -519,61 +582,73 @@ impl FileParameters {
 
     /// The 8-byte item.
     pub fn encode(&self) -> [u8; 8] {
-        let mut b = [0u8; 8];
-        b[..4].copy_from_slice(&self.block_size.to_le_bytes());
         let flags = u32::from(self.leave_blocks_allocated) | (u32::from(self.has_parent) << 1);
-        b[4..].copy_from_slice(&flags.to_le_bytes());
+        let l = FileParametersLayout {
+            block_size: self.block_size.into(),
+            flags: flags.into(),
+        };
+        let mut b = [0u8; 8];
+        b.copy_from_slice(l.as_bytes());
         b
     }
 }
 
-/// A parent locator: its type and key/value pairs.
+/// A parent locator: its type and key/value pairs ([`ParentLocatorHeaderLayout`],
+/// [`ParentLocatorEntryLayout`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParentLocator {
-    /// Locator type GUID.
-    pub locator_type: [u8; 16],
+    /// Locator type.
+    pub locator_type: Guid,
     /// Key/value pairs in stored order.
     pub entries: Vec<(String, String)>,
 }
+
+/// Bytes of the parent locator header / a key-value entry.
+const PL_HEAD: usize = size_of::<ParentLocatorHeaderLayout>();
+const PL_ENTRY: usize = size_of::<ParentLocatorEntryLayout>();
 
 impl ParentLocator {
     /// Parses a parent locator item of `b.len()` bytes found at file offset `at`.
     pub fn parse(b: &[u8], at: u64) -> Result<Self> {
         let s = "VHDX parent locator";
-        if b.len() < 20 {
+        if b.len() < PL_HEAD {
             return Err(err!(Truncated, "parent locator header needs 20 bytes")
                 .with_structure(s)
                 .at(at));
         }
-        let count = le16(b, 18) as usize;
-        if 20 + count * 12 > b.len() {
+        let h: ParentLocatorHeaderLayout = layout(b);
+        let count = h.key_value_count.get() as usize;
+        if PL_HEAD + count * PL_ENTRY > b.len() {
+            let f = offset_of!(ParentLocatorHeaderLayout, key_value_count);
             return Err(
                 err!(AbsurdSize, "{count} key/value entries do not fit the item")
                     .with_structure(s)
-                    .at(at + 18),
+                    .with_field_at("key/value count", f)
+                    .at(at + f as u64),
             );
         }
         let mut entries = Vec::with_capacity(count);
         for i in 0..count {
-            let o = 20 + i * 12;
-            let ko = le32(b, o) as usize;
-            let vo = le32(b, o + 4) as usize;
-            let kl = le16(b, o + 8) as usize;
-            let vl = le16(b, o + 10) as usize;
+            let o = PL_HEAD + i * PL_ENTRY;
+            let e: ParentLocatorEntryLayout = layout(&b[o..]);
+            let (ko, vo) = (e.key_offset.get() as usize, e.value_offset.get() as usize);
+            let (kl, vl) = (e.key_length.get() as usize, e.value_length.get() as usize);
             let key = b.get(ko..ko.saturating_add(kl)).ok_or_else(|| {
                 err!(BadField, "key {i} ({ko}+{kl}) lies outside the item")
                     .with_structure(s)
+                    .with_field("key offset")
                     .at(at + o as u64)
             })?;
             let val = b.get(vo..vo.saturating_add(vl)).ok_or_else(|| {
                 err!(BadField, "value {i} ({vo}+{vl}) lies outside the item")
                     .with_structure(s)
+                    .with_field("value offset")
                     .at(at + o as u64)
             })?;
             entries.push((utf16le(key), utf16le(val)));
         }
         Ok(ParentLocator {
-            locator_type: guid_at(b, 0),
+            locator_type: Guid::from_mixed_endian(h.locator_type),
             entries,
         })
     }
@@ -588,21 +663,26 @@ impl ParentLocator {
 
     /// The item's bytes.
     pub fn encode(&self) -> Vec<u8> {
-        let mut b = vec![0u8; 20 + self.entries.len() * 12];
-        b[..16].copy_from_slice(&self.locator_type);
-        b[18..20].copy_from_slice(&(self.entries.len() as u16).to_le_bytes());
+        let h = ParentLocatorHeaderLayout {
+            locator_type: self.locator_type.to_mixed_endian(),
+            reserved: 0.into(),
+            key_value_count: (self.entries.len() as u16).into(),
+        };
+        let mut b = h.as_bytes().to_vec();
+        b.resize(PL_HEAD + self.entries.len() * PL_ENTRY, 0);
         for (i, (k, v)) in self.entries.iter().enumerate() {
             let kb = to_utf16le(k);
             let vb = to_utf16le(v);
-            let ko = b.len() as u32;
+            let e = ParentLocatorEntryLayout {
+                key_offset: (b.len() as u32).into(),
+                value_offset: ((b.len() + kb.len()) as u32).into(),
+                key_length: (kb.len() as u16).into(),
+                value_length: (vb.len() as u16).into(),
+            };
             b.extend_from_slice(&kb);
-            let vo = b.len() as u32;
             b.extend_from_slice(&vb);
-            let o = 20 + i * 12;
-            b[o..o + 4].copy_from_slice(&ko.to_le_bytes());
-            b[o + 4..o + 8].copy_from_slice(&vo.to_le_bytes());
-            b[o + 8..o + 10].copy_from_slice(&(kb.len() as u16).to_le_bytes());
-            b[o + 10..o + 12].copy_from_slice(&(vb.len() as u16).to_le_bytes());
+            let o = PL_HEAD + i * PL_ENTRY;
+            b[o..o + PL_ENTRY].copy_from_slice(e.as_bytes());
         }
         b
     }
@@ -669,19 +749,19 @@ pub fn valid_sector_size(s: u64) -> bool {
     s == 512 || s == 4096
 }
 
-/// BAT entry: state.
+/// BAT entry: state ([`BatEntry::state`]).
 pub fn bat_state(e: u64) -> u8 {
-    (e & 7) as u8
+    BatEntry::from_raw(e).state()
 }
 
-/// BAT entry: file offset in bytes.
+/// BAT entry: file offset in bytes ([`BatEntry::file_offset`]).
 pub fn bat_offset(e: u64) -> u64 {
-    (e >> 20) << 20
+    BatEntry::from_raw(e).file_offset()
 }
 
-/// A BAT entry for `state` at byte offset `offset` (a multiple of 1 MiB).
+/// A BAT entry for `state` at byte offset `offset` (a multiple of 1 MiB; [`BatEntry::new`]).
 pub fn bat_entry(state: u8, offset: u64) -> u64 {
-    (offset & !(MIB - 1)) | u64::from(state & 7)
+    BatEntry::new(state, offset).raw()
 }
 
 #[cfg(test)]
@@ -712,20 +792,15 @@ mod tests {
     #[test]
     fn guids_are_mixed_endian() {
         assert_eq!(
-            BAT_GUID,
+            BAT_GUID.to_mixed_endian(),
             [
                 0x66, 0x77, 0xc2, 0x2d, 0x23, 0xf6, 0x00, 0x42, 0x9d, 0x64, 0x11, 0x5e, 0x9b, 0xfd,
                 0x4a, 0x08
             ]
         );
         assert_eq!(
-            crate::context::guid_string_le(&METADATA_GUID),
+            METADATA_GUID.to_string(),
             "8b7ca206-4790-4b9a-b8fe-575f050f886e"
-        );
-        let g = [1u8, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16];
-        assert_eq!(
-            crate::context::guid_string_le(&guid_to_disk(g)),
-            crate::context::guid_string(&g)
         );
     }
 
@@ -843,7 +918,10 @@ mod tests {
     #[test]
     fn windows_parent_locator() {
         let h = frag("parent_locator_header");
-        assert_eq!(guid_at(&h, 0), PARENT_LOCATOR_TYPE_VHDX);
+        assert_eq!(
+            Guid::from_mixed_endian(h[..16].try_into().unwrap()),
+            PARENT_LOCATOR_TYPE_VHDX
+        );
         assert_eq!(le16(&h, 18), 5);
         let e = frag("parent_locator_entry");
         // key at 0x50 (28 bytes: "parent_linkage"), value at 0x6c (76 bytes: a braced GUID)
@@ -886,9 +964,9 @@ mod tests {
     fn header_golden() {
         let h = Header {
             sequence: 1,
-            file_write_guid: [1; 16],
-            data_write_guid: [2; 16],
-            log_guid: [0; 16],
+            file_write_guid: Guid::from_bytes([1; 16]),
+            data_write_guid: Guid::from_bytes([2; 16]),
+            log_guid: Guid::NIL,
             log_version: 0,
             version: 1,
             log_length: MIB as u32,

@@ -6,6 +6,7 @@ use crate::disk::{DiskImage, Extent, ExtentKind, ImageInfo, ImageKind, push_exte
 use crate::disk::{NoParents, OpenOptions, ParentOpener};
 use crate::err;
 use crate::error::{Error, IoContext, Result};
+use crate::guid::Guid;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -30,8 +31,8 @@ pub struct VhdxImage {
     parent: Option<Box<dyn DiskImage>>,
     parent_paths: Vec<String>,
     creator: String,
-    disk_id: [u8; 16],
-    data_write_guid: [u8; 16],
+    disk_id: Guid,
+    data_write_guid: Guid,
     notes: Vec<String>,
     /// Write state when opened with [`open_rw`].
     rw: Option<RwState>,
@@ -208,7 +209,7 @@ impl VhdxImage {
     }
 
     /// The data write GUID (a child's parent_linkage names it).
-    pub fn data_write_guid(&self) -> [u8; 16] {
+    pub fn data_write_guid(&self) -> Guid {
         self.data_write_guid
     }
 }
@@ -374,8 +375,8 @@ impl DiskImage for VhdxImage {
             logical_sector_size: self.logical_sector,
             physical_sector_size: self.physical_sector,
             creator: Some(self.creator.clone()),
-            disk_id: Some(crate::context::guid_string_le(&self.disk_id)),
-            data_write_guid: Some(guid_braced(&self.data_write_guid)),
+            disk_id: Some(self.disk_id.to_string()),
+            data_write_guid: Some(self.data_write_guid.braced()),
             geometry: None,
             parents,
             notes: self.notes.clone(),
@@ -484,7 +485,7 @@ fn open_file(
         parent: None,
         parent_paths: Vec::new(),
         creator: ident.creator,
-        disk_id: [0; 16],
+        disk_id: Guid::NIL,
         data_write_guid: hdr.data_write_guid,
         notes,
         rw: None,
@@ -594,6 +595,7 @@ fn read_headers(file: &File, path: &Path, real_len: u64) -> Result<(u64, Header,
             hdr.log_version
         )
         .with_structure("VHDX header")
+        .with_field_at("log version", 64)
         .at(hdr_at + 64));
     }
     Ok((hdr_at, hdr, notes))
@@ -624,6 +626,7 @@ fn read_log(
             hdr.log_offset
         )
         .with_structure("VHDX header")
+        .with_field_at("log length", 68)
         .at(hdr_at + 68));
     }
     if !hdr.log_offset.is_multiple_of(MIB)
@@ -637,13 +640,20 @@ fn read_log(
             hdr.log_offset
         )
         .with_structure("VHDX header")
+        .with_field_at("log length", 68)
         .at(hdr_at + 68));
     }
     let mut overlay = BTreeMap::new();
     let mut file_size = real_len;
-    if hdr.log_guid != [0u8; 16] && log_len > 0 {
+    if !hdr.log_guid.is_nil() && log_len > 0 {
         let rd = |buf: &mut [u8], off: u64| read_phys(file, path, buf, off, "VHDX log");
-        let r = log::replay(&rd, hdr.log_offset, log_len, &hdr.log_guid, real_len)?;
+        let r = log::replay(
+            &rd,
+            hdr.log_offset,
+            log_len,
+            &hdr.log_guid.to_mixed_endian(),
+            real_len,
+        )?;
         if r.entries > 0 {
             if !opts.replay_log {
                 return Err(err!(
@@ -704,13 +714,9 @@ fn read_regions(img: &VhdxImage) -> Result<((u64, u64), (u64, u64))> {
         } else if e.guid == METADATA_GUID {
             &mut meta_region
         } else if e.required {
-            return Err(err!(
-                Unsupported,
-                "unknown required region {}",
-                crate::context::guid_string_le(&e.guid)
-            )
-            .with_structure("VHDX region table")
-            .at(at));
+            return Err(err!(Unsupported, "unknown required region {}", e.guid)
+                .with_structure("VHDX region table")
+                .at(at));
         } else {
             continue;
         };
@@ -742,7 +748,7 @@ fn check_region(e: &RegionEntry, at: u64, file_size: u64) -> Result<()> {
         return Err(err!(
             Truncated,
             "region {} ({} bytes at {}) lies past the end of the file ({} bytes)",
-            crate::context::guid_string_le(&e.guid),
+            e.guid,
             e.length,
             e.offset,
             file_size
@@ -758,7 +764,7 @@ fn check_region(e: &RegionEntry, at: u64, file_size: u64) -> Result<()> {
         return Err(err!(
             BadField,
             "region {} ({} bytes at {}) is not 1 MiB aligned or lies outside the file ({} bytes)",
-            crate::context::guid_string_le(&e.guid),
+            e.guid,
             e.length,
             e.offset,
             file_size
@@ -774,7 +780,7 @@ fn check_region(e: &RegionEntry, at: u64, file_size: u64) -> Result<()> {
 struct MetaItems {
     fp: Option<(FileParameters, u64)>,
     vsize: Option<(u64, u64)>,
-    page83: Option<[u8; 16]>,
+    page83: Option<Guid>,
     lss: Option<(u32, u64)>,
     pss: Option<(u32, u64)>,
     locator: Option<(ParentLocator, u64)>,
@@ -782,7 +788,7 @@ struct MetaItems {
 
 impl MetaItems {
     /// Decodes item `guid` (its bytes `v`, at file offset `item_at`).
-    fn set(&mut self, guid: [u8; 16], v: &[u8], item_at: u64) -> Result<()> {
+    fn set(&mut self, guid: Guid, v: &[u8], item_at: u64) -> Result<()> {
         let need = |n: usize| -> Result<()> {
             if v.len() < n {
                 Err(
@@ -807,7 +813,7 @@ impl MetaItems {
                 need(16)?;
                 let mut g = [0u8; 16];
                 g.copy_from_slice(&v[..16]);
-                self.page83 = Some(g);
+                self.page83 = Some(Guid::from_mixed_endian(g));
             }
             g if g == LOGICAL_SECTOR_GUID => {
                 need(4)?;
@@ -841,13 +847,11 @@ fn read_metadata_items(img: &VhdxImage, meta_off: u64, meta_len: u64) -> Result<
         ];
         if e.is_user || !known.contains(&e.guid) {
             if e.is_required {
-                return Err(err!(
-                    Unsupported,
-                    "unknown required metadata item {}",
-                    crate::context::guid_string_le(&e.guid)
-                )
-                .with_structure("VHDX metadata table")
-                .at(at));
+                return Err(
+                    err!(Unsupported, "unknown required metadata item {}", e.guid)
+                        .with_structure("VHDX metadata table")
+                        .at(at),
+                );
             }
             continue;
         }
@@ -861,7 +865,7 @@ fn read_metadata_items(img: &VhdxImage, meta_off: u64, meta_len: u64) -> Result<
             return Err(err!(
                 BadField,
                 "metadata item {} ({} bytes at {}) lies outside the metadata region ({} bytes)",
-                crate::context::guid_string_le(&e.guid),
+                e.guid,
                 e.length,
                 e.offset,
                 meta_len
@@ -909,6 +913,7 @@ fn read_metadata(
             "block size {bs} is not a power of two between 1 MiB and 256 MiB"
         )
         .with_structure("VHDX file parameters")
+        .with_field_at("block size", 0)
         .at(fp_at));
     }
     if !valid_sector_size(u64::from(ls)) {
@@ -934,7 +939,7 @@ fn read_metadata(
     img.logical_sector = ls;
     img.physical_sector = ps;
     img.leave_allocated = fp.leave_blocks_allocated;
-    img.disk_id = page83.unwrap_or([0; 16]);
+    img.disk_id = page83.unwrap_or(Guid::NIL);
     img.geo = BatGeometry::new(vs, bs, u64::from(ls), fp.has_parent);
     Ok((fp, locator))
 }
@@ -1097,7 +1102,7 @@ fn open_parent(
         return Err(err!(
             Unsupported,
             "parent locator type {} (only the VHDX type is known)",
-            crate::context::guid_string_le(&loc.locator_type)
+            loc.locator_type
         )
         .with_structure("VHDX parent locator")
         .at(loc_at));
@@ -1194,8 +1199,8 @@ impl VhdxImage {
         }
         let ctx = crate::context::BuildContext::random();
         let mut h = rw.header.clone();
-        h.file_write_guid = guid_to_disk(ctx.guid("vhdx file write guid"));
-        h.data_write_guid = guid_to_disk(ctx.guid("vhdx data write guid"));
+        h.file_write_guid = ctx.new_guid("vhdx file write guid");
+        h.data_write_guid = ctx.new_guid("vhdx data write guid");
         for at in [HEADER1_OFFSET, HEADER2_OFFSET] {
             h.sequence += 1;
             self.file.write_all_at(&h.encode(), at).map_err(|e| {

@@ -6,6 +6,7 @@
 
 pub mod format;
 pub mod image;
+pub mod layout;
 pub mod log;
 pub mod writer;
 

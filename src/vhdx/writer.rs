@@ -10,6 +10,7 @@ use crate::disk::stream::{EXTENT_WINDOW, Padded, WriteOptions, copy_data, data_b
 use crate::disk::{DiskImage, ExtentKind, Progress, for_each_extent};
 use crate::err;
 use crate::error::{Error, IoContext, Result};
+use crate::guid::Guid;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
@@ -105,7 +106,7 @@ impl Layout {
 pub fn encode_metadata(
     l: &Layout,
     fixed: bool,
-    page83: [u8; 16],
+    page83: Guid,
     parent: Option<&ParentLocator>,
 ) -> Vec<u8> {
     let fp = FileParameters {
@@ -113,14 +114,14 @@ pub fn encode_metadata(
         leave_blocks_allocated: fixed,
         has_parent: parent.is_some(),
     };
-    let mut items: Vec<([u8; 16], Vec<u8>, bool)> = vec![
+    let mut items: Vec<(Guid, Vec<u8>, bool)> = vec![
         (FILE_PARAMETERS_GUID, fp.encode().to_vec(), false),
         (
             VIRTUAL_DISK_SIZE_GUID,
             l.virtual_size.to_le_bytes().to_vec(),
             true,
         ),
-        (PAGE83_GUID, page83.to_vec(), true),
+        (PAGE83_GUID, page83.to_mixed_endian().to_vec(), true),
         (
             LOGICAL_SECTOR_GUID,
             l.logical_sector.to_le_bytes().to_vec(),
@@ -165,9 +166,9 @@ pub fn encode_structures(
     };
     let mut h = Header {
         sequence: 0,
-        file_write_guid: guid_to_disk(ctx.guid(&format!("vhdx file write guid {label}"))),
-        data_write_guid: guid_to_disk(ctx.guid(&format!("vhdx data write guid {label}"))),
-        log_guid: [0; 16],
+        file_write_guid: ctx.new_guid(&format!("vhdx file write guid {label}")),
+        data_write_guid: ctx.new_guid(&format!("vhdx data write guid {label}")),
+        log_guid: Guid::NIL,
         log_version: 0,
         version: 1,
         log_length: LOG_LENGTH as u32,
@@ -193,7 +194,7 @@ pub fn encode_structures(
         ],
     }
     .encode();
-    let page83 = guid_to_disk(ctx.guid(&format!("vhdx page83 {label}")));
+    let page83 = ctx.new_guid(&format!("vhdx page83 {label}"));
     vec![
         (0, ident.encode()),
         (HEADER1_OFFSET, h1),
@@ -401,7 +402,7 @@ mod tests {
     #[test]
     fn metadata_golden() {
         let l = Layout::new(10 << 30, &wo(Some(2 * MIB), 512, 4096)).unwrap();
-        let m = encode_metadata(&l, true, [0x42; 16], None);
+        let m = encode_metadata(&l, true, Guid::from_bytes([0x42; 16]), None);
         assert_eq!(m.len(), 64 * 1024 + 8 + 8 + 16 + 4 + 4);
         let t = MetadataTable::parse(&m, 0).unwrap();
         let got: Vec<(u32, u32, bool, bool)> = t
@@ -437,7 +438,7 @@ mod tests {
         let h1 = Header::parse(&a[1].1, HEADER1_OFFSET).unwrap();
         let h2 = Header::parse(&a[2].1, HEADER2_OFFSET).unwrap();
         assert_eq!((h1.sequence, h2.sequence), (0, 1));
-        assert_eq!(h1.log_guid, [0; 16]);
+        assert_eq!(h1.log_guid, Guid::NIL);
         assert_eq!((h1.log_offset, h1.log_length), (MIB, MIB as u32));
         let rt = RegionTable::parse(&a[3].1, REGION1_OFFSET, true).unwrap();
         assert_eq!(rt.entries[0].guid, BAT_GUID);

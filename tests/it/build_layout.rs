@@ -272,3 +272,200 @@ impl SignalOrNone for std::process::ExitStatus {
         std::os::unix::process::ExitStatusExt::signal(self)
     }
 }
+
+/// `tar ARGS` in `dir`; its stdout.
+fn tar(dir: &Path, args: &[&str]) -> String {
+    need("tar", "tar");
+    let o = Command::new("tar")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "tar {args:?}: {}", stderr(&o));
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+
+/// Member names of `tar -tvf` output, in archive order.
+fn tar_names(verbose: &str) -> Vec<String> {
+    verbose
+        .lines()
+        .map(|l| l.split_whitespace().last().unwrap().to_string())
+        .collect()
+}
+
+fn qemu_img_check(fmt: &str, file: &Path) {
+    let o = Command::new("qemu-img")
+        .args(["check", "-f", fmt])
+        .arg(file)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "qemu-img check {}: {}{}",
+        file.display(),
+        String::from_utf8_lossy(&o.stdout),
+        stderr(&o)
+    );
+}
+
+/// Extracts the package `pkg` into a new directory beside it; the directory.
+fn extract(pkg: &Path, flags: &str) -> std::path::PathBuf {
+    let dir = pkg.with_extension("x");
+    std::fs::create_dir_all(&dir).unwrap();
+    tar(&dir, &[flags, pkg.to_str().unwrap()]);
+    dir
+}
+
+const PACKAGES: [&str; 6] = [
+    "openstack/demo-1.0.0_openstack.qcow2",
+    "gcp/demo-1.0.0_gcp.tar.gz",
+    "aws/demo-1.0.0_aws.ova",
+    "vmware/demo-1.0.0_vmware.ova",
+    "virtualbox/demo-1.0.0_virtualbox.box",
+    "vagrant-libvirt/demo-1.0.0_vagrant-libvirt.box",
+];
+
+fn check_ova(disk: &Path, ova: &Path) {
+    let names = tar_names(&tar(
+        ova.parent().unwrap(),
+        &["-tvf", ova.to_str().unwrap()],
+    ));
+    assert_eq!(
+        names,
+        ["demo.ovf", "demo.mf", "demo-disk1.vmdk"],
+        "{}",
+        ova.display()
+    );
+    let x = extract(ova, "-xf");
+    // Every manifest line re-verified by sha256sum over the extracted files.
+    let mf = std::fs::read_to_string(x.join("demo.mf")).unwrap();
+    assert_eq!(mf.lines().count(), 2, "{mf}");
+    for f in ["demo.ovf", "demo-disk1.vmdk"] {
+        let h = isotool::checksum::sha256_hex(&std::fs::read(x.join(f)).unwrap());
+        assert!(mf.contains(&format!("SHA256({f})= {h}\n")), "{f}: {mf}");
+    }
+    let ovf = std::fs::read_to_string(x.join("demo.ovf")).unwrap();
+    let cap = std::fs::metadata(disk).unwrap().len();
+    assert!(ovf.contains(&format!("ovf:capacity=\"{cap}\"")), "{ovf}");
+    assert!(ovf.contains("vmw:value=\"bios\""), "{ovf}");
+    let vmdk = x.join("demo-disk1.vmdk");
+    qemu_img_check("vmdk", &vmdk);
+    qemu_img_compare(disk, "vmdk", &vmdk);
+}
+
+fn check_box(disk: &Path, bx: &Path, provider: &str, want: &[&str], img: &str, fmt: &str) {
+    let names = tar_names(&tar(bx.parent().unwrap(), &["-tvzf", bx.to_str().unwrap()]));
+    assert_eq!(names, want, "{}", bx.display());
+    let x = extract(bx, "-xzf");
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(x.join("metadata.json")).unwrap()).unwrap();
+    assert_eq!(meta["provider"], provider, "{meta}");
+    let vf = std::fs::read_to_string(x.join("Vagrantfile")).unwrap();
+    assert!(vf.contains("p.memory = 1024"), "{vf}");
+    qemu_img_check(fmt, &x.join(img));
+    qemu_img_compare(disk, fmt, &x.join(img));
+}
+
+fn check_gcp(disk: &Path, tgz: &Path) {
+    let names = tar_names(&tar(
+        tgz.parent().unwrap(),
+        &["-tvzf", tgz.to_str().unwrap()],
+    ));
+    assert_eq!(names, ["disk.raw"]);
+    let x = extract(tgz, "-xzf");
+    let raw = x.join("disk.raw");
+    let m = std::fs::metadata(&raw).unwrap();
+    assert_eq!(m.len(), 1 << 30, "disk.raw padded to a whole GiB");
+    use std::os::unix::fs::MetadataExt;
+    assert!(
+        m.blocks() * 512 < 200 << 20,
+        "the extracted disk.raw lost its holes: {} bytes allocated",
+        m.blocks() * 512
+    );
+    // qemu-img compare: same bytes, and the part past the source's end reads as zeros.
+    qemu_img_compare(disk, "raw", &raw);
+}
+
+#[test]
+fn package_providers_layout_sums_and_oracles() {
+    need("qemu-img", "qemu-utils");
+    let b = BuildDir::new();
+    let disk = b.path().join("disk.raw");
+    installed_disk(&disk, 8);
+    b.write_toml(&[
+        (
+            "providers",
+            Some("[\"openstack\", \"gcp\", \"aws\", \"vmware\", \"virtualbox\", \"vagrant-libvirt\"]"),
+        ),
+        ("firmware", Some("\"bios\"")),
+    ]);
+    let o = b.build(&["--installed-disk", "disk.raw"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let img = b.image_dir();
+    let mut want: Vec<String> = PACKAGES
+        .iter()
+        .flat_map(|a| {
+            let dir = a.split('/').next().unwrap();
+            [
+                format!("d {dir}"),
+                format!("f {a}"),
+                format!("f {dir}/SHA256SUMS"),
+            ]
+        })
+        .collect();
+    want.sort();
+    let got: Vec<String> = listing(&img)
+        .into_iter()
+        .filter(|l| !l.contains(".work"))
+        .collect();
+    assert_eq!(got, want);
+    let mut sums_before = Vec::new();
+    for a in PACKAGES {
+        let dir = img.join(a.split('/').next().unwrap());
+        sha256sum_check(&dir);
+        sums_before.push(std::fs::read(dir.join("SHA256SUMS")).unwrap());
+    }
+    let qcow2 = img.join(PACKAGES[0]);
+    let i = qemu_img_json(&["info", "--output=json", "-f", "qcow2"], &qcow2);
+    assert_eq!(
+        i["format-specific"]["data"]["compat"], "1.1",
+        "qcow2 v3: {i}"
+    );
+    qemu_img_check("qcow2", &qcow2);
+    qemu_img_compare(&disk, "qcow2", &qcow2);
+    check_gcp(&disk, &img.join(PACKAGES[1]));
+    check_ova(&disk, &img.join(PACKAGES[2]));
+    check_ova(&disk, &img.join(PACKAGES[3]));
+    check_box(
+        &disk,
+        &img.join(PACKAGES[4]),
+        "virtualbox",
+        &[
+            "metadata.json",
+            "Vagrantfile",
+            "box.ovf",
+            "box-disk001.vmdk",
+        ],
+        "box-disk001.vmdk",
+        "vmdk",
+    );
+    check_box(
+        &disk,
+        &img.join(PACKAGES[5]),
+        "libvirt",
+        &["metadata.json", "Vagrantfile", "box.img"],
+        "box.img",
+        "qcow2",
+    );
+    // Same inputs and SOURCE_DATE_EPOCH: the same package bytes.
+    let o = b.build(&["--installed-disk", "disk.raw", "--force"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for (a, before) in PACKAGES.iter().zip(&sums_before) {
+        let dir = img.join(a.split('/').next().unwrap());
+        assert_eq!(
+            &std::fs::read(dir.join("SHA256SUMS")).unwrap(),
+            before,
+            "{a}"
+        );
+    }
+}

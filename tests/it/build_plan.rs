@@ -57,3 +57,43 @@ fn installed_disk_plan_skips_the_install() {
     );
     assert!(!b.out().exists());
 }
+
+const GOLDEN_PACKAGES: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/it/build_common/plan_packages.golden"
+);
+
+#[test]
+fn dry_run_plans_the_package_providers() {
+    let b = BuildDir::new();
+    let sum = format!("\"sha256:{}\"", "cd".repeat(32));
+    b.write_toml(&[
+        ("iso_checksum", Some(&sum)),
+        (
+            "providers",
+            Some("[\"openstack\", \"gcp\", \"aws\", \"vmware\", \"virtualbox\", \"vagrant-libvirt\"]"),
+        ),
+        ("firmware", Some("\"bios\"")),
+    ]);
+    let before = listing(b.path());
+    let o = b.build(&["--dry-run"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let got = String::from_utf8_lossy(&o.stdout).to_string();
+    if std::env::var_os("ISOTOOL_BLESS").is_some() {
+        std::fs::write(GOLDEN_PACKAGES, &got).unwrap();
+    }
+    let want = std::fs::read_to_string(GOLDEN_PACKAGES).unwrap();
+    assert_eq!(
+        got, want,
+        "plan differs from {GOLDEN_PACKAGES} (ISOTOOL_BLESS=1 rewrites it)"
+    );
+    assert_eq!(listing(b.path()), before, "a dry run wrote something");
+    // "vagrant" alone is not a provider: the error says which two are.
+    b.write_toml(&[("providers", Some("[\"vagrant\"]"))]);
+    let o = b.build(&["--dry-run"]);
+    expect_error(
+        &o,
+        "invalid-config",
+        &["providers", "virtualbox or vagrant-libvirt"],
+    );
+}

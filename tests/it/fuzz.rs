@@ -210,9 +210,10 @@ fn iso_volume_and_directories() {
     let d = tempfile::tempdir().unwrap();
     // descriptors, path tables and directories of these images lie in their first 64 KiB
     fuzz("iso-volume", &iso_seeds(), 64 << 10, execs(60), &|b| {
-        let p = scratch(d.path(), b);
-        let _ = isotool::iso::info::inspect(&p);
-        let _ = isotool::iso::info::list(&p, "/", true);
+        // in memory: the ISO readers work over a ReadAt source, no temp file
+        let iso = isotool::iso::read::IsoFile::from_bytes(d.path(), b.to_vec());
+        let _ = isotool::iso::info::inspect_iso(&iso);
+        let _ = isotool::iso::info::list_iso(&iso, "/", true);
     });
 }
 
@@ -223,8 +224,8 @@ fn iso_el_torito_and_system_area() {
     // system area (MBR, GPT, APM), descriptors and the boot catalog of the mini ISO
     let seeds = vec![std::fs::read(&mini).unwrap()];
     fuzz("iso-boot", &seeds, 40 << 11, execs(120), &|b| {
-        let p = scratch(d.path(), b);
-        let _ = isotool::iso::info::inspect(&p);
+        let iso = isotool::iso::read::IsoFile::from_bytes(d.path(), b.to_vec());
+        let _ = isotool::iso::info::inspect_iso(&iso);
         let mut sys = b[..b.len().min(32768)].to_vec();
         sys.resize(32768, 0);
         let _ = isotool::iso::boot::repoint_system_area(&mut sys, b.len() as u64, 1 << 30);

@@ -406,3 +406,46 @@ fn secure_boot_refuses_the_unsigned_fixture_loader() {
         "the unsigned loader ran: {log}"
     );
 }
+
+/// A qemu that answers the QMP greeting, then reports a fault on stderr and exits: the error must
+/// carry qemu's own words (it used to say only "qemu closed QMP before answering").
+#[test]
+fn qemu_leaving_during_qmp_setup_is_a_vm_died_error_with_its_stderr() {
+    let dir = scratch("qmp-setup");
+    let fake = dir.join("qemu-system-x86_64");
+    std::fs::write(
+        &fake,
+        r#"#!/usr/bin/env python3
+import socket, sys
+args = sys.argv[1:]
+spec = next(a for a in args if a.startswith("socket,id=qmp,"))
+path = dict(kv.split("=", 1) for kv in spec.split(",") if "=" in kv)["path"]
+srv = socket.socket(socket.AF_UNIX)
+srv.bind(path)
+srv.listen(1)
+conn, _ = srv.accept()
+conn.sendall(b'{"QMP": {"version": {}, "capabilities": []}}\r\n')
+conn.recv(4096)
+sys.stderr.write("qemu-system-x86_64: -device ide-hd: fake fault for the test\n")
+sys.stderr.flush()
+conn.close()
+sys.exit(1)
+"#,
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let iso = dir.join("x.iso");
+    std::fs::write(&iso, b"").unwrap();
+    let cfg = QemuConfig {
+        qemu: fake,
+        iso: Some(iso),
+        machine: Machine::Pc,
+        accel: Accel::Tcg,
+        serial_log: Some(dir.join("serial.log")),
+        ..QemuConfig::default()
+    };
+    let e = launch::run(&cfg, &AtomicBool::new(false), &mut |_| {}).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::VmDied, "{e}");
+    assert!(e.to_string().contains("fake fault for the test"), "{e}");
+}

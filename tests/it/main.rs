@@ -34,6 +34,7 @@ mod formats_cli;
 mod fuzz;
 mod iso_edge;
 mod iso_fuzz;
+mod iso_realdata;
 mod launch_hyperv;
 mod launch_qemu;
 mod pack_oracle;

@@ -151,3 +151,120 @@ pub fn extract(iso: &Path, path: &str, to: &Path) -> Vec<u8> {
         .arg(to));
     std::fs::read(to).unwrap()
 }
+
+/// Runs `cmd` with a deadline, reading its output on threads. `None` when it had to be killed
+/// (xorriso loops forever on some hostile images, e.g. a Rock Ridge CE chain that loops).
+pub fn run_with_deadline(cmd: &mut Command, secs: u64) -> Option<Output> {
+    use std::io::Read;
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    let mut so = child.stdout.take().expect("piped");
+    let mut se = child.stderr.take().expect("piped");
+    let t1 = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = so.read_to_end(&mut v);
+        v
+    });
+    let t2 = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = se.read_to_end(&mut v);
+        v
+    });
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("waiting for the oracle") {
+            break Some(s);
+        }
+        if std::time::Instant::now() > end {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let (stdout, stderr) = (t1.join().expect("reader"), t2.join().expect("reader"));
+    status.map(|status| Output {
+        status,
+        stdout,
+        stderr,
+    })
+}
+
+/// One line of `xorriso -find / -exec lsdl`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LsdlLine {
+    /// `-` `d` `l` `b` `c` `p` `s`, or `e` for the El Torito boot catalog.
+    pub kind: char,
+    /// The nine permission characters (`rwxr-xr-x`, with s/S/t/T).
+    pub perms: String,
+    /// The size column: bytes, or `high,low` of the device number for b/c.
+    pub size: String,
+    /// Symlink target.
+    pub target: Option<String>,
+}
+
+/// How xorriso read an image: its listing (path -> line, `/` left out), or why it refused.
+pub enum XorrisoListing {
+    /// Listed.
+    Listed(std::collections::BTreeMap<String, LsdlLine>),
+    /// Refused, with the reason (exit status, stderr, or "hung").
+    Refused(String),
+}
+
+/// `xorriso -indev ISO -find / -exec lsdl`, parsed; a refusal (non-zero exit, no ISO 9660
+/// image found, or no answer within 60 s) is returned, not failed on.
+pub fn xorriso_listing(iso: &Path) -> XorrisoListing {
+    let out = run_with_deadline(
+        Command::new(need("xorriso", "xorriso"))
+            .arg("-indev")
+            .arg(iso)
+            .args(["-find", "/", "-exec", "lsdl"]),
+        60,
+    );
+    let Some(out) = out else {
+        return XorrisoListing::Refused("xorriso did not finish in 60 s".into());
+    };
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    if !out.status.success() || err.contains("No ISO 9660 image") {
+        return XorrisoListing::Refused(format!("{}: {err}", out.status));
+    }
+    let mut m = std::collections::BTreeMap::new();
+    for l in String::from_utf8_lossy(&out.stdout).lines() {
+        let Some(i) = l.find(" '/") else { continue };
+        let rest = &l[i + 2..];
+        let (path, target) = match rest.split_once("' -> '") {
+            Some((p, t)) => (p.to_string(), Some(t.trim_end_matches('\'').to_string())),
+            None => (rest.trim_end_matches('\'').to_string(), None),
+        };
+        let cols: Vec<&str> = l[..i].split_whitespace().collect();
+        let kind = cols[0].chars().next().expect("mode column");
+        m.insert(
+            path,
+            LsdlLine {
+                kind,
+                perms: cols[0][1..].to_string(),
+                size: cols[4].to_string(),
+                target,
+            },
+        );
+    }
+    m.remove("/");
+    XorrisoListing::Listed(m)
+}
+
+/// Extracts the whole tree of `iso` into `to` with xorriso (`-osirrox on`; device files are not
+/// restored; directories made writable in the extraction, then rolled back, so the temporary
+/// directory can be removed).
+pub fn xorriso_extract_all(iso: &Path, to: &Path) {
+    run(Command::new(need("xorriso", "xorriso"))
+        .args(["-osirrox", "on"])
+        .arg("-indev")
+        .arg(iso)
+        .args(["-chmod_r", "u+rwx", "/", "--", "-extract", "/"])
+        .arg(to)
+        .arg("-rollback_end"));
+}

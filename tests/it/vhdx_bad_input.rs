@@ -6,6 +6,7 @@ use isotool::disk::DiskImage;
 use isotool::disk::NoProgress;
 use isotool::disk::OpenOptions;
 use isotool::disk::stream::WriteOptions;
+use isotool::guid::Guid;
 use isotool::image::convert::{ConvertOptions, TargetFormat, convert};
 use isotool::vhdx::format::*;
 use isotool::vhdx::log::{EntryParams, LogWrite, encode_entry};
@@ -110,7 +111,7 @@ fn expect(p: &Path, kind: ErrorKind, what: &str) -> isotool::Error {
     }
 }
 
-const ODD_GUID: [u8; 16] = [0xab; 16];
+const ODD_GUID: Guid = Guid::from_bytes([0xab; 16]);
 
 #[test]
 fn the_base_image_is_fine() {
@@ -175,10 +176,10 @@ fn the_valid_header_with_the_higher_sequence_wins() {
     f.read_exact_at(&mut b, HEADER1_OFFSET).unwrap();
     let mut h = Header::parse(&b, HEADER1_OFFSET).unwrap();
     h.sequence = 10;
-    h.data_write_guid = [0x10; 16];
+    h.data_write_guid = Guid::from_bytes([0x10; 16]);
     f.write_all_at(&h.encode(), HEADER1_OFFSET).unwrap();
     h.sequence = 9;
-    h.data_write_guid = [0x09; 16];
+    h.data_write_guid = Guid::from_bytes([0x09; 16]);
     f.write_all_at(&h.encode(), HEADER2_OFFSET).unwrap();
     let open_guid = || {
         isotool::vhdx::image::open_vhdx(
@@ -190,10 +191,10 @@ fn the_valid_header_with_the_higher_sequence_wins() {
         .unwrap()
         .data_write_guid()
     };
-    assert_eq!(open_guid(), [0x10; 16]);
+    assert_eq!(open_guid(), Guid::from_bytes([0x10; 16]));
     // the newer header is corrupt: the older valid one is used
     f.write_all_at(&[0xff], HEADER1_OFFSET + 300).unwrap();
-    assert_eq!(open_guid(), [0x09; 16]);
+    assert_eq!(open_guid(), Guid::from_bytes([0x09; 16]));
     let img = isotool::vhdx::open(
         &v,
         &OpenOptions::default(),
@@ -416,7 +417,7 @@ fn dirty_log() {
         let mut b = vec![0u8; 4096];
         f.read_exact_at(&mut b, at).unwrap();
         let mut h = Header::parse(&b, at).unwrap();
-        h.log_guid = g;
+        h.log_guid = Guid::from_mixed_endian(g);
         f.write_all_at(&h.encode(), at).unwrap();
     }
     expect(&v, ErrorKind::DirtyLog, "pending log");
@@ -456,7 +457,11 @@ fn make_differencing(v: &Path, parent_rel: &str, linkage: &str) {
             ),
         ],
     };
-    poke(v, META, &encode_metadata(&l, false, [1; 16], Some(&loc)));
+    poke(
+        v,
+        META,
+        &encode_metadata(&l, false, Guid::from_bytes([1; 16]), Some(&loc)),
+    );
 }
 
 #[test]
@@ -500,7 +505,7 @@ fn differencing_reads_child_then_parent() {
         &isotool::image::Opener::default(),
     )
     .unwrap();
-    let link = guid_braced(&pimg.data_write_guid());
+    let link = pimg.data_write_guid().braced();
 
     // child: block 0 fully present (0x01 in its first 4 KiB), block 1 not present (parent),
     // block 2 partially present: sectors 0..8 of it come from the child's block (0x02), the

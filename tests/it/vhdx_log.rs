@@ -62,7 +62,7 @@ fn set_log_guid(v: &Path, g: [u8; 16]) {
         let mut b = vec![0u8; 4096];
         f.read_exact_at(&mut b, at).unwrap();
         let mut h = Header::parse(&b, at).unwrap();
-        h.log_guid = g;
+        h.log_guid = isotool::guid::Guid::from_mixed_endian(g);
         f.write_all_at(&h.encode(), at).unwrap();
     }
 }
