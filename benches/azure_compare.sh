@@ -2,16 +2,22 @@
 # Peer comparison for `isotool azure upload`, in one run against one Azurite (127.0.0.1, a free
 # port, a temporary location): isotool vs the Python azure-storage-blob SDK (page blob, same
 # parallelism, zero pages skipped: benches/azure_page_upload.py), plus the time to read the
-# source's data (SEEK_DATA extents, warm cache). Prints wall times, ratios and peak RSS.
+# source's data (SEEK_DATA extents, warm cache). Prints wall times, ratios, peak RSS and CPU
+# seconds (user + sys) of each client.
 #
-#   benches/azure_compare.sh           3 GiB sparse raw with 400 MiB of data, --parallel 8
-#   benches/azure_compare.sh --short   1 GiB with 128 MiB (CI)
-# Env: PARALLEL (default 8), ISOTOOL (a prebuilt binary; default: cargo build --release). isotool runs with --verify never (the SDK does not verify either);
-# isotool still hashes MD5 and SHA-256 of the whole fixed-VHD stream, the SDK hashes nothing.
+#   benches/azure_compare.sh           3 GiB sparse raw with 400 MiB of data, --parallel 8, 3 rounds
+#   benches/azure_compare.sh --short   1 GiB with 128 MiB, 1 round (CI)
+# Env: PARALLEL (default 8), ROUNDS, ISOTOOL (a prebuilt binary; default: cargo build --release).
+# isotool runs with --verify never (the SDK does not verify either); it hashes MD5 and SHA-256 of
+# the whole fixed-VHD stream (zeros included) and sends a CRC-64 with each Put Page that Azurite
+# checks. "sdk" hashes nothing; "sdk+md5" computes the MD5 of the whole blob and sets it as
+# Content-MD5, as isotool does (no SHA-256, no per-call checksum).
+# On a loaded machine, Azurite (one node process) and the client share the CPU: client CPU time
+# is Azurite's lost time, hence the cpu_seconds column.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SIZE_MIB=3072 DATA_MIB=400
-if [ "${1:-}" = "--short" ]; then SIZE_MIB=1024 DATA_MIB=128; fi
+SIZE_MIB=3072 DATA_MIB=400 ROUNDS=${ROUNDS:-3}
+if [ "${1:-}" = "--short" ]; then SIZE_MIB=1024 DATA_MIB=128 ROUNDS=${ROUNDS:-1}; fi
 PARALLEL=${PARALLEL:-8}
 AZURITE=$PWD/tests/azurite/node_modules/.bin/azurite-blob
 [ -x "$AZURITE" ] || { echo "azure_compare.sh: run npm ci in tests/azurite (.ci/install-deps)" >&2; exit 1; }
@@ -36,13 +42,11 @@ for i in $(seq 0 $((runs - 1))); do
   dd if=/dev/urandom of="$IN" bs=1M count=50 seek=$((i * stride)) conv=notrunc status=none
 done
 
-measure() { # name, command...: prints "name seconds rss_kib"
+measure() { # name, command...: prints "name seconds rss_kib cpu_seconds"
   local name=$1; shift
-  local t0 t1
-  t0=$(date +%s.%N)
-  /usr/bin/time -f %M -o "$WORK/rss" "$@" >/dev/null 2>"$WORK/err" || { cat "$WORK/err" >&2; exit 1; }
-  t1=$(date +%s.%N)
-  echo "$name $(echo "$t1 - $t0" | bc -l) $(cat "$WORK/rss")"
+  /usr/bin/time -f '%e %M %U %S' -o "$WORK/time" "$@" >/dev/null 2>"$WORK/err" || { cat "$WORK/err" >&2; exit 1; }
+  read -r e m u s < "$WORK/time"
+  echo "$name $e $m $(echo "$u + $s" | bc -l)"
 }
 
 read_data() { python3 - "$IN" <<'PY'
@@ -59,14 +63,31 @@ PY
 }
 export -f read_data; export IN
 cat "$IN" >/dev/null # warm the cache for everyone
-R=$(measure read bash -c read_data)
-I=$(measure isotool "$ISOTOOL" azure upload "$IN" --container bench --blob isotool.vhd --parallel "$PARALLEL" --verify never --quiet --connection-string "$CS")
-S=$(measure sdk python3 benches/azure_page_upload.py "$CS" bench sdk.vhd "$IN" "$PARALLEL")
-echo "azure upload: ${SIZE_MIB} MiB sparse raw, ${DATA_MIB} MiB data, parallel $PARALLEL, Azurite on 127.0.0.1"
-printf '%-10s %10s %12s\n' tool seconds peak_rss_MiB
-for line in "$R" "$I" "$S"; do
-  set -- $line; printf '%-10s %10.2f %12.1f\n' "$1" "$2" "$(echo "$3/1024" | bc -l)"
+# Rounds interleave the tools (isotool, sdk, sdk+md5, isotool, ...) against the same Azurite, so
+# that a change in the machine's load hits all of them; medians are compared.
+: > "$WORK/results"
+for r in $(seq "$ROUNDS"); do
+  measure read bash -c read_data >> "$WORK/results"
+  measure isotool "$ISOTOOL" azure upload "$IN" --container bench --blob "isotool$r.vhd" --parallel "$PARALLEL" --verify never --quiet --connection-string "$CS" >> "$WORK/results"
+  measure sdk python3 benches/azure_page_upload.py "$CS" bench "sdk$r.vhd" "$IN" "$PARALLEL" >> "$WORK/results"
+  measure sdk+md5 python3 benches/azure_page_upload.py "$CS" bench "sdkmd5$r.vhd" "$IN" "$PARALLEL" md5 >> "$WORK/results"
 done
-ti=$(echo "$I" | cut -d' ' -f2); ts=$(echo "$S" | cut -d' ' -f2); tr=$(echo "$R" | cut -d' ' -f2)
-printf 'ratio sdk/isotool: %.2f (>1: isotool faster)\n' "$(echo "$ts / $ti" | bc -l)"
-printf 'ratio isotool/read: %.2f (target <= 1.3)\n' "$(echo "$ti / $tr" | bc -l)"
+echo "azure upload: ${SIZE_MIB} MiB sparse raw, ${DATA_MIB} MiB data, parallel $PARALLEL, Azurite on 127.0.0.1, $ROUNDS round(s)"
+printf '%-10s %-28s %10s %12s %12s\n' tool 'seconds (each round)' median peak_rss_MiB cpu_seconds
+python3 - "$WORK/results" <<'PY'
+import statistics, sys
+rows = {}
+for line in open(sys.argv[1]):
+    name, sec, rss, cpu = line.split()
+    rows.setdefault(name, []).append((float(sec), int(rss) / 1024, float(cpu)))
+med = {}
+for name, rs in rows.items():
+    med[name] = statistics.median(r[0] for r in rs)
+    each = " ".join("%.2f" % r[0] for r in rs)
+    print("%-10s %-28s %10.2f %12.1f %12.2f" % (name, each, med[name], max(r[1] for r in rs),
+                                               statistics.median(r[2] for r in rs)))
+i = med["isotool"]
+print("ratio sdk/isotool: %.2f (>1: isotool faster; medians)" % (med["sdk"] / i))
+print("ratio sdk+md5/isotool: %.2f (the SDK also setting the blob's Content-MD5, as isotool does)" % (med["sdk+md5"] / i))
+print("ratio isotool/read: %.2f (target <= 1.3)" % (i / med["read"]))
+PY

@@ -1,5 +1,5 @@
-//! Azure Resource Manager: images from a VHD blob, and a VM (virtual network, NIC, VM with
-//! custom data) from an image, each a PUT whose long-running operation is polled through
+//! Azure Resource Manager: images from a VHD blob, and a VM (virtual network, public IP, network
+//! security group, NIC, VM with custom data) from an image, each a PUT whose long-running operation is polled through
 //! `Azure-AsyncOperation` (or `Location`) and `Retry-After` until Succeeded, Failed or Canceled.
 //!
 //! Spec: "Track asynchronous Azure operations" (ARM), Compute REST API `Images - Create Or
@@ -327,23 +327,26 @@ pub struct VmSpec {
     pub ssh_public_key: String,
     /// Custom data (the `#cloud-config` document), sent base64.
     pub custom_data: String,
+    /// Source address prefix allowed to reach SSH (port 22) through the public IP (`*`: any, as
+    /// `az vm create` opens it).
+    pub ssh_source: String,
 }
 
-/// The bodies of the virtual network, NIC and VM, with their resource ids.
-pub fn vm_bodies(arm: &ArmClient, s: &VmSpec) -> [(String, &'static str, Value); 3] {
-    use base64::Engine;
+/// A resource to create: id, API version, body.
+pub type Resource = (String, &'static str, Value);
+
+/// The network resources of a VM: virtual network, public IP (Standard SKU, static), network
+/// security group (SSH in; a Standard public IP is closed to inbound traffic without one) and
+/// NIC wired to the three.
+pub fn network_bodies(arm: &ArmClient, s: &VmSpec) -> [Resource; 4] {
     let rg = &s.resource_group;
-    let vnet_id = arm.resource_id(
-        rg,
-        "Microsoft.Network/virtualNetworks",
-        &format!("{}-vnet", s.name),
-    );
-    let nic_id = arm.resource_id(
-        rg,
-        "Microsoft.Network/networkInterfaces",
-        &format!("{}-nic", s.name),
-    );
-    let vm_id = arm.resource_id(rg, "Microsoft.Compute/virtualMachines", &s.name);
+    let id = |provider: &str, suffix: &str| {
+        arm.resource_id(rg, provider, &format!("{}-{suffix}", s.name))
+    };
+    let vnet_id = id("Microsoft.Network/virtualNetworks", "vnet");
+    let ip_id = id("Microsoft.Network/publicIPAddresses", "ip");
+    let nsg_id = id("Microsoft.Network/networkSecurityGroups", "nsg");
+    let nic_id = id("Microsoft.Network/networkInterfaces", "nic");
     let vnet = json!({
         "location": s.location,
         "properties": {
@@ -351,16 +354,57 @@ pub fn vm_bodies(arm: &ArmClient, s: &VmSpec) -> [(String, &'static str, Value);
             "subnets": [{"name": "default", "properties": {"addressPrefix": "10.0.0.0/24"}}]
         }
     });
-    let nic = json!({
+    let ip = json!({
         "location": s.location,
-        "properties": {"ipConfigurations": [{
-            "name": "ipconfig1",
+        "sku": {"name": "Standard"},
+        "properties": {"publicIPAllocationMethod": "Static", "publicIPAddressVersion": "IPv4"}
+    });
+    let nsg = json!({
+        "location": s.location,
+        "properties": {"securityRules": [{
+            "name": "ssh",
             "properties": {
-                "subnet": {"id": format!("{vnet_id}/subnets/default")},
-                "privateIPAllocationMethod": "Dynamic"
+                "priority": 1000,
+                "direction": "Inbound",
+                "access": "Allow",
+                "protocol": "Tcp",
+                "sourceAddressPrefix": s.ssh_source,
+                "sourcePortRange": "*",
+                "destinationAddressPrefix": "*",
+                "destinationPortRange": "22"
             }
         }]}
     });
+    let nic = json!({
+        "location": s.location,
+        "properties": {
+            "networkSecurityGroup": {"id": nsg_id},
+            "ipConfigurations": [{
+                "name": "ipconfig1",
+                "properties": {
+                    "subnet": {"id": format!("{vnet_id}/subnets/default")},
+                    "privateIPAllocationMethod": "Dynamic",
+                    "publicIPAddress": {"id": ip_id}
+                }
+            }]
+        }
+    });
+    [
+        (vnet_id, NETWORK_API, vnet),
+        (ip_id, NETWORK_API, ip),
+        (nsg_id, NETWORK_API, nsg),
+        (nic_id, NETWORK_API, nic),
+    ]
+}
+
+/// The body of the VM on the NIC `nic_id`, with its resource id.
+pub fn vm_body(arm: &ArmClient, s: &VmSpec, nic_id: &str) -> Resource {
+    use base64::Engine;
+    let vm_id = arm.resource_id(
+        &s.resource_group,
+        "Microsoft.Compute/virtualMachines",
+        &s.name,
+    );
     let vm = json!({
         "location": s.location,
         "properties": {
@@ -385,27 +429,43 @@ pub fn vm_bodies(arm: &ArmClient, s: &VmSpec) -> [(String, &'static str, Value);
             "diagnosticsProfile": {"bootDiagnostics": {"enabled": true}}
         }
     });
-    [
-        (vnet_id, NETWORK_API, vnet),
-        (nic_id, NETWORK_API, nic),
-        (vm_id, COMPUTE_API, vm),
-    ]
+    (vm_id, COMPUTE_API, vm)
 }
 
-/// Creates the network, the NIC and the VM, then waits until the VM runs; returns the VM id.
-pub fn launch_vm(arm: &ArmClient, s: &VmSpec) -> Result<String> {
-    let bodies = vm_bodies(arm, s);
-    for (id, api, body) in &bodies {
+/// A VM that runs.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Launched {
+    /// The VM's resource id.
+    pub vm_id: String,
+    /// Its public IP address, as ARM reported it.
+    pub public_ip: Option<String>,
+}
+
+/// Creates the network, the public IP, the NSG, the NIC and the VM, then waits until the VM
+/// runs.
+pub fn launch_vm(arm: &ArmClient, s: &VmSpec) -> Result<Launched> {
+    let net = network_bodies(arm, s);
+    let vm = vm_body(arm, s, &net[3].0);
+    let mut public_ip = None;
+    for (i, (id, api, body)) in net.iter().chain([&vm]).enumerate() {
         let kind = id.rsplit('/').nth(1).unwrap_or("resource");
         let what = format!(
             "creating {kind} '{}'",
             id.rsplit('/').next().unwrap_or_default()
         );
-        arm.put_and_wait(id, api, body, &what)?;
+        let v = arm.put_and_wait(id, api, body, &what)?;
+        if i == 1 {
+            public_ip = v
+                .pointer("/properties/ipAddress")
+                .and_then(Value::as_str)
+                .map(str::to_string);
+        }
     }
-    let vm_id = bodies[2].0.clone();
-    wait_running(arm, &vm_id)?;
-    Ok(vm_id)
+    wait_running(arm, &vm.0)?;
+    Ok(Launched {
+        vm_id: vm.0,
+        public_ip,
+    })
 }
 
 /// Polls the VM's instance view until `PowerState/running`.

@@ -4,6 +4,7 @@
 //! - [`sharedkey`]: the Shared Key request signature (canonicalized headers and resource).
 //! - [`http`]: one HTTP(S) transport with retries, back-off and `Retry-After`.
 //! - [`pageblob`]: the Blob service calls an upload needs (Put Blob, Put Page, Get Page Ranges...).
+//! - [`stream`]: the upload pipeline (reader, senders, hashers; memory bounded in bytes).
 //! - [`upload`]: streams any [`crate::disk::DiskImage`] as an Azure fixed VHD, sparse, parallel,
 //!   resumable, hashed (MD5 + SHA-256) in stream order.
 //! - [`auth`]: OAuth2 client credentials (certificate JWT assertion or secret).
@@ -19,6 +20,7 @@ pub mod http;
 pub mod pageblob;
 pub mod secret;
 pub mod sharedkey;
+pub mod stream;
 pub mod upload;
 
 pub use credentials::{StorageAuth, StorageTarget};

@@ -300,17 +300,14 @@ impl BlobClient {
     }
 
     /// Put Page: writes `data` at `offset` (checked by [`check_page_range`] against `blob_len`),
-    /// with a transactional Content-MD5 the service verifies.
+    /// with a transactional CRC-64 (`x-ms-content-crc64`) the service verifies.
     pub fn put_page(&self, offset: u64, data: &[u8], blob_len: u64) -> Result<()> {
         check_page_range(offset, data.len() as u64, blob_len)?;
-        use base64::Engine;
-        use md5::Digest;
-        let md5 = base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(data));
         let range = format!("bytes={}-{}", offset, offset + data.len() as u64 - 1);
         let h = [
             ("x-ms-page-write", "update".to_string()),
             ("x-ms-range", range),
-            ("Content-MD5", md5),
+            ("x-ms-content-crc64", content_crc64(data)),
         ];
         let r = self.send("PUT", true, &[("comp", "page")], &h, data)?;
         if r.status != 201 {
@@ -380,6 +377,19 @@ impl BlobClient {
         }
         Ok(())
     }
+}
+
+/// CRC-64/NVME, the transactional checksum of the Blob service (`x-ms-content-crc64`, version
+/// 2019-02-02 and later; Azurite computes it on every Put Page). Table-driven, several GB/s:
+/// about ten times cheaper than a per-request MD5, for the client and for the service.
+static CRC64: crc::Crc<u64, crc::Table<16>> =
+    crc::Crc::<u64, crc::Table<16>>::new(&crc::CRC_64_NVME);
+
+/// The `x-ms-content-crc64` value of `data`: base64 of the CRC's 8 bytes, least significant
+/// first (as the service computes and returns it).
+pub fn content_crc64(data: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(CRC64.checksum(data).to_le_bytes())
 }
 
 /// Azure's error code (the `x-ms-error-code` header or `<Code>`) and `<Message>` (first line).
@@ -512,6 +522,17 @@ mod tests {
             let e = check_page_range(o, l, blob).unwrap_err();
             assert_eq!(e.kind(), crate::ErrorKind::InvalidArgument, "{o} {l}");
         }
+    }
+
+    /// CRC-64/NVME's check value, and the encoding of the header (little-endian, base64).
+    #[test]
+    fn crc64_of_put_page() {
+        assert_eq!(CRC64.checksum(b"123456789"), 0xae8b_1486_0a79_9888);
+        use base64::Engine;
+        let b = base64::engine::general_purpose::STANDARD
+            .decode(content_crc64(b"123456789"))
+            .unwrap();
+        assert_eq!(b, 0xae8b_1486_0a79_9888u64.to_le_bytes());
     }
 
     #[test]

@@ -1,30 +1,30 @@
 //! Streams any [`DiskImage`] to a page blob as an Azure fixed VHD: the virtual size rounded up
 //! to a whole MiB, then the 512-byte footer. No intermediate file.
 //!
-//! - Only data is sent: the source's extents, then all-zero 512-byte runs dropped; each Put Page
-//!   is 512-aligned and at most 4 MiB.
+//! - Only data is sent: the source's extents, then all-zero 512-byte pages dropped, except zero
+//!   runs under 64 KiB between data (sent with it: one call instead of two, see
+//!   [`super::stream::MIN_ZERO_SKIP`]); each Put Page is 512-aligned and at most 4 MiB, with a
+//!   transactional CRC-64 the service checks.
 //! - `parallel` connections send pages; one reader walks the stream in order and feeds two
 //!   hasher threads (MD5, SHA-256) in stream order, zero runs included, so the digests are those
-//!   of the whole fixed-VHD file.
+//!   of the whole fixed-VHD file. Memory is bounded in bytes (see [`super::stream`]).
 //! - Resume: the blob carries the source's size and identity as metadata from its creation; a
 //!   rerun lists the pages already there (Get Page Ranges) and sends only the others. A resumed
 //!   upload trusts those pages, so it downloads the final blob and checks its MD5 before setting
 //!   `Content-MD5` (a corrupted page is an error, never a silent bad image).
 
-use super::pageblob::{BlobClient, MAX_PUT_PAGE, META_SOURCE_ID, META_SOURCE_SIZE, PAGE};
+use super::pageblob::{BlobClient, MAX_PUT_PAGE, META_SOURCE_ID, META_SOURCE_SIZE};
+use super::stream::{Counts, hash_zeros, stream};
 use crate::context::BuildContext;
+use crate::disk::DiskImage;
 use crate::disk::stream::Padded;
-use crate::disk::{DiskImage, ExtentKind, for_each_extent};
 use crate::err;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::image::convert::azure_size;
 use crate::vhd::footer::{DiskType, FOOTER_SIZE};
 use base64::Engine;
 use md5::Digest;
 use serde::Serialize;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
-use std::sync::{Arc, Mutex};
 
 /// Content type set on the finished blob.
 pub const CONTENT_TYPE: &str = "application/octet-stream";
@@ -131,11 +131,13 @@ pub struct UploadReport {
     pub virtual_size: u64,
     /// Blob length (virtual size + footer).
     pub blob_size: u64,
+    /// True for a dry run: nothing was sent, the counts say what would be.
+    pub dry_run: bool,
     /// Bytes sent in this run (pages + footer).
     pub sent_bytes: u64,
     /// Bytes already in the blob from an earlier run, not sent again.
     pub present_bytes: u64,
-    /// Zero bytes not sent (holes and all-zero 512-byte runs).
+    /// Zero bytes not sent (holes, zero chunks, zero runs of 64 KiB or more).
     pub zero_bytes: u64,
     /// Put Page calls made.
     pub put_pages: u64,
@@ -220,6 +222,79 @@ fn decide(
     Ok(Start::Resume)
 }
 
+/// The blob's size for `src` (virtual size rounded up to a whole MiB, then the footer), with a
+/// note when the size was rounded.
+fn sizes(src: &dyn DiskImage, progress: &dyn UploadProgress) -> Result<(u64, u64)> {
+    if src.is_empty() {
+        return Err(err!(
+            InvalidArgument,
+            "cannot upload an empty (0-byte) disk"
+        ));
+    }
+    let vsize = azure_size(src.len());
+    if vsize != src.len() {
+        progress.note(&format!(
+            "virtual size rounded up from {} to {vsize} bytes ({} MiB) for Azure",
+            src.len(),
+            vsize >> 20
+        ));
+    }
+    Ok((vsize, vsize + FOOTER_SIZE as u64))
+}
+
+/// Walks the fixed-VHD stream of `src`: sends it through `client` (`None`: counts only) and
+/// fills the report's counts and digests.
+fn run_stream(
+    src: &dyn DiskImage,
+    present: &[(u64, u64)],
+    client: Option<&BlobClient>,
+    parallel: usize,
+    ctx: &BuildContext,
+    progress: &dyn UploadProgress,
+    report: &mut UploadReport,
+) -> Result<[u8; 16]> {
+    let vsize = report.virtual_size;
+    let footer = crate::vhd::write::new_footer(vsize, DiskType::Fixed, u64::MAX, ctx).encode();
+    let padded = Padded::new(src, vsize);
+    progress.start(report.blob_size);
+    let (c, md5, sha) = stream(&padded, &footer, present, client, parallel, progress)?;
+    let Counts {
+        sent,
+        calls,
+        zero,
+        present,
+    } = c;
+    (report.sent_bytes, report.put_pages) = (sent, calls);
+    (report.zero_bytes, report.present_bytes) = (zero, present);
+    report.md5 = crate::checksum::hex(&md5);
+    report.md5_base64 = base64::engine::general_purpose::STANDARD.encode(md5);
+    report.sha256 = crate::checksum::hex(&sha);
+    Ok(md5)
+}
+
+/// What an upload of `src` would send to a new blob, without any request: sizes, bytes of data
+/// and of zeros, Put Page calls, and the stream's digests (the source is read and hashed).
+/// `blob_url` is the blob's URL without credentials.
+pub fn plan(
+    src: &dyn DiskImage,
+    blob_url: &str,
+    ctx: &BuildContext,
+    progress: &dyn UploadProgress,
+) -> Result<UploadReport> {
+    let (vsize, blob_len) = sizes(src, progress)?;
+    let mut report = UploadReport {
+        blob_url: blob_url.to_string(),
+        source_size: src.len(),
+        virtual_size: vsize,
+        blob_size: blob_len,
+        dry_run: true,
+        ..UploadReport::default()
+    };
+    run_stream(src, &[], None, 1, ctx, progress, &mut report)?;
+    progress.finish();
+    Ok(report)
+}
+
 /// Uploads `src` as a fixed VHD to the client's blob.
 pub fn upload(
     src: &dyn DiskImage,
@@ -229,21 +304,7 @@ pub fn upload(
     ctx: &BuildContext,
     progress: &dyn UploadProgress,
 ) -> Result<UploadReport> {
-    if src.is_empty() {
-        return Err(err!(
-            InvalidArgument,
-            "cannot upload an empty (0-byte) disk"
-        ));
-    }
-    let vsize = azure_size(src.len());
-    let blob_len = vsize + FOOTER_SIZE as u64;
-    if vsize != src.len() {
-        progress.note(&format!(
-            "virtual size rounded up from {} to {vsize} bytes ({} MiB) for Azure",
-            src.len(),
-            vsize >> 20
-        ));
-    }
+    let (vsize, blob_len) = sizes(src, progress)?;
     let mut report = UploadReport {
         blob_url: client.public_url(),
         source_size: src.len(),
@@ -270,21 +331,15 @@ pub fn upload(
             p
         }
     };
-    let footer = crate::vhd::write::new_footer(vsize, DiskType::Fixed, u64::MAX, ctx).encode();
-    let padded = Padded::new(src, vsize);
-    progress.start(blob_len);
-    let digests = stream(
-        &padded,
-        &footer,
+    let md5 = run_stream(
+        src,
         &present,
-        client,
-        opts,
+        Some(client),
+        opts.parallel,
+        ctx,
         progress,
         &mut report,
     )?;
-    report.md5 = crate::checksum::hex(&digests.0);
-    report.md5_base64 = base64::engine::general_purpose::STANDARD.encode(digests.0);
-    report.sha256 = crate::checksum::hex(&digests.1);
     let verify = match opts.verify {
         Verify::Always => true,
         Verify::Never => false,
@@ -293,7 +348,7 @@ pub fn upload(
     if verify {
         progress.phase("verifying");
         let stored = blob_md5(client, blob_len)?;
-        if stored != digests.0 {
+        if stored != md5 {
             return Err(err!(
                 BadChecksum,
                 "blob {}: MD5 of the stored blob {} differs from the MD5 of the source stream {}: \
@@ -329,320 +384,4 @@ pub fn blob_md5(client: &BlobClient, blob_len: u64) -> Result<[u8; 16]> {
     }
     hash_zeros(&mut h, blob_len.saturating_sub(pos));
     Ok(h.finalize().into())
-}
-
-static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
-
-fn hash_zeros<D: Digest>(h: &mut D, mut n: u64) {
-    while n > 0 {
-        let k = n.min(ZEROS.len() as u64) as usize;
-        h.update(&ZEROS[..k]);
-        n -= k as u64;
-    }
-}
-
-/// What the hashers receive, in stream order.
-enum Piece {
-    Data(Arc<Vec<u8>>),
-    Zeros(u64),
-}
-
-/// A Put Page job: `len` bytes of `buf` from `start`, written at blob `offset`.
-struct Job {
-    offset: u64,
-    buf: Arc<Vec<u8>>,
-    start: usize,
-    len: usize,
-}
-
-fn hasher<D: Digest + Send + 'static>(rx: Receiver<Piece>) -> std::thread::JoinHandle<Vec<u8>> {
-    std::thread::spawn(move || {
-        let mut h = D::new();
-        for p in rx {
-            match p {
-                Piece::Data(b) => h.update(b.as_slice()),
-                Piece::Zeros(n) => hash_zeros(&mut h, n),
-            }
-        }
-        h.finalize().to_vec()
-    })
-}
-
-/// Shared state of the senders.
-struct Senders {
-    failed: AtomicBool,
-    error: Mutex<Option<Error>>,
-    sent: AtomicU64,
-    calls: AtomicU64,
-}
-
-fn worker(
-    rx: Arc<Mutex<Receiver<Job>>>,
-    client: BlobClient,
-    blob_len: u64,
-    st: Arc<Senders>,
-    progress: &dyn UploadProgress,
-) {
-    loop {
-        let job = match rx.lock() {
-            Ok(r) => match r.recv() {
-                Ok(j) => j,
-                Err(_) => return,
-            },
-            Err(_) => return,
-        };
-        if st.failed.load(Ordering::Relaxed) {
-            continue;
-        }
-        let data = &job.buf[job.start..job.start + job.len];
-        match client.put_page(job.offset, data, blob_len) {
-            Ok(()) => {
-                st.sent.fetch_add(job.len as u64, Ordering::Relaxed);
-                st.calls.fetch_add(1, Ordering::Relaxed);
-                progress.sent(job.len as u64);
-            }
-            Err(e) => {
-                st.failed.store(true, Ordering::Relaxed);
-                if let Ok(mut slot) = st.error.lock() {
-                    slot.get_or_insert(e);
-                }
-            }
-        }
-    }
-}
-
-/// The reader's side: walks the stream in order, feeds hashers and senders.
-struct Feed<'a> {
-    hashers: [SyncSender<Piece>; 2],
-    jobs: SyncSender<Job>,
-    present: &'a [(u64, u64)],
-    progress: &'a dyn UploadProgress,
-    st: &'a Senders,
-    zero: u64,
-    present_bytes: u64,
-    pos: u64,
-}
-
-impl Feed<'_> {
-    fn hash(&self, p: impl Fn() -> Piece) -> Result<()> {
-        for h in &self.hashers {
-            h.send(p())
-                .map_err(|_| err!(Io, "a hasher thread stopped"))?;
-        }
-        Ok(())
-    }
-
-    fn zeros(&mut self, n: u64) -> Result<()> {
-        if n > 0 {
-            self.hash(|| Piece::Zeros(n))?;
-            self.zero += n;
-            self.progress.skipped(n, false);
-            self.pos += n;
-        }
-        Ok(())
-    }
-
-    /// Queues `buf` (stream bytes at `offset`): non-zero 512-byte runs not already present.
-    fn data(&mut self, offset: u64, buf: Vec<u8>) -> Result<()> {
-        if self.st.failed.load(Ordering::Relaxed) {
-            return Err(err!(Io, "upload stopped"));
-        }
-        let buf = Arc::new(buf);
-        self.hash(|| Piece::Data(buf.clone()))?;
-        let runs = nonzero_runs(&buf);
-        let mut nonzero = 0;
-        let mut present = 0;
-        for (s, e) in runs {
-            let (a, b) = (offset + s as u64, offset + e as u64);
-            nonzero += b - a;
-            let missing = subtract(a, b, self.present);
-            present += (b - a) - missing.iter().map(|(s, e)| e - s).sum::<u64>();
-            for (a, b) in missing {
-                let job = Job {
-                    offset: a,
-                    buf: buf.clone(),
-                    start: (a - offset) as usize,
-                    len: (b - a) as usize,
-                };
-                self.jobs
-                    .send(job)
-                    .map_err(|_| err!(Io, "every sender stopped"))?;
-            }
-        }
-        let zeros = buf.len() as u64 - nonzero;
-        self.zero += zeros;
-        self.present_bytes += present;
-        self.progress.skipped(zeros, false);
-        self.progress.skipped(present, true);
-        self.pos += buf.len() as u64;
-        Ok(())
-    }
-}
-
-/// Walks the whole stream; returns (md5, sha256).
-fn stream(
-    src: &dyn DiskImage,
-    footer: &[u8; FOOTER_SIZE],
-    present: &[(u64, u64)],
-    client: &BlobClient,
-    opts: &UploadOptions,
-    progress: &dyn UploadProgress,
-    report: &mut UploadReport,
-) -> Result<([u8; 16], [u8; 32])> {
-    let n = opts.parallel.clamp(1, 64);
-    let blob_len = src.len() + FOOTER_SIZE as u64;
-    let st = Arc::new(Senders {
-        failed: AtomicBool::new(false),
-        error: Mutex::new(None),
-        sent: AtomicU64::new(0),
-        calls: AtomicU64::new(0),
-    });
-    let (md5_tx, md5_rx) = sync_channel(4);
-    let (sha_tx, sha_rx) = sync_channel(4);
-    let md5_t = hasher::<md5::Md5>(md5_rx);
-    let sha_t = hasher::<sha2::Sha256>(sha_rx);
-    let (job_tx, job_rx) = sync_channel::<Job>(n);
-    let job_rx = Arc::new(Mutex::new(job_rx));
-    let walked = std::thread::scope(|s| {
-        for _ in 0..n {
-            let (rx, c, st) = (job_rx.clone(), client.clone(), st.clone());
-            s.spawn(move || worker(rx, c, blob_len, st, progress));
-        }
-        let mut feed = Feed {
-            hashers: [md5_tx, sha_tx],
-            jobs: job_tx,
-            present,
-            progress,
-            st: &st,
-            zero: 0,
-            present_bytes: 0,
-            pos: 0,
-        };
-        let r = walk(src, &mut feed).and_then(|()| feed.data(src.len(), footer.to_vec()));
-        let counts = (feed.zero, feed.present_bytes);
-        drop(feed);
-        r.map(|()| counts)
-    });
-    let md5 = md5_t
-        .join()
-        .map_err(|_| err!(Io, "the MD5 thread panicked"))?;
-    let sha = sha_t
-        .join()
-        .map_err(|_| err!(Io, "the SHA-256 thread panicked"))?;
-    if let Some(e) = st.error.lock().ok().and_then(|mut e| e.take()) {
-        return Err(e);
-    }
-    let (zero, present_bytes) = walked?;
-    report.zero_bytes = zero;
-    report.present_bytes = present_bytes;
-    report.sent_bytes = st.sent.load(Ordering::Relaxed);
-    report.put_pages = st.calls.load(Ordering::Relaxed);
-    let mut m = [0u8; 16];
-    m.copy_from_slice(&md5);
-    let mut h = [0u8; 32];
-    h.copy_from_slice(&sha);
-    Ok((m, h))
-}
-
-/// Feeds the source's data ranges (512-aligned, merged) and the zero gaps, in order.
-fn walk(src: &dyn DiskImage, feed: &mut Feed<'_>) -> Result<()> {
-    let len = src.len();
-    let mut pending: Option<(u64, u64)> = None;
-    let emit = |feed: &mut Feed<'_>, r: (u64, u64)| -> Result<()> {
-        feed.zeros(r.0 - feed.pos)?;
-        let mut off = r.0;
-        while off < r.1 {
-            let k = (r.1 - off).min(MAX_PUT_PAGE);
-            let mut buf = vec![0u8; k as usize];
-            src.read_at(&mut buf, off)?;
-            feed.data(off, buf)?;
-            off += k;
-        }
-        Ok(())
-    };
-    for_each_extent(src, 1 << 32, |e| {
-        if e.kind != ExtentKind::Data {
-            return Ok(());
-        }
-        let a = e.offset / PAGE * PAGE;
-        let b = e.end().next_multiple_of(PAGE).min(len);
-        match &mut pending {
-            Some(p) if a <= p.1 => p.1 = p.1.max(b),
-            _ => {
-                if let Some(p) = pending.replace((a, b)) {
-                    emit(feed, p)?;
-                }
-            }
-        }
-        Ok(())
-    })?;
-    if let Some(p) = pending {
-        emit(feed, p)?;
-    }
-    feed.zeros(len - feed.pos)
-}
-
-/// `[start, end)` runs of `buf` (a multiple of 512 bytes) made of 512-byte pages that are not
-/// all zero.
-pub fn nonzero_runs(buf: &[u8]) -> Vec<(usize, usize)> {
-    let mut out: Vec<(usize, usize)> = Vec::new();
-    for (i, page) in buf.chunks(PAGE as usize).enumerate() {
-        if page.iter().all(|&b| b == 0) {
-            continue;
-        }
-        let s = i * PAGE as usize;
-        let e = s + page.len();
-        match out.last_mut() {
-            Some(l) if l.1 == s => l.1 = e,
-            _ => out.push((s, e)),
-        }
-    }
-    out
-}
-
-/// `[a, b)` minus the sorted, disjoint `present` ranges.
-pub fn subtract(a: u64, b: u64, present: &[(u64, u64)]) -> Vec<(u64, u64)> {
-    let mut out = Vec::new();
-    let mut cur = a;
-    let first = present.partition_point(|&(_, e)| e <= a);
-    for &(s, e) in &present[first..] {
-        if s >= b {
-            break;
-        }
-        if s > cur {
-            out.push((cur, s));
-        }
-        cur = cur.max(e);
-        if cur >= b {
-            break;
-        }
-    }
-    if cur < b {
-        out.push((cur, b));
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn zero_pages_dropped() {
-        let mut b = vec![0u8; 4096];
-        b[0] = 1;
-        b[1024 + 511] = 2;
-        b[1536] = 3;
-        assert_eq!(nonzero_runs(&b), vec![(0, 512), (1024, 2048)]);
-        assert!(nonzero_runs(&[0u8; 1024]).is_empty());
-    }
-
-    #[test]
-    fn subtract_present_ranges() {
-        let p = [(100, 200), (300, 400)];
-        assert_eq!(subtract(0, 500, &p), vec![(0, 100), (200, 300), (400, 500)]);
-        assert_eq!(subtract(150, 350, &p), vec![(200, 300)]);
-        assert_eq!(subtract(120, 180, &p), vec![]);
-        assert_eq!(subtract(0, 50, &p), vec![(0, 50)]);
-    }
 }

@@ -1,4 +1,4 @@
-//! `isotool azure upload | image create | launch`: argument parsing, credentials from the
+//! `isotool azure upload | image create` and `isotool launch azure`: argument parsing, credentials from the
 //! command line and the `AZURE_*` environment, progress and rendering. Secrets are read from
 //! the environment or files, never echoed.
 
@@ -26,8 +26,6 @@ pub(crate) enum AzureCommand {
     /// Managed images.
     #[command(subcommand)]
     Image(ImageCommand),
-    /// Create a VM from an image with the config tree's Azure custom data; wait until it runs.
-    Launch(LaunchArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -105,6 +103,11 @@ pub(crate) struct UploadArgs {
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
+    /// Read the disk and print what would be sent (blob URL with the SAS signature masked, size
+    /// of the fixed VHD, bytes of data and of zeros skipped, Put Page calls, digests); no
+    /// request at all (a new blob is assumed: resuming needs the blob's page list).
+    #[arg(long)]
+    dry_run: bool,
     #[command(flatten)]
     http: HttpArgs,
 }
@@ -175,6 +178,9 @@ fn storage_target(a: &UploadArgs) -> Result<StorageTarget> {
         return credentials::parse_sas_url(u);
     }
     if let Some(u) = &a.account_url {
+        if a.dry_run {
+            return StorageTarget::from_account_url(u, StorageAuth::Bearer(Secret::new("dry-run")));
+        }
         let sp = service_principal(None, None, None, &a.authority)?;
         let red = Redactor::default();
         let http = a.http.http(red)?;
@@ -259,7 +265,6 @@ pub(crate) fn azure(c: AzureCommand, quiet: bool) -> Result<Outcome> {
     match c {
         AzureCommand::Upload(a) => upload_cmd(a, quiet),
         AzureCommand::Image(ImageCommand::Create(a)) => image_create(a),
-        AzureCommand::Launch(a) => launch(a),
     }
 }
 
@@ -289,6 +294,11 @@ fn upload_cmd(a: UploadArgs, quiet: bool) -> Result<Outcome> {
     };
     isotool::azure::pageblob::check_container_name(&container)?;
     let redactor = Redactor::new([target.auth.secret().clone()]);
+    let shown_url = redactor.redact(&isotool::azure::secret::mask_query(&target.url(
+        &container,
+        Some(&blob),
+        &[],
+    )));
     let http = a.http.http(redactor)?;
     let client = BlobClient::new(http, target, &container, &blob);
     let src = isotool::image::open_image(
@@ -297,6 +307,12 @@ fn upload_cmd(a: UploadArgs, quiet: bool) -> Result<Outcome> {
             replay_log: a.replay_log,
         },
     )?;
+    let bar = UploadBar::new(quiet || a.json);
+    if a.dry_run {
+        let r =
+            upload::plan(src.as_ref(), &shown_url, &ctx, &bar).map_err(|e| e.with_path(&a.disk))?;
+        return render_upload(&a, &r);
+    }
     let meta = std::fs::metadata(&a.disk).ok();
     let id =
         upload::source_identity(src.as_ref(), meta.as_ref()).map_err(|e| e.with_path(&a.disk))?;
@@ -310,11 +326,32 @@ fn upload_cmd(a: UploadArgs, quiet: bool) -> Result<Outcome> {
             VerifyArg::Never => Verify::Never,
         },
     };
-    let bar = UploadBar::new(quiet || a.json);
     let r = upload::upload(src.as_ref(), &id, &client, &opts, &ctx, &bar)
         .map_err(|e| e.with_path(&a.disk))?;
+    render_upload(&a, &r)
+}
+
+fn render_upload(a: &UploadArgs, r: &upload::UploadReport) -> Result<Outcome> {
     if a.json {
-        print_json(&r)?;
+        print_json(r)?;
+    } else if r.dry_run {
+        println!("dry run: nothing sent to {}", r.blob_url);
+        println!(
+            "  fixed VHD of {} bytes (virtual size {} = {} MiB, then the 512-byte footer)",
+            r.blob_size,
+            r.virtual_size,
+            r.virtual_size >> 20
+        );
+        println!(
+            "  would send {} ({} bytes) in {} Put Page calls; zeros skipped {} ({} bytes)",
+            human_bytes(r.sent_bytes),
+            r.sent_bytes,
+            r.put_pages,
+            human_bytes(r.zero_bytes),
+            r.zero_bytes
+        );
+        println!("  md5 {} (Content-MD5 {})", r.md5, r.md5_base64);
+        println!("  sha256 {}", r.sha256);
     } else {
         println!("uploaded {} to {}", a.disk.display(), r.blob_url);
         println!(
@@ -466,7 +503,7 @@ fn image_create(a: ImageCreateArgs) -> Result<Outcome> {
 
 #[derive(Debug, Args)]
 pub(crate) struct LaunchArgs {
-    /// VM name (network resources are NAME-vnet and NAME-nic).
+    /// VM name (network resources are NAME-vnet, NAME-ip, NAME-nsg and NAME-nic).
     #[arg(long)]
     name: String,
     /// Image: a resource id, or a name in the resource group.
@@ -487,9 +524,17 @@ pub(crate) struct LaunchArgs {
     /// OpenSSH public key file for the admin user.
     #[arg(long)]
     ssh_public_key: PathBuf,
-    /// Config tree whose Azure custom data (as `cloud-init-seed --azure` builds it) is passed.
+    /// Source addresses (CIDR, or `*` for any, as `az vm create` does) allowed to reach SSH on
+    /// the public IP.
+    #[arg(long, default_value = "*")]
+    ssh_source: String,
+    /// Config tree whose Azure custom data (as `cloud-init-seed --azure --from DIR` builds it,
+    /// after the same validation) is passed.
     #[arg(long, conflicts_with = "custom_data")]
     config: Option<PathBuf>,
+    /// With --config: consul role (found from the tree when not given).
+    #[arg(long, value_parser = super::provisioning::parse_role, requires = "config")]
+    role: Option<isotool::provisioning::Role>,
     /// A custom-data file (e.g. written by `cloud-init-seed --azure`).
     #[arg(long)]
     custom_data: Option<PathBuf>,
@@ -497,13 +542,12 @@ pub(crate) struct LaunchArgs {
     arm: ArmArgs,
 }
 
-fn launch(a: LaunchArgs) -> Result<Outcome> {
+/// `isotool launch azure`.
+pub(crate) fn launch(a: LaunchArgs, quiet: bool) -> Result<Outcome> {
     use isotool::error::IoContext;
     let custom_data = match (&a.config, &a.custom_data) {
         (Some(dir), _) => {
-            let mut report = isotool::provisioning::Report::default();
-            let tree = isotool::provisioning::ConfigTree::scan(dir, &mut report)?;
-            report.check(dir)?;
+            let (tree, _) = super::provisioning::checked_tree(dir, a.role, &[], quiet)?;
             isotool::cloudinit::azure::azure_custom_data(&tree)?
         }
         (None, Some(f)) => std::fs::read_to_string(f).ctx(f, "reading the custom data")?,
@@ -531,14 +575,18 @@ fn launch(a: LaunchArgs) -> Result<Outcome> {
         admin_username: a.admin_username,
         ssh_public_key: key,
         custom_data,
+        ssh_source: a.ssh_source,
     };
     let r = arm::launch_vm(&c, &spec);
     if a.arm.dry_run {
         print_requests(&c);
     }
-    let id = r?;
+    let vm = r?;
     if !a.arm.dry_run {
-        println!("vm {id} running");
+        println!("vm {} running", vm.vm_id);
+        if let Some(ip) = &vm.public_ip {
+            println!("  public ip {ip} (ssh {}@{ip})", spec.admin_username);
+        }
     }
     Ok(Outcome::Ok)
 }

@@ -1,4 +1,5 @@
-//! `launch qemu` and `launch hyperv`: boot the artifacts and wait for the guest to power off.
+//! `launch qemu`, `launch hyperv` (`launch azure` lives in `azure.rs`): boot the artifacts and
+//! wait for the guest to power off.
 
 use super::{Outcome, ProgressMode, Ui, outln, print_json};
 use clap::{Args, Subcommand, ValueEnum};
@@ -20,6 +21,9 @@ pub(crate) enum LaunchCommand {
     Qemu(QemuArgs),
     /// Write (and where PowerShell with Hyper-V exists, run) the PowerShell for a Gen 2 VM.
     Hyperv(HypervArgs),
+    /// Create an Azure VM from an image (`azure image create`) with the config tree's Azure
+    /// custom data, a NIC, a public IP and an SSH rule; wait until it runs.
+    Azure(super::azure::LaunchArgs),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -163,6 +167,7 @@ pub(crate) fn launch(c: LaunchCommand, ui: Ui) -> Result<Outcome> {
     match c {
         LaunchCommand::Qemu(a) => qemu(a, ui),
         LaunchCommand::Hyperv(a) => hyperv(a, ui.quiet),
+        LaunchCommand::Azure(a) => super::azure::launch(a, ui.quiet),
     }
 }
 

@@ -110,7 +110,7 @@ enum Command {
     Launch(launch::LaunchCommand),
     /// Run a build file: remaster, media, install in a VM, convert per provider, SHA256SUMS.
     Build(build::BuildArgs),
-    /// Azure: upload a disk as a page blob, create an image, launch a VM.
+    /// Azure: upload a disk as a page blob, create an image (VMs: `launch azure`).
     #[command(subcommand)]
     Azure(azure::AzureCommand),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on stdout.

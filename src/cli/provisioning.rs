@@ -117,7 +117,7 @@ fn parse_mode(s: &str) -> std::result::Result<u32, String> {
     }
 }
 
-fn parse_role(s: &str) -> std::result::Result<Role, String> {
+pub(crate) fn parse_role(s: &str) -> std::result::Result<Role, String> {
     s.parse()
         .map_err(|e: isotool::Error| e.message().to_string())
 }
@@ -150,7 +150,7 @@ fn print_warnings(report: &Report, quiet: bool) {
 }
 
 /// Scans and validates; on errors prints the warnings too, then returns the InvalidConfig.
-fn checked_tree(
+pub(crate) fn checked_tree(
     from: &Path,
     role: Option<Role>,
     secrets: &[String],

@@ -168,10 +168,23 @@ fn failed_operation_is_a_named_error_with_azures_message() {
     );
 }
 
+/// `isotool launch azure --config DIR`: the VM's customData is what `cloud-init-seed --azure
+/// --from DIR` writes; public IP, NSG and NIC as recorded; waits for PowerState/running.
 #[test]
 fn vm_launch_golden_with_client_secret() {
     let dir = tempfile::tempdir().unwrap();
-    let s = GoldenServer::start("vm_create");
+    let tree = dir.path().join("config");
+    crate::prov_fixture::valid_tree(&tree);
+    crate::prov_fixture::add_certs(&tree, &crate::prov_fixture::ec_certs());
+    let seed = dir.path().join("seed.txt");
+    let (ok, _, err) = run(isotool()
+        .args(["cloud-init-seed", "--azure", "--from"])
+        .arg(&tree)
+        .arg("-o")
+        .arg(&seed));
+    assert!(ok, "{err}");
+    let seed_b64 = base64::engine::general_purpose::STANDARD.encode(std::fs::read(&seed).unwrap());
+    let s = GoldenServer::start_with("vm_create", &[("CUSTOM_DATA", &seed_b64)]);
     let golden: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(
             Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/azure_golden/vm_create.json"),
@@ -187,8 +200,8 @@ fn vm_launch_golden_with_client_secret() {
     std::fs::write(&ca, &s.ca_pem).unwrap();
     let mut c = isotool();
     c.args([
-        "azure",
         "launch",
+        "azure",
         "--name",
         "vm1",
         "--image",
@@ -197,11 +210,13 @@ fn vm_launch_golden_with_client_secret() {
         "rg",
         "--location",
         "westeurope",
+        "--ssh-source",
+        "203.0.113.0/24",
     ])
     .arg("--ssh-public-key")
     .arg(&key)
-    .arg("--custom-data")
-    .arg(&cd)
+    .arg("--config")
+    .arg(&tree)
     .args(arm_args(&s, &ca))
     .env("AZURE_CLIENT_SECRET", "s3cr3t-golden-value")
     .env_remove("AZURE_CLIENT_CERTIFICATE_PATH");
@@ -209,14 +224,15 @@ fn vm_launch_golden_with_client_secret() {
     assert!(ok, "{err}");
     s.assert_all_matched();
     assert!(out.contains("virtualMachines/vm1 running"), "{out}");
+    assert!(out.contains("public ip 20.61.0.17"), "{out}");
     assert!(!out.contains("s3cr3t") && !err.contains("s3cr3t"));
 
     // --dry-run: every request printed, secrets masked, nothing sent (the endpoints are closed).
     let closed = "https://127.0.0.1:9";
     let mut c = isotool();
     c.args([
-        "azure",
         "launch",
+        "azure",
         "--name",
         "vm1",
         "--image",
@@ -254,5 +270,9 @@ fn vm_launch_golden_with_client_secret() {
     assert!(out.contains("client_secret=***"), "{out}");
     assert!(out.contains("PUT https://127.0.0.1:9/subscriptions/sub/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/vm1?api-version=2024-03-01"), "{out}");
     assert!(out.contains("\"customData\":\"*** ("), "{out}");
+    assert!(
+        out.contains("publicIPAddresses/vm1-ip") && out.contains("networkSecurityGroups/vm1-nsg"),
+        "{out}"
+    );
     assert!(!out.contains("s3cr3t") && !err.contains("s3cr3t"));
 }

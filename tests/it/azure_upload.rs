@@ -406,3 +406,93 @@ fn another_source_refused_missing_container_and_credentials_errors() {
     let sig = rw.rsplit("sig=").next().unwrap();
     assert!(!out.contains(sig) && !err.contains(sig));
 }
+
+/// `--dry-run` sends nothing (the endpoints are a closed port: any request would fail the run),
+/// masks the SAS signature, and its counts are those of the real upload: short zero runs inside
+/// data are sent with it (one call), a 1 MiB zero run is skipped; Get Page Ranges then covers
+/// the data and the short run, nothing more.
+#[test]
+fn dry_run_sends_nothing_and_counts_what_upload_sends() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = dir.path().join("d.raw");
+    sparse_raw(&disk, 16 * MIB, &[(0, 3 * MIB)]);
+    // Inside the data: 8 KiB of zeros (sent along) and 1 MiB of zeros (skipped).
+    let f = std::fs::OpenOptions::new().write(true).open(&disk).unwrap();
+    use std::os::unix::fs::FileExt;
+    f.write_all_at(&vec![0u8; 8192], 256 << 10).unwrap();
+    f.write_all_at(&vec![0u8; MIB as usize], MIB).unwrap();
+    drop(f);
+    let sig = "c2VjcmV0c2lnbmF0dXJlc2VjcmV0c2lnbmF0dXJlAA%3D%3D";
+    let key = "d3JvbmdrZXl3cm9uZ2tleXdyb25na2V5d3JvbmdrZXl3cm9uZ2tleQ==";
+    let closed_cs = format!(
+        "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={key};BlobEndpoint=http://127.0.0.1:9/devstoreaccount1;"
+    );
+    let sas =
+        format!("http://127.0.0.1:9/devstoreaccount1/cont/d.vhd?sv=2019-02-02&sp=rw&sig={sig}");
+    let mut plans = Vec::new();
+    for creds in [
+        vec!["--connection-string", &closed_cs, "--container", "cont"],
+        vec!["--sas-url", &sas],
+    ] {
+        let (ok, out, err) = run(isotool()
+            .args(["azure", "upload", "--dry-run"])
+            .arg(&disk)
+            .args(&creds));
+        assert!(ok, "{err}");
+        assert!(out.contains("dry run: nothing sent"), "{out}");
+        for leak in [sig, &sig[..20], key, &key[..20]] {
+            assert!(
+                !out.contains(leak) && !err.contains(leak),
+                "secret leaked: {out}{err}"
+            );
+        }
+        let (ok, json, err) = run(isotool()
+            .args(["azure", "upload", "--dry-run", "--json"])
+            .arg(&disk)
+            .args(&creds));
+        assert!(ok, "{err}");
+        let r = report(&json);
+        assert_eq!(r["dry_run"], true);
+        assert_eq!(r["blob_size"], 16 * MIB + 512);
+        plans.push(r);
+    }
+    assert!(
+        plans[1]["blob_url"]
+            .as_str()
+            .unwrap()
+            .ends_with("/cont/d.vhd?sv=2019-02-02&sp=rw&sig=***"),
+        "{}",
+        plans[1]["blob_url"]
+    );
+    let p = &plans[0];
+    // Sent: [0, 1 MiB) with the 8 KiB zero run inside, [2 MiB, 3 MiB), the footer; one call each.
+    assert_eq!(p["sent_bytes"], 2 * MIB + 512);
+    assert_eq!(p["put_pages"], 3);
+    assert_eq!(p["zero_bytes"], 14 * MIB);
+
+    // The real upload does what the dry run said.
+    let az = Azurite::start();
+    let (ok, out, err) = upload(&az, &disk, "cont", "d.vhd", &[]);
+    assert!(ok, "{err}");
+    let r = report(&out);
+    for k in [
+        "sent_bytes",
+        "put_pages",
+        "zero_bytes",
+        "md5",
+        "sha256",
+        "blob_size",
+    ] {
+        assert_eq!(r[k], p[k], "{k}: dry run and upload differ");
+    }
+    let c = az.client("cont", "d.vhd");
+    assert_eq!(
+        c.page_ranges().unwrap(),
+        vec![(0, MIB), (2 * MIB, 3 * MIB), (16 * MIB, 16 * MIB + 512)],
+        "page ranges: the data, the short zero run inside it, the footer"
+    );
+    assert_eq!(
+        downloaded_md5(&c, 16 * MIB + 512),
+        r["md5"].as_str().unwrap()
+    );
+}

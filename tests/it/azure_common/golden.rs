@@ -35,13 +35,22 @@ fn form(body: &str) -> Vec<(String, String)> {
 impl GoldenServer {
     /// Serves the exchanges of `tests/azure_golden/NAME.json` in order.
     pub fn start(name: &str) -> GoldenServer {
+        Self::start_with(name, &[])
+    }
+
+    /// Same, with `{{KEY}}` placeholders of the golden file replaced by values.
+    pub fn start_with(name: &str, values: &[(&str, &str)]) -> GoldenServer {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("tests/azure_golden")
             .join(format!("{name}.json"));
         let text = std::fs::read_to_string(&path).unwrap();
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let base = format!("https://127.0.0.1:{}", l.local_addr().unwrap().port());
-        let v: Value = serde_json::from_str(&text.replace("{{BASE}}", &base)).unwrap();
+        let mut text = text.replace("{{BASE}}", &base);
+        for (k, v) in values {
+            text = text.replace(&format!("{{{{{k}}}}}"), v);
+        }
+        let v: Value = serde_json::from_str(&text).unwrap();
         let left = Arc::new(Mutex::new(
             v["exchanges"]
                 .as_array()
