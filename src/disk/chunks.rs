@@ -29,6 +29,43 @@ pub fn is_zero(b: &[u8]) -> bool {
     blocks.remainder().iter().all(|&x| x == 0)
 }
 
+/// Smallest chunk [`looks_incompressible`] judges (below it the estimate is too noisy).
+pub const INCOMPRESSIBLE_MIN: usize = 32 << 10;
+
+/// True when `b` (at least [`INCOMPRESSIBLE_MIN`] bytes) looks incompressible: the order-0
+/// entropy of its bytes is above 7.98 bits per byte, where Huffman coding can gain at most
+/// 0.25 % and LZ matches are as rare as in random bytes (the state of compressed and encrypted
+/// data: packages, archives, media, already-compressed files). Deflate spends as long failing
+/// on such data as compressing text; this costs one pass of byte counting (the heuristic btrfs
+/// applies before compressing, `btrfs_compress_heuristic`).
+pub fn looks_incompressible(b: &[u8]) -> bool {
+    if b.len() < INCOMPRESSIBLE_MIN {
+        return false;
+    }
+    let mut counts = [[0u32; 256]; 4];
+    let mut quads = b.chunks_exact(4);
+    for q in &mut quads {
+        counts[0][q[0] as usize] += 1;
+        counts[1][q[1] as usize] += 1;
+        counts[2][q[2] as usize] += 1;
+        counts[3][q[3] as usize] += 1;
+    }
+    for &x in quads.remainder() {
+        counts[0][x as usize] += 1;
+    }
+    let n = b.len() as f64;
+    let mut h = 0.0;
+    let [a, b2, c3, d4] = &counts;
+    for (((x, y), z), w) in a.iter().zip(b2).zip(c3).zip(d4) {
+        let c = x + y + z + w;
+        if c > 0 {
+            let p = f64::from(c) / n;
+            h -= p * p.log2();
+        }
+    }
+    h > 7.98
+}
+
 /// Number of worker threads for parallel transforms (all cores).
 pub fn threads() -> usize {
     std::thread::available_parallelism()

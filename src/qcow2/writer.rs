@@ -6,7 +6,7 @@
 
 use super::image::MAX_L1_BYTES;
 use super::layout::*;
-use crate::disk::chunks::{AppendWriter, for_each_data_chunk};
+use crate::disk::chunks::{AppendWriter, for_each_data_chunk, looks_incompressible};
 use crate::disk::stream::{Padded, data_bytes};
 use crate::disk::{DiskImage, Progress};
 use crate::err;
@@ -55,8 +55,15 @@ impl Qcow2WriteOptions {
 }
 
 /// Compresses one cluster as qcow2 wants it: raw deflate with a 4 KiB window (qemu inflates
-/// with `windowBits = -12`). `None` when the result would not be smaller than the cluster.
+/// with `windowBits = -12`), level 6 as qemu. `None` when the result would not be smaller than
+/// the cluster, or when the cluster looks incompressible (see [`looks_incompressible`]): it is
+/// stored as it is, as qemu stores a cluster deflate does not shrink.
 pub fn deflate_cluster(raw: &[u8]) -> Result<Option<Vec<u8>>> {
+    if looks_incompressible(raw) {
+        return Ok(None);
+    }
+    // A fresh state per cluster: zlib-rs 0.6.8 panics when a state reset after a stream that
+    // did not fit its output is used again.
     let mut c = flate2::Compress::new_with_window_bits(flate2::Compression::default(), false, 12);
     let mut out = Vec::with_capacity(raw.len());
     match c.compress_vec(raw, &mut out, flate2::FlushCompress::Finish) {
@@ -274,14 +281,38 @@ mod tests {
     fn deflate_cluster_only_when_smaller() {
         assert!(deflate_cluster(&[7u8; 65536]).unwrap().unwrap().len() < 1000);
         let mut x = 0x1234_5678u32;
-        let noise: Vec<u8> = (0..4096)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 17;
-                x ^= x << 5;
-                x as u8
-            })
+        let mut noise = |n: usize| -> Vec<u8> {
+            (0..n)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 17;
+                    x ^= x << 5;
+                    x as u8
+                })
+                .collect()
+        };
+        assert!(deflate_cluster(&noise(4096)).unwrap().is_none());
+        // 64 KiB of noise is judged incompressible before deflate runs; 2 KiB of noise
+        // repeated (a repeat deflate's 4 KiB window reaches) is not.
+        let big = noise(65536);
+        assert!(looks_incompressible(&big));
+        assert!(deflate_cluster(&big).unwrap().is_none());
+        let rep: Vec<u8> = big[..2048].repeat(32);
+        assert!(!looks_incompressible(&rep));
+        assert!(deflate_cluster(&rep).unwrap().unwrap().len() < 16384);
+        // Text compresses, the same bytes each time.
+        let text: Vec<u8> = b"qcow2 cluster of text 0123456789 "
+            .iter()
+            .cycle()
+            .take(65536)
+            .copied()
             .collect();
-        assert!(deflate_cluster(&noise).unwrap().is_none());
+        let a = deflate_cluster(&text).unwrap().unwrap();
+        assert_eq!(deflate_cluster(&text).unwrap().unwrap(), a);
+        let mut d = flate2::Decompress::new_with_window_bits(false, 12);
+        let mut back = Vec::with_capacity(65536);
+        d.decompress_vec(&a, &mut back, flate2::FlushDecompress::Finish)
+            .unwrap();
+        assert_eq!(back, text);
     }
 }

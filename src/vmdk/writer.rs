@@ -7,7 +7,7 @@
 
 use super::layout::*;
 use crate::context::BuildContext;
-use crate::disk::chunks::{AppendWriter, PackFn, for_each_data_chunk};
+use crate::disk::chunks::{AppendWriter, PackFn, for_each_data_chunk, looks_incompressible};
 use crate::disk::stream::{Padded, data_bytes};
 use crate::disk::{DiskImage, Progress};
 use crate::err;
@@ -23,9 +23,17 @@ pub const GTES_PER_GT: u32 = 512;
 pub const DESCRIPTOR_SECTORS: u64 = 20;
 /// Sectors before the first grain (header + descriptor, padded to a grain).
 pub const OVERHEAD_SECTORS: u64 = 128;
-/// zlib-compresses one grain (level 6, as qemu-img and VMware's disklib default).
+/// zlib-compresses one grain (level 6, as qemu-img and VMware's disklib default). A grain that
+/// looks incompressible (see [`looks_incompressible`]) is written as stored deflate blocks: a
+/// streamOptimized grain is always zlib, and level 6 would end in stored blocks after trying.
 pub fn zlib_grain(raw: &[u8]) -> Result<Option<Vec<u8>>> {
-    let mut c = flate2::Compress::new(flate2::Compression::default(), true);
+    let stored = looks_incompressible(raw);
+    let level = if stored {
+        flate2::Compression::none()
+    } else {
+        flate2::Compression::default()
+    };
+    let mut c = flate2::Compress::new(level, true);
     let mut out = Vec::with_capacity(raw.len() + raw.len() / 512 + 64);
     loop {
         let done = c.total_in() as usize;
