@@ -71,7 +71,7 @@ impl Azurite {
                 panic!("azurite-blob exited early: {st}");
             }
             assert!(
-                t0.elapsed() < Duration::from_secs(60),
+                t0.elapsed() < Duration::from_secs(180),
                 "azurite-blob did not listen on {port}"
             );
             std::thread::sleep(Duration::from_millis(100));
