@@ -23,7 +23,7 @@ pub(crate) enum LaunchCommand {
     Hyperv(HypervArgs),
     /// Create an Azure VM from an image (`azure image create`) with the config tree's Azure
     /// custom data, a NIC, a public IP and an SSH rule; wait until it runs.
-    Azure(super::azure::LaunchArgs),
+    Azure(Box<super::azure::LaunchArgs>),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -167,7 +167,7 @@ pub(crate) fn launch(c: LaunchCommand, ui: Ui) -> Result<Outcome> {
     match c {
         LaunchCommand::Qemu(a) => qemu(a, ui),
         LaunchCommand::Hyperv(a) => hyperv(a, ui.quiet),
-        LaunchCommand::Azure(a) => super::azure::launch(a, ui.quiet),
+        LaunchCommand::Azure(a) => super::azure::launch(*a, ui.quiet),
     }
 }
 
