@@ -2,7 +2,7 @@
 //! command line and the `AZURE_*` environment, progress and rendering. Secrets are read from
 //! the environment or files, never echoed.
 
-use super::{Outcome, human_bytes, print_json};
+use super::{Outcome, human_bytes, outln, print_json};
 use clap::{Args, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use isotool::azure::arm::{self, ArmClient, Generation, ImageSpec, VmSpec};
@@ -335,14 +335,14 @@ fn render_upload(a: &UploadArgs, r: &upload::UploadReport) -> Result<Outcome> {
     if a.json {
         print_json(r)?;
     } else if r.dry_run {
-        println!("dry run: nothing sent to {}", r.blob_url);
-        println!(
+        outln!("dry run: nothing sent to {}", r.blob_url);
+        outln!(
             "  fixed VHD of {} bytes (virtual size {} = {} MiB, then the 512-byte footer)",
             r.blob_size,
             r.virtual_size,
             r.virtual_size >> 20
         );
-        println!(
+        outln!(
             "  would send {} ({} bytes) in {} Put Page calls; zeros skipped {} ({} bytes)",
             human_bytes(r.sent_bytes),
             r.sent_bytes,
@@ -350,11 +350,11 @@ fn render_upload(a: &UploadArgs, r: &upload::UploadReport) -> Result<Outcome> {
             human_bytes(r.zero_bytes),
             r.zero_bytes
         );
-        println!("  md5 {} (Content-MD5 {})", r.md5, r.md5_base64);
-        println!("  sha256 {}", r.sha256);
+        outln!("  md5 {} (Content-MD5 {})", r.md5, r.md5_base64);
+        outln!("  sha256 {}", r.sha256);
     } else {
-        println!("uploaded {} to {}", a.disk.display(), r.blob_url);
-        println!(
+        outln!("uploaded {} to {}", a.disk.display(), r.blob_url);
+        outln!(
             "  sent {} in {} Put Page calls; already there {}; zeros skipped {}{}",
             human_bytes(r.sent_bytes),
             r.put_pages,
@@ -366,8 +366,8 @@ fn render_upload(a: &UploadArgs, r: &upload::UploadReport) -> Result<Outcome> {
                 ""
             }
         );
-        println!("  md5 {} (Content-MD5 {})", r.md5, r.md5_base64);
-        println!("  sha256 {}", r.sha256);
+        outln!("  md5 {} (Content-MD5 {})", r.md5, r.md5_base64);
+        outln!("  sha256 {}", r.sha256);
     }
     Ok(Outcome::Ok)
 }
@@ -440,9 +440,9 @@ impl ArmArgs {
 
 fn print_requests(c: &ArmClient) {
     for r in c.requests() {
-        println!("{} {}", r.method, r.url);
+        outln!("{} {}", r.method, r.url);
         if !r.body.is_empty() {
-            println!("{}", r.body);
+            outln!("{}", r.body);
         }
     }
 }
@@ -496,7 +496,7 @@ fn image_create(a: ImageCreateArgs) -> Result<Outcome> {
     }
     let id = r?;
     if !a.arm.dry_run {
-        println!("image {id}");
+        outln!("image {id}");
     }
     Ok(Outcome::Ok)
 }
@@ -583,9 +583,9 @@ pub(crate) fn launch(a: LaunchArgs, quiet: bool) -> Result<Outcome> {
     }
     let vm = r?;
     if !a.arm.dry_run {
-        println!("vm {} running", vm.vm_id);
+        outln!("vm {} running", vm.vm_id);
         if let Some(ip) = &vm.public_ip {
-            println!("  public ip {ip} (ssh {}@{ip})", spec.admin_username);
+            outln!("  public ip {ip} (ssh {}@{ip})", spec.admin_username);
         }
     }
     Ok(Outcome::Ok)

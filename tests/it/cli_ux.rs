@@ -48,8 +48,12 @@ fn into_closed_pipe(args: &[&str]) -> Output {
 fn cli_closed_stdout_pipe_ends_quietly_with_status_0() {
     let d = tempfile::tempdir().unwrap();
     let iso = ubuntu_mini(d.path());
+    // `azure upload --dry-run` prints its plan without any request (the endpoint is never used).
+    let disk = d.path().join("d.raw");
+    std::fs::write(&disk, vec![7u8; 1 << 20]).unwrap();
+    let sas = "http://127.0.0.1:9/devstoreaccount1/c/d.vhd?sv=2019-02-02&sp=rw&sig=c2lnbmF0dXJl";
     for args in [
-        vec!["iso", "ls", "-R", s(&iso), "--json"],
+        vec!["azure", "upload", "--dry-run", s(&disk), "--sas-url", sas],
         vec!["iso", "ls", "-R", s(&iso)],
         vec!["iso", "info", s(&iso)],
         vec!["iso", "extract", s(&iso), "/md5sum.txt", "-o", "-"],
