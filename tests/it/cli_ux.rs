@@ -51,7 +51,7 @@ fn cli_closed_stdout_pipe_ends_quietly_with_status_0() {
     // `azure upload --dry-run` prints its plan without any request (the endpoint is never used).
     let disk = d.path().join("d.raw");
     std::fs::write(&disk, vec![7u8; 1 << 20]).unwrap();
-    let sas = "http://127.0.0.1:9/devstoreaccount1/c/d.vhd?sv=2019-02-02&sp=rw&sig=c2lnbmF0dXJl";
+    let sas = "http://127.0.0.1:9/devstoreaccount1/cont/d.vhd?sv=2019-02-02&sp=rw&sig=c2lnbmF0dXJl";
     for args in [
         vec!["azure", "upload", "--dry-run", s(&disk), "--sas-url", sas],
         vec!["iso", "ls", "-R", s(&iso)],
