@@ -113,15 +113,21 @@ fn md5_and_none_checksums_are_refused() {
 #[test]
 fn unknown_provider_is_named() {
     let b = BuildDir::new();
-    b.write_toml(&[("providers", Some("[\"hyperv\", \"gcp\"]"))]);
+    b.write_toml(&[("providers", Some("[\"hyperv\", \"digitalocean\"]"))]);
     expect_error(
         &b.build(&[]),
         "invalid-config",
         &[
             "providers",
-            "unknown provider \"gcp\" (planned",
-            "hyperv, azure, raw",
+            "unknown provider \"digitalocean\"",
+            "hyperv, azure, raw, openstack, gcp, aws, vmware, virtualbox, vagrant-libvirt",
         ],
+    );
+    b.write_toml(&[("providers", Some("[\"vagrant\"]"))]);
+    expect_error(
+        &b.build(&[]),
+        "invalid-config",
+        &["unknown provider \"vagrant\" (a Vagrant box is made per Vagrant provider"],
     );
     b.write_toml(&[("providers", Some("[\"hyper-v\"]"))]);
     expect_error(

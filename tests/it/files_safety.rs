@@ -302,7 +302,7 @@ fn the_temp_of_a_killed_run_is_removed_by_the_next_run() {
         1,
         "the killed run left no temp to clean"
     );
-    let o = run(&["--no-sync", "convert", p(&input), p(&out), "--to", "raw"]);
+    let o = run(&["--no-sync", "convert", p(&input), p(&out), "--to", "qcow2"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(temps(&out_dir).is_empty(), "left: {:?}", temps(&out_dir));
 }

@@ -93,8 +93,8 @@ fn info_reports_cluster_grain_compression_and_backing_chain() {
     assert!(out.contains("base.qcow2"), "{out}");
     let out = ok(&["info", p(&base), "--json"]);
     let j: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(j["info"]["block_size"], 65536);
-    let notes = j["info"]["notes"].to_string();
+    assert_eq!(j["block_size"], 65536);
+    let notes = j["notes"].to_string();
     assert!(
         notes.contains("compressed (deflate)") && notes.contains("cluster size 65536"),
         "{notes}"

@@ -355,7 +355,8 @@ fn device_nodes_are_typed_and_not_extracted() {
     assert!(o.status.success());
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let kind = |n: &str| {
-        v.as_array()
+        v["entries"]
+            .as_array()
             .unwrap()
             .iter()
             .find(|e| e["path"] == n)

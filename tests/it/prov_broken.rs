@@ -371,5 +371,6 @@ fn role_is_found_from_the_tree_or_asked_for() {
     write(&tree, "consul/server/consul_server_location.json", b"{}");
     let o = run(&args);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(stderr(&o).contains("role server"), "{}", stderr(&o));
+    // the result line is on stdout (diagnostics on stderr)
+    assert!(stdout(&o).contains("role server"), "{}", stdout(&o));
 }
