@@ -143,6 +143,23 @@ pub fn crc32c_skipping(data: &[u8], at: usize) -> u32 {
     crc32c::crc32c_append(c, &data[at + 4..])
 }
 
+/// Checks the CRC-32C stored little-endian at `sum_at` of `data` (a structure `s` at file offset
+/// `at`) against the one computed with that field as zero.
+fn check_crc32c(data: &[u8], sum_at: usize, s: &'static str, at: u64) -> Result<()> {
+    let stored = le32(data, sum_at);
+    let computed = crc32c_skipping(data, sum_at);
+    if stored != computed {
+        return Err(err!(
+            BadChecksum,
+            "CRC-32C stored 0x{stored:08x}, computed 0x{computed:08x}"
+        )
+        .with_structure(s)
+        .with_field_at("checksum", sum_at)
+        .at(at));
+    }
+    Ok(())
+}
+
 pub use crate::bytes::{le16, le32, le64, utf16le};
 
 /// Encodes a string as UTF-16LE (no terminator).
@@ -247,17 +264,7 @@ impl Header {
                 .with_field_at("signature", 0)
                 .at(at));
         }
-        let sum_at = offset_of!(HeaderLayout, checksum);
-        let (stored, computed) = (l.checksum.get(), crc32c_skipping(b, sum_at));
-        if stored != computed {
-            return Err(err!(
-                BadChecksum,
-                "CRC-32C stored 0x{stored:08x}, computed 0x{computed:08x}"
-            )
-            .with_structure(s)
-            .with_field_at("checksum", sum_at)
-            .at(at));
-        }
+        check_crc32c(b, offset_of!(HeaderLayout, checksum), s, at)?;
         let h = Header {
             sequence: l.sequence_number.get(),
             file_write_guid: Guid::from_mixed_endian(l.file_write_guid),
@@ -397,20 +404,8 @@ impl RegionTable {
                 .with_structure(s)
                 .at(at));
         }
-        let t = &b[..REGION_TABLE_SIZE];
         let sum_at = offset_of!(RegionTableHeaderLayout, checksum);
-        let stored = le32(t, sum_at);
-        let computed = crc32c_skipping(t, sum_at);
-        if stored != computed {
-            return Err(err!(
-                BadChecksum,
-                "CRC-32C stored 0x{stored:08x}, computed 0x{computed:08x}"
-            )
-            .with_structure(s)
-            .with_field_at("checksum", sum_at)
-            .at(at));
-        }
-        Ok(())
+        check_crc32c(&b[..REGION_TABLE_SIZE], sum_at, s, at)
     }
 
     /// The 64 KiB table with its checksum.
