@@ -276,18 +276,7 @@ pub fn convert_input(
     })
 }
 
-/// Commits `out`, shown as a "syncing" phase of unknown length when the output is flushed to
-/// stable storage first (that flush can take seconds for a large disk).
-pub fn commit_syncing(out: AtomicOutput, sync: bool, progress: &dyn Progress) -> Result<PathBuf> {
-    if sync {
-        progress.start("syncing", 0);
-    }
-    let r = out.commit();
-    if sync {
-        progress.finish();
-    }
-    r
-}
+pub use crate::disk::commit_syncing;
 
 /// What `disk create` should make.
 #[derive(Debug, Clone)]
