@@ -26,6 +26,7 @@ pub mod date;
 pub mod disk;
 pub mod error;
 pub mod guid;
+pub mod limits;
 pub mod output;
 pub mod pack;
 pub mod report;

@@ -149,7 +149,7 @@ impl ArmClient {
 
     /// The error of a failed ARM response: Azure's `error.code` and `error.message`.
     fn arm_error(&self, r: &Response, what: &str) -> Error {
-        let v: Value = serde_json::from_slice(&r.body).unwrap_or_default();
+        let v = crate::limits::parse_json(&r.body, "ARM's error").unwrap_or_default();
         let code = v
             .pointer("/error/code")
             .and_then(Value::as_str)
@@ -195,7 +195,7 @@ impl ArmClient {
         if !r.ok() {
             return Err(self.arm_error(&r, what));
         }
-        Ok(serde_json::from_slice(&r.body).unwrap_or_default())
+        crate::limits::parse_json(&r.body, &format!("{what}: ARM's response"))
     }
 
     /// Polls an operation until it ends.
@@ -227,7 +227,7 @@ impl ArmClient {
                 }
                 return Ok(());
             }
-            let v: Value = serde_json::from_slice(&r.body).unwrap_or_default();
+            let v = crate::limits::parse_json(&r.body, &format!("{what}: ARM's operation"))?;
             match v["status"]
                 .as_str()
                 .unwrap_or(if self.dry_run { "Succeeded" } else { "" })
@@ -477,7 +477,7 @@ fn wait_running(arm: &ArmClient, vm_id: &str) -> Result<()> {
         if !r.ok() {
             return Err(arm.arm_error(&r, "reading the VM's instance view"));
         }
-        let v: Value = serde_json::from_slice(&r.body).unwrap_or_default();
+        let v = crate::limits::parse_json(&r.body, "the VM's instance view")?;
         let codes: Vec<&str> = v["statuses"]
             .as_array()
             .map(|a| a.iter().filter_map(|s| s["code"].as_str()).collect())

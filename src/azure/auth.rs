@@ -9,7 +9,7 @@
 use super::http::{Http, Request};
 use super::secret::Secret;
 use crate::err;
-use crate::error::{IoContext, Result};
+use crate::error::Result;
 use base64::Engine;
 use std::path::Path;
 
@@ -48,12 +48,18 @@ impl std::fmt::Debug for CertCredential {
 impl CertCredential {
     /// From a PKCS#12 file (`.pfx`), with its password (empty when none).
     pub fn from_pkcs12_file(path: &Path, password: Option<&Secret>) -> Result<Self> {
-        let data = std::fs::read(path).ctx(path, "reading the client certificate")?;
+        let data = crate::limits::read_limited(
+            path,
+            crate::limits::MAX_PKCS12_BYTES,
+            "MAX_PKCS12_BYTES",
+            "the client certificate",
+        )?;
         Self::from_pkcs12(&data, password).map_err(|e| e.with_path(path))
     }
 
     /// From PKCS#12 bytes.
     pub fn from_pkcs12(data: &[u8], password: Option<&Secret>) -> Result<Self> {
+        crate::limits::check_pkcs12(data, "the PKCS#12 certificate")?;
         let pw = password.map_or("", Secret::expose);
         let ks = p12_keystore::KeyStore::from_pkcs12(
             data,
@@ -79,6 +85,7 @@ impl CertCredential {
     pub fn from_parts(pkcs8_der: &[u8], certs: &[Vec<u8>]) -> Result<Self> {
         use rsa::pkcs8::{DecodePrivateKey, DecodePublicKey};
         use x509_cert::der::{Decode, Encode};
+        crate::limits::check_rsa_pkcs8(pkcs8_der, "the certificate's key")?;
         let key = rsa::RsaPrivateKey::from_pkcs8_der(pkcs8_der).map_err(|e| {
             err!(
                 Unsupported,
@@ -241,8 +248,9 @@ impl ServicePrincipal {
                 body: body.as_bytes(),
             })
         })?;
-        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
+        let v = crate::limits::parse_json(&r.body, "the token endpoint's response");
         if !r.ok() {
+            let v = v.unwrap_or_default();
             let code = v["error"].as_str().unwrap_or("unknown");
             let desc = v["error_description"].as_str().unwrap_or_default();
             let desc = http
@@ -256,6 +264,7 @@ impl ServicePrincipal {
                 r.status
             ));
         }
+        let v = v?;
         let tok = v["access_token"]
             .as_str()
             .ok_or_else(|| err!(Remote, "the token endpoint's answer has no access_token"))?;

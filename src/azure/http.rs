@@ -4,7 +4,7 @@
 
 use super::secret::Redactor;
 use crate::err;
-use crate::error::{IoContext, Result};
+use crate::error::Result;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,7 +39,12 @@ impl Default for HttpConfig {
 impl HttpConfig {
     /// Trusts the certificates of a PEM file instead of the built-in roots.
     pub fn with_ca_file(mut self, path: &Path) -> Result<Self> {
-        self.ca_pem = Some(std::fs::read(path).ctx(path, "reading the CA certificate file")?);
+        self.ca_pem = Some(crate::limits::read_limited(
+            path,
+            crate::limits::MAX_PEM_BYTES,
+            "MAX_PEM_BYTES",
+            "the CA certificate file",
+        )?);
         Ok(self)
     }
 }
@@ -206,14 +211,18 @@ impl Http {
         } else {
             resp.body_mut()
                 .with_config()
-                .limit(64 << 20)
+                .limit(crate::limits::MAX_HTTP_BODY)
                 .read_to_vec()
-                .map_err(|e| {
-                    err!(
+                .map_err(|e| match e {
+                    ureq::Error::BodyExceedsLimit(n) => err!(
+                        LimitExceeded,
+                        "a response body is over MAX_HTTP_BODY ({n} bytes): refused"
+                    ),
+                    e => err!(
                         Network,
                         "reading a response: {}",
                         self.redactor.redact(&e.to_string())
-                    )
+                    ),
                 })?
         };
         Ok(Response {

@@ -28,7 +28,10 @@ use std::time::Duration;
 use toml::Spanned;
 
 /// Largest build file read.
-const MAX_BUILD_FILE: u64 = 1 << 20;
+pub const MAX_BUILD_FILE: u64 = 1 << 20;
+/// Deepest nesting of arrays and inline tables the toml parser accepts (its own recursion
+/// limit, named in our error).
+pub const TOML_MAX_DEPTH: usize = 80;
 
 /// A size: an integer is MiB (Packer's unit for `disk_size` and `disk_block_size`), a string
 /// carries its unit (`"40G"`, `"512M"`).
@@ -249,7 +252,11 @@ pub fn resolve(base: &Path, rel: &str) -> PathBuf {
 /// naming the file, the key and the offset.
 pub fn parse(file: &Path, text: &str) -> Result<RawBuildFile> {
     toml::from_str(text).map_err(|e| {
-        let msg = e.message().trim_end().to_string();
+        let mut msg = e.message().trim_end().to_string();
+        if msg.contains("max recursion depth") {
+            msg =
+                format!("{msg} (TOML_MAX_DEPTH: {TOML_MAX_DEPTH} levels, the toml parser's limit)");
+        }
         let mut er = match e.span() {
             Some(s) => {
                 let (line, col) = line_col(text, s.start);
@@ -265,13 +272,16 @@ pub fn parse(file: &Path, text: &str) -> Result<RawBuildFile> {
 /// Reads, parses and checks a build file. Nothing is written; every input is checked to exist.
 pub fn load(file: &Path) -> Result<BuildSpec> {
     let meta = std::fs::metadata(file).ctx(file, "reading the build file")?;
-    if !meta.is_file() || meta.len() > MAX_BUILD_FILE {
-        return Err(err!(
-            InvalidConfig,
-            "the build file must be a regular file under 1 MiB"
-        )
-        .with_path(file));
+    if !meta.is_file() {
+        return Err(err!(InvalidConfig, "the build file must be a regular file").with_path(file));
     }
+    crate::limits::check_size(
+        usize::try_from(meta.len()).unwrap_or(usize::MAX),
+        MAX_BUILD_FILE as usize,
+        "MAX_BUILD_FILE",
+        "the build file",
+    )
+    .map_err(|e| e.with_path(file))?;
     let text = std::fs::read_to_string(file).ctx(file, "reading the build file")?;
     let raw = parse(file, &text)?;
     check(file, &text, raw)

@@ -276,8 +276,8 @@ fn check_manifest(path: &Path, m: &[Member]) -> Result<()> {
 }
 
 fn check_metadata(path: &Path, meta: &Member, provider: &str) -> Result<()> {
-    let v: serde_json::Value =
-        serde_json::from_slice(&meta.head).map_err(|e| bad(path, format!("metadata.json: {e}")))?;
+    let v = crate::limits::parse_json(&meta.head, "metadata.json")
+        .map_err(|e| bad(path, e.message().to_string()))?;
     if v["provider"] != provider {
         return Err(bad(
             path,

@@ -179,7 +179,7 @@ pub struct ConfigTree {
 }
 
 /// Largest file read into memory for checking (JSON, PEM).
-const MAX_CHECKED_FILE: u64 = 16 << 20;
+pub const MAX_CHECKED_FILE: u64 = 16 << 20;
 
 fn stat_id(st: &libc::stat) -> FileId {
     FileId {
@@ -419,7 +419,7 @@ impl ConfigTree {
         if e.size > MAX_CHECKED_FILE {
             return Err(err!(
                 AbsurdSize,
-                "{rel} is {} bytes; files checked by isotool are at most {MAX_CHECKED_FILE}",
+                "{rel} is {} bytes, over MAX_CHECKED_FILE ({MAX_CHECKED_FILE} bytes): refused before reading",
                 e.size
             )
             .with_path(&e.source));

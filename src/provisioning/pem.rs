@@ -26,8 +26,14 @@ fn labels(text: &str) -> Vec<&str> {
         .collect()
 }
 
+/// [`crate::limits::check_pem`] as the message of this module's errors.
+fn bounded(bytes: &[u8]) -> Result<(), String> {
+    crate::limits::check_pem(bytes, "it").map_err(|e| e.message().to_string())
+}
+
 /// Parses one PEM certificate.
 pub fn parse_certificate(bytes: &[u8]) -> Result<Certificate, String> {
+    bounded(bytes)?;
     let text = std::str::from_utf8(bytes).map_err(|_| "is not PEM text".to_string())?;
     match labels(text).first() {
         Some(&"CERTIFICATE") => {}
@@ -40,6 +46,7 @@ pub fn parse_certificate(bytes: &[u8]) -> Result<Certificate, String> {
 
 /// Parses a bundle of one or more PEM certificates; returns how many.
 pub fn parse_bundle(bytes: &[u8]) -> Result<usize, String> {
+    bounded(bytes)?;
     let text = std::str::from_utf8(bytes).map_err(|_| "is not PEM text".to_string())?;
     let ls = labels(text);
     if ls.is_empty() {
@@ -57,6 +64,7 @@ pub fn parse_bundle(bytes: &[u8]) -> Result<usize, String> {
 
 /// Parses a PEM private key (PKCS#8, SEC1 `EC PRIVATE KEY`, PKCS#1 `RSA PRIVATE KEY`).
 pub fn parse_private_key(bytes: &[u8]) -> Result<PrivateKey, String> {
+    bounded(bytes)?;
     let text = std::str::from_utf8(bytes).map_err(|_| "is not PEM text".to_string())?;
     let label = labels(text)
         .into_iter()
@@ -71,6 +79,15 @@ pub fn parse_private_key(bytes: &[u8]) -> Result<PrivateKey, String> {
         .map(|i| start + i + end.len())
         .ok_or("the PEM private key has no END line")?;
     let block = &text[start..stop];
+    if let Ok((_, der)) = x509_cert::der::pem::decode_vec(block.as_bytes()) {
+        let pkcs1 = label == "RSA PRIVATE KEY";
+        let r = if pkcs1 {
+            crate::limits::check_rsa_pkcs1(&der, "the key")
+        } else {
+            crate::limits::check_rsa_pkcs8(&der, "the key")
+        };
+        r.map_err(|e| e.message().to_string())?;
+    }
     let parsed = match label {
         "PRIVATE KEY" => p256::SecretKey::from_pkcs8_pem(block)
             .map(PrivateKey::P256)

@@ -81,20 +81,11 @@ fn load_json(
             return None;
         }
     };
-    match serde_json::from_slice::<serde_json::Value>(&bytes) {
+    // bounded (size, depth) before parsing; syntax errors carry positions, not content
+    match crate::limits::parse_json(&bytes, "") {
         Ok(v) => Some(v),
         Err(e) => {
-            // serde_json's syntax errors carry positions, not content.
-            report.error(
-                rel,
-                None,
-                format!(
-                    "is not valid JSON ({:?} error at line {}, column {})",
-                    e.classify(),
-                    e.line(),
-                    e.column()
-                ),
-            );
+            report.error(rel, None, e.message().trim_start());
             None
         }
     }

@@ -33,6 +33,7 @@ mod e2e_install;
 mod files_safety;
 mod formats_cli;
 mod fuzz;
+mod hostile_parse;
 mod iso_edge;
 mod iso_fuzz;
 mod iso_realdata;
