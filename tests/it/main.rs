@@ -35,6 +35,7 @@ mod formats_cli;
 mod fuzz;
 mod iso_edge;
 mod iso_fuzz;
+mod iso_hadris;
 mod iso_realdata;
 mod launch_hyperv;
 mod launch_qemu;
