@@ -36,6 +36,7 @@ mod fuzz;
 mod hostile_parse;
 mod iso_edge;
 mod iso_fuzz;
+mod iso_hadris;
 mod iso_realdata;
 mod launch_hyperv;
 mod launch_qemu;
