@@ -17,6 +17,7 @@ mod prov_fixture;
 
 // tests
 mod azure_arm;
+mod azure_json;
 mod azure_upload;
 mod boot_harness;
 mod boot_remaster;
