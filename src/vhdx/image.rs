@@ -2,6 +2,7 @@
 
 use super::bat::PagedBat;
 use super::format::*;
+use super::layout::{HeaderLayout, MetadataEntryLayout, MetadataTableHeaderLayout};
 use super::log::{self, Sector};
 use crate::disk::{DiskImage, Extent, ExtentKind, ImageInfo, ImageKind, push_extent};
 use crate::disk::{NoParents, OpenOptions, ParentOpener};
@@ -10,6 +11,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::guid::Guid;
 use std::collections::BTreeMap;
 use std::fs::File;
+use std::mem::offset_of;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -573,8 +575,8 @@ fn read_headers(file: &File, path: &Path, real_len: u64) -> Result<(u64, Header,
             hdr.log_version
         )
         .with_structure("VHDX header")
-        .with_field_at("log version", 64)
-        .at(hdr_at + 64));
+        .with_field_at("log version", offset_of!(HeaderLayout, log_version))
+        .at(hdr_at + offset_of!(HeaderLayout, log_version) as u64));
     }
     Ok((hdr_at, hdr, notes))
 }
@@ -604,8 +606,8 @@ fn read_log(
             hdr.log_offset
         )
         .with_structure("VHDX header")
-        .with_field_at("log length", 68)
-        .at(hdr_at + 68));
+        .with_field_at("log length", offset_of!(HeaderLayout, log_length))
+        .at(hdr_at + offset_of!(HeaderLayout, log_length) as u64));
     }
     if !hdr.log_offset.is_multiple_of(MIB)
         || !log_len.is_multiple_of(MIB)
@@ -618,8 +620,8 @@ fn read_log(
             hdr.log_offset
         )
         .with_structure("VHDX header")
-        .with_field_at("log length", 68)
-        .at(hdr_at + 68));
+        .with_field_at("log length", offset_of!(HeaderLayout, log_length))
+        .at(hdr_at + offset_of!(HeaderLayout, log_length) as u64));
     }
     let mut overlay = BTreeMap::new();
     let mut file_size = real_len;
@@ -686,7 +688,7 @@ fn read_regions(img: &VhdxImage) -> Result<((u64, u64), (u64, u64))> {
     let mut bat_region = None;
     let mut meta_region = None;
     for (i, e) in rt.entries.iter().enumerate() {
-        let at = REGION1_OFFSET + 16 + i as u64 * 32;
+        let at = REGION1_OFFSET + (RT_HEAD + i * RT_ENTRY) as u64;
         let slot = if e.guid == BAT_GUID {
             &mut bat_region
         } else if e.guid == METADATA_GUID {
@@ -814,7 +816,9 @@ fn read_metadata_items(img: &VhdxImage, meta_off: u64, meta_len: u64) -> Result<
     let table = MetadataTable::parse(&mt, meta_off)?;
     let mut items = MetaItems::default();
     for (i, e) in table.entries.iter().enumerate() {
-        let at = meta_off + 32 + i as u64 * 32;
+        let at = meta_off
+            + (size_of::<MetadataTableHeaderLayout>() + i * size_of::<MetadataEntryLayout>())
+                as u64;
         let known = [
             FILE_PARAMETERS_GUID,
             VIRTUAL_DISK_SIZE_GUID,
