@@ -36,6 +36,7 @@ mod fuzz;
 mod iso_edge;
 mod iso_fuzz;
 mod iso_realdata;
+mod iso_remaster_race;
 mod launch_hyperv;
 mod launch_qemu;
 mod pack_oracle;
