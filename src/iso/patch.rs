@@ -1253,7 +1253,14 @@ impl Work {
         progress: &dyn Progress,
     ) -> Result<PatchReport> {
         self.report.new_len = sz.new_len;
-        let out = AtomicOutput::create(output, &[inp.path], inp.plan.output)?;
+        // every file the output is made of is an input: checked now and again at the rename
+        // (one may have been moved or linked onto the output path meanwhile)
+        let mut inputs = vec![inp.path];
+        inputs.extend(inp.plan.ops.iter().filter_map(|op| match &op.source {
+            Source::File(p) => Some(p.as_path()),
+            Source::Bytes(_) => None,
+        }));
+        let out = AtomicOutput::create(output, &inputs, inp.plan.output)?;
         let mut o = Out {
             file: out.file(),
             tmp: out.tmp_path().to_path_buf(),

@@ -39,6 +39,7 @@ mod iso_edge;
 mod iso_fuzz;
 mod iso_hadris;
 mod iso_realdata;
+mod iso_remaster_race;
 mod launch_hyperv;
 mod launch_qemu;
 mod pack_oracle;
