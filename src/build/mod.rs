@@ -8,6 +8,7 @@
 //!
 //! The library never draws: it sends [`Event`]s to an [`Observer`] (the CLI draws them).
 
+pub mod apart;
 pub mod file;
 mod install;
 pub mod pipeline;

@@ -130,6 +130,7 @@ struct Run<'a> {
 /// exists, an installed disk given instead of an install exists, and no earlier build of the
 /// same name and version is in the way (unless `force`).
 pub fn preflight(plan: &Plan, opts: &RunOptions) -> Result<()> {
+    super::apart::check(plan)?;
     if let Some(s) = &opts.stop_after
         && !plan.steps.iter().any(|st| &st.id == s)
     {

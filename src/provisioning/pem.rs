@@ -8,7 +8,7 @@ use p256::pkcs8::DecodePrivateKey as _;
 use rsa::pkcs1::DecodeRsaPrivateKey as _;
 use rsa::pkcs8::DecodePublicKey as _;
 use x509_cert::Certificate;
-use x509_cert::der::{DecodePem as _, Encode as _};
+use x509_cert::der::{Decode as _, Encode as _};
 
 /// A private key we can derive a public key from.
 #[derive(Debug)]
@@ -40,8 +40,32 @@ pub fn parse_certificate(bytes: &[u8]) -> Result<Certificate, String> {
         Some(l) => return Err(format!("holds a PEM {l:?}, not a CERTIFICATE")),
         None => return Err("holds no PEM block".to_string()),
     }
-    Certificate::from_pem(text.trim().as_bytes())
-        .map_err(|e| format!("the certificate does not parse: {e}"))
+    let mut certs = certificates(text, "the certificate")?;
+    Ok(certs.swap_remove(0))
+}
+
+/// Every `CERTIFICATE` block of `text`, each decoded to DER first and then parsed from the
+/// buffer: the der crate's streaming PEM reader (`Certificate::from_pem`, `load_pem_chain`)
+/// loops forever on a block whose DER claims more bytes than the block holds (a truncated
+/// certificate; found by the `x509-der` fuzz target).
+fn certificates(text: &str, what: &str) -> Result<Vec<Certificate>, String> {
+    const END: &str = "-----END CERTIFICATE-----";
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("-----BEGIN CERTIFICATE-----") {
+        let stop = rest[start..]
+            .find(END)
+            .map(|i| start + i + END.len())
+            .ok_or_else(|| format!("{what} has no END line"))?;
+        let (_, der) = x509_cert::der::pem::decode_vec(&rest.as_bytes()[start..stop])
+            .map_err(|e| format!("{what} is not valid PEM: {e}"))?;
+        out.push(Certificate::from_der(&der).map_err(|e| format!("{what} does not parse: {e}"))?);
+        rest = &rest[stop..];
+    }
+    if out.is_empty() {
+        return Err(format!("{what} holds no PEM certificate"));
+    }
+    Ok(out)
 }
 
 /// Parses a bundle of one or more PEM certificates; returns how many.
@@ -57,8 +81,7 @@ pub fn parse_bundle(bytes: &[u8]) -> Result<usize, String> {
             "holds a PEM {l:?}; a bundle holds certificates only"
         ));
     }
-    let certs = Certificate::load_pem_chain(bytes)
-        .map_err(|e| format!("a certificate of the bundle does not parse: {e}"))?;
+    let certs = certificates(text, "a certificate of the bundle")?;
     Ok(certs.len())
 }
 

@@ -510,3 +510,56 @@ fn outputs_without_secrets_honour_the_umask() {
         0o600
     );
 }
+
+/// Issue 11 item 2, the build: an input inside a directory the build owns (it removes its work
+/// directory when it starts, replaces provider directories with --force) or an owned directory
+/// inside the config tree is a named error before anything is written. Before, the installed
+/// disk in `.work/` was deleted by the first step and the build exited 0; the work directory
+/// inside the config tree was scanned onto the disc.
+#[test]
+fn build_inputs_inside_the_directories_it_owns_are_refused() {
+    use crate::build_common::{BuildDir, expect_error, installed_disk};
+    let b = BuildDir::new();
+    let work = b.path().join("out/1.0.0/demo/.work");
+    std::fs::create_dir_all(&work).unwrap();
+    let disk = work.join("mine.raw");
+    installed_disk(&disk, 1);
+    let before = sha(&disk);
+    let o = b.build(&[
+        "--installed-disk",
+        "out/1.0.0/demo/.work/mine.raw",
+        "--stop-after",
+        "verify-iso",
+    ]);
+    expect_error(
+        &o,
+        "same-file",
+        &["the installed disk out/1.0.0/demo/.work/mine.raw is inside the work directory"],
+    );
+    assert_eq!(
+        sha(&disk),
+        before,
+        "the installed disk was modified or removed"
+    );
+    // the preseed in an earlier build's provider directory, replaced by --force
+    let raw_dir = b.path().join("out/1.0.0/demo/raw");
+    std::fs::create_dir_all(&raw_dir).unwrap();
+    std::fs::copy(b.path().join("test.seed"), raw_dir.join("test.seed")).unwrap();
+    b.write_toml(&[("preseed", Some("\"out/1.0.0/demo/raw/test.seed\""))]);
+    let o = b.build(&["--force", "--stop-after", "verify-iso"]);
+    expect_error(
+        &o,
+        "same-file",
+        &["the preseed", "is inside the raw directory"],
+    );
+    assert!(raw_dir.join("test.seed").is_file());
+    // the output directory inside the config tree: the work directory would be on the disc
+    b.write_toml(&[("output_directory", Some("\"config/out\""))]);
+    let o = b.build(&["--stop-after", "verify-iso"]);
+    expect_error(
+        &o,
+        "same-file",
+        &["the work directory config/out/1.0.0/demo/.work would be inside the config tree"],
+    );
+    assert!(!b.path().join("config/out").exists());
+}

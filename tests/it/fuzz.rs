@@ -129,11 +129,116 @@ fn execs(base: usize) -> usize {
 /// Runs `target` on the corpus of `name`, then on `n` mutants of each seed (mutations within
 /// `window` bytes). Prints target, execs, time, crashes; fails on a crash after saving it.
 fn fuzz(name: &str, seeds: &[Vec<u8>], window: usize, n: usize, target: &dyn Fn(&[u8])) {
+    fuzz_with(name, seeds, n, &|rng, m| mutate(rng, m, window), target);
+}
+
+/// Text mutations for parsers of text (YAML, JSON, TOML, PEM, descriptors): the byte mutations
+/// of [`mutate`], plus insertions of the format's tokens from `dict`, deletions and duplicated
+/// runs (which make deep nesting, long lines and repeated keys). Inputs stay under 64 KiB.
+fn mutate_text(rng: &mut Rng, data: &mut Vec<u8>, dict: &[&str]) {
+    for _ in 0..1 + rng.below(4) {
+        let at = rng.below(data.len() + 1);
+        match rng.below(5) {
+            0 | 1 if !dict.is_empty() => {
+                let tok = dict[rng.below(dict.len())].as_bytes();
+                let times = if rng.below(8) == 0 {
+                    1 + rng.below(300)
+                } else {
+                    1
+                };
+                for _ in 0..times {
+                    data.splice(at..at, tok.iter().copied());
+                }
+            }
+            2 => {
+                let len = rng.below(64).min(data.len() - at);
+                data.drain(at..at + len);
+            }
+            3 => {
+                let len = rng.below(64).min(data.len() - at);
+                let run = data[at..at + len].to_vec();
+                data.splice(at..at, run);
+            }
+            _ => {
+                let w = data.len();
+                mutate(rng, data, w);
+            }
+        }
+        data.truncate(64 << 10);
+    }
+}
+
+/// An execution running longer than this is a hang (the slowest, whole-image executions take
+/// about a second on a loaded CI machine).
+const HANG_SECS: u64 = 60;
+
+/// Watches one target's executions from another thread: an input that runs over [`HANG_SECS`]
+/// is saved to the corpus like a crash and the process aborts (a hang cannot be unwound, and
+/// CI must fail rather than wait for its own time-out).
+struct Watchdog {
+    current: std::sync::Arc<std::sync::Mutex<(Vec<u8>, Instant)>>,
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Watchdog {
+    fn start(name: &str) -> Watchdog {
+        let w = Watchdog {
+            current: std::sync::Arc::new(std::sync::Mutex::new((Vec::new(), Instant::now()))),
+            done: Default::default(),
+        };
+        let (current, done, name) = (w.current.clone(), w.done.clone(), name.to_string());
+        std::thread::spawn(move || {
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::sleep(std::time::Duration::from_millis(500));
+                let c = current.lock().unwrap();
+                if !c.0.is_empty() && c.1.elapsed().as_secs() >= HANG_SECS {
+                    let h = isotool::checksum::sha256_hex(&c.0);
+                    let p = corpus_dir().join(format!("{name}-{}.bin", &h[..16]));
+                    let _ = std::fs::write(&p, &c.0);
+                    let _ = std::io::stderr().write_all(
+                        format!(
+                            "fuzz target {name}: an input ran over {HANG_SECS} s (a hang); \
+                             saved as {}\n",
+                            p.display()
+                        )
+                        .as_bytes(),
+                    );
+                    std::process::abort();
+                }
+            }
+        });
+        w
+    }
+
+    fn running(&self, input: &[u8]) {
+        let mut c = self.current.lock().unwrap();
+        c.0.clear();
+        c.0.extend_from_slice(input);
+        c.1 = Instant::now();
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        self.done.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// [`fuzz`] with the mutator given (`mutator(rng, input)` changes one copy of a seed).
+fn fuzz_with(
+    name: &str,
+    seeds: &[Vec<u8>],
+    n: usize,
+    mutator: &dyn Fn(&mut Rng, &mut Vec<u8>),
+    target: &dyn Fn(&[u8]),
+) {
     let started = Instant::now();
     let mut runs = 0usize;
     let mut crashes = Vec::new();
+    let dog = Watchdog::start(name);
     let mut run_one = |input: &[u8], crashes: &mut Vec<PathBuf>, save: bool| {
         runs += 1;
+        dog.running(input);
         if catch_unwind(AssertUnwindSafe(|| target(input))).is_err() {
             let h = isotool::checksum::sha256_hex(input);
             let p = corpus_dir().join(format!("{name}-{}.bin", &h[..16]));
@@ -167,18 +272,19 @@ fn fuzz(name: &str, seeds: &[Vec<u8>], window: usize, n: usize, target: &dyn Fn(
         run_one(seed, &mut crashes, true);
         for _ in 0..n {
             let mut m = seed.clone();
-            mutate(&mut rng, &mut m, window);
+            mutator(&mut rng, &mut m);
             run_one(&m, &mut crashes, true);
         }
     }
     // straight to stderr, past the test harness's capture: CI logs show every target's numbers
-    let _ = writeln!(
-        std::io::stderr(),
-        "fuzz target {name}: {} seeds, {runs} execs, {:.1} s, {} crashes",
+    // (one write, so lines of targets running in parallel never mix; .ci/run tabulates them)
+    let line = format!(
+        "fuzz target {name}: {} seeds, {runs} execs, {:.1} s, {} crashes\n",
         seeds.len(),
         started.elapsed().as_secs_f64(),
         crashes.len()
     );
+    let _ = std::io::stderr().write_all(line.as_bytes());
     assert!(
         crashes.is_empty(),
         "fuzz target {name}: {} input(s) made a parser panic; saved as {:?}",
@@ -365,4 +471,466 @@ fn boot_configs() {
         let _ = bootcfg::edit_grub(&s, &u);
         let _ = bootcfg::check_kernel_arg(&s);
     });
+}
+
+/// Opens `p` as a disk image the way `info` and `convert` do and reads it: every extent, and
+/// 4 KiB at the start, the middle and the end.
+fn open_and_read(p: &Path) {
+    if let Ok(img) = isotool::image::open_image(p, &Default::default()) {
+        let len = img.len();
+        let _ = img.extents(0, len);
+        let mut buf = vec![0u8; 4096.min(len as usize)];
+        for at in [0, len / 2, len.saturating_sub(4096)] {
+            let _ = img.read_at(&mut buf, at);
+        }
+    }
+}
+
+/// A raw disk of `mib` MiB with a few runs of data (compressible and not), for qemu-img.
+fn raw_with_data(dir: &Path, mib: u64) -> PathBuf {
+    let p = dir.join("data.raw");
+    let mut v = vec![0u8; (mib << 20) as usize];
+    let mut rng = Rng::new("raw-data");
+    for (i, at) in [0usize, 70 << 10, 1 << 20, (mib as usize - 1) << 20]
+        .into_iter()
+        .enumerate()
+    {
+        for b in &mut v[at..at + (64 << 10)] {
+            *b = if i % 2 == 0 { rng.next() as u8 } else { b'a' };
+        }
+    }
+    std::fs::write(&p, v).unwrap();
+    p
+}
+
+/// `qemu-img convert -O FMT [opts] raw out` (package qemu-utils): a seed made by the peer.
+fn qemu_img_made(raw: &Path, out: &Path, fmt: &str, opts: &[&str]) -> Vec<u8> {
+    let mut args = vec!["convert", "-O", fmt];
+    args.extend_from_slice(opts);
+    args.extend([raw.to_str().unwrap(), out.to_str().unwrap()]);
+    crate::oracle::qemu_img(&args);
+    std::fs::read(out).unwrap()
+}
+
+#[test]
+fn qcow2_headers_and_images() {
+    let d = tempfile::tempdir().unwrap();
+    let raw = raw_with_data(d.path(), 4);
+    let seeds = vec![
+        std::fs::read(realdata("dfvfs-ext2.qcow2")).unwrap(),
+        qemu_img_made(&raw, &d.path().join("a.qcow2"), "qcow2", &[]),
+        // compressed clusters, 4 KiB clusters (many L2 tables), compat 0.10 (version 2)
+        qemu_img_made(
+            &raw,
+            &d.path().join("b.qcow2"),
+            "qcow2",
+            &["-c", "-o", "cluster_size=4096"],
+        ),
+        qemu_img_made(
+            &raw,
+            &d.path().join("c.qcow2"),
+            "qcow2",
+            &["-o", "compat=0.10"],
+        ),
+    ];
+    let heads: Vec<Vec<u8>> = seeds.iter().map(|s| s[..4096].to_vec()).collect();
+    fuzz("qcow2-header", &heads, 512, execs(400), &|b| {
+        if let Ok(h) = isotool::qcow2::layout::Header::parse(b) {
+            let _ = isotool::qcow2::layout::Header::parse(&h.encode());
+        }
+    });
+    // header, L1, refcount table and the first L2 tables lie in the first 256 KiB
+    let s = scratch_dir(&d);
+    fuzz("qcow2-image", &seeds, 256 << 10, execs(60), &|b| {
+        open_and_read(&scratch(&s, b));
+    });
+}
+
+/// A scratch directory of its own inside `d` (targets whose images name other files).
+fn scratch_dir(d: &tempfile::TempDir) -> PathBuf {
+    let p = d.path().join("scratch");
+    std::fs::create_dir_all(&p).unwrap();
+    p
+}
+
+#[test]
+fn vmdk_headers_descriptors_and_images() {
+    use isotool::vmdk::layout::{Descriptor, Header};
+    let d = tempfile::tempdir().unwrap();
+    let raw = raw_with_data(d.path(), 4);
+    let seeds = vec![
+        // monolithicSparse by qemu-img (dfvfs) and VMware's version 3 (qemu's iotest sample)
+        std::fs::read(realdata("dfvfs-ext2.vmdk")).unwrap(),
+        std::fs::read(realdata("qemu-iotest-version3.vmdk")).unwrap(),
+        qemu_img_made(&raw, &d.path().join("s.vmdk"), "vmdk", &[]),
+        qemu_img_made(
+            &raw,
+            &d.path().join("so.vmdk"),
+            "vmdk",
+            &["-o", "subformat=streamOptimized"],
+        ),
+    ];
+    let heads: Vec<Vec<u8>> = seeds.iter().map(|s| s[..512].to_vec()).collect();
+    fuzz("vmdk-header", &heads, 512, execs(400), &|b| {
+        if let Ok(h) = Header::parse(b) {
+            let _ = Header::parse(&h.encode());
+        }
+    });
+    // the embedded descriptors (text after the header), and a monolithicFlat one
+    let mut texts: Vec<Vec<u8>> = seeds
+        .iter()
+        .filter_map(|s| {
+            let h = Header::parse(&s[..512]).ok()?;
+            let (at, len) = (
+                h.descriptor_offset as usize * 512,
+                h.descriptor_size as usize * 512,
+            );
+            let t = s.get(at..at + len)?;
+            let end = t.iter().position(|&c| c == 0).unwrap_or(t.len());
+            Some(t[..end].to_vec())
+        })
+        .collect();
+    texts.push(
+        b"# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\ncreateType=\"monolithicFlat\"\n\n# Extent description\nRW 8192 FLAT \"disk-flat.vmdk\" 0\n\nddb.virtualHWVersion = \"4\"\nddb.geometry.cylinders = \"8\"\n"
+            .to_vec(),
+    );
+    assert!(texts.len() >= 4, "descriptors found: {}", texts.len());
+    let dict = [
+        "\n",
+        "=",
+        "\"",
+        "RW ",
+        "SPARSE ",
+        "FLAT ",
+        "createType",
+        "parentCID",
+        "#",
+        " 0",
+    ];
+    fuzz_with(
+        "vmdk-descriptor",
+        &texts,
+        execs(400),
+        &|rng, m| mutate_text(rng, m, &dict),
+        &|b| {
+            let _ = Descriptor::parse(&String::from_utf8_lossy(b));
+        },
+    );
+    // whole images: header, descriptor, grain directory and tables (and, streamOptimized, the
+    // footer and markers at the end: a mutant that truncates reaches them)
+    let s = scratch_dir(&d);
+    fuzz("vmdk-image", &seeds, 128 << 10, execs(60), &|b| {
+        open_and_read(&scratch(&s, b));
+    });
+}
+
+#[test]
+fn cloud_init_yaml() {
+    use isotool::cloudinit::{check_user_data, check_yaml_mapping};
+    let seeds: Vec<Vec<u8>> = [
+        "#cloud-config\nhostname: seed-test\nusers:\n  - name: ops\n    groups: [sudo, adm]\n    ssh_authorized_keys:\n      - ssh-ed25519 AAAA ops@example\nruncmd:\n  - [echo, hi]\n  - - sh\n    - -c\n    - 'echo \"quoted: [x]\"'\nwrite_files:\n  - path: /etc/x\n    content: |\n      line one\n      line two\n    permissions: '0644'\n",
+        "instance-id: iid-0123\nlocal-hostname: node1\n",
+        "version: 2\nethernets:\n  eth0:\n    match: {macaddress: '00:11:22:33:44:55'}\n    dhcp4: true\n    addresses: [192.0.2.2/24]\n",
+        "#cloud-config\nbase: &b {a: 1, b: [1, 2]}\nother:\n  <<: *b\n  c: !!str 3\n",
+        "{\"instance-id\": \"iid-1\", \"network\": {\"version\": 1, \"config\": []}}\n",
+    ]
+    .iter()
+    .map(|s| s.as_bytes().to_vec())
+    .collect();
+    let dict = [
+        "\n",
+        "\n  ",
+        "- ",
+        ": ",
+        "[",
+        "]",
+        "{",
+        "}",
+        ", ",
+        "\"",
+        "'",
+        "&a ",
+        "*a",
+        "!!str ",
+        "!!binary ",
+        "<<: ",
+        "? ",
+        "|\n",
+        ">-\n",
+        "#",
+        "---\n",
+        "...\n",
+        "%YAML 1.1\n",
+    ];
+    let p = Path::new("user-data");
+    fuzz_with(
+        "yaml-cloud-init",
+        &seeds,
+        execs(300),
+        &|rng, m| mutate_text(rng, m, &dict),
+        &|b| {
+            let _ = check_user_data(b, p);
+            let _ = check_yaml_mapping(b, p, "meta-data");
+        },
+    );
+}
+
+#[test]
+fn json_documents() {
+    // the config tree's files and Azure's recorded answers (ARM and the token endpoint)
+    let mut seeds: Vec<Vec<u8>> = Vec::new();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for rel in [
+        "fixtures/config/run_provisioning.json",
+        "fixtures/config/allow_ssh.json",
+        "fixtures/config/consul/consul_region.json",
+        "fixtures/config/consul/consul_connect.json",
+    ] {
+        seeds.push(std::fs::read(root.join(rel)).unwrap());
+    }
+    for g in ["image_create", "vm_create"] {
+        let t = std::fs::read(root.join(format!("tests/azure_golden/{g}.json"))).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&t).unwrap();
+        for x in v["exchanges"].as_array().unwrap() {
+            for body in [&x["response"], &x["body"]] {
+                if !body.is_null() {
+                    seeds.push(serde_json::to_vec_pretty(body).unwrap());
+                }
+            }
+        }
+    }
+    assert!(seeds.len() >= 8, "JSON seeds: {}", seeds.len());
+    let dict = [
+        "[", "]", "{", "}", ",", ":", "\"", "\\u0000", "\\ud800", "1e999", "-0", "null", "true",
+        " ", "\"k\":", "[[[[", "{\"a\":",
+    ];
+    fuzz_with(
+        "json",
+        &seeds,
+        execs(300),
+        &|rng, m| mutate_text(rng, m, &dict),
+        &|b| {
+            if let Ok(v) = isotool::limits::parse_json(b, "fuzz.json") {
+                // what the readers then ask of it
+                let _ = v.pointer("/error/code");
+                let _ = v["status"].as_str();
+                let _ = v.to_string();
+            }
+        },
+    );
+}
+
+/// PEM texts, their DER, and a PKCS#12 file made for the fuzz seeds.
+struct CertSeeds {
+    pem: Vec<Vec<u8>>,
+    der: Vec<Vec<u8>>,
+    pfx: Vec<u8>,
+}
+
+fn cert_seeds() -> CertSeeds {
+    use rsa::pkcs1::EncodeRsaPrivateKey;
+    use rsa::pkcs8::EncodePrivateKey;
+    let ec = crate::prov_fixture::ec_certs();
+    let rsa_key = rsa::RsaPrivateKey::new(&mut rand_core::OsRng, 2048).unwrap();
+    let pkcs8 = rsa_key.to_pkcs8_der().unwrap();
+    let kp = rcgen::KeyPair::try_from(pkcs8.as_bytes()).unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["fuzz.isotool.test".to_string()])
+        .unwrap()
+        .self_signed(&kp)
+        .unwrap();
+    let pkcs1 = rsa_key.to_pkcs1_der().unwrap();
+    let chain = p12_keystore::PrivateKeyChain::new(
+        "fz",
+        p12_keystore::PrivateKey::from_der(pkcs8.as_bytes()).unwrap(),
+        [p12_keystore::Certificate::from_der(cert.der()).unwrap()],
+    );
+    let mut ks = p12_keystore::KeyStore::new();
+    ks.add_entry("fz", p12_keystore::KeyStoreEntry::PrivateKeyChain(chain));
+    let pfx = ks
+        .writer("pw")
+        .encryption_iterations(16)
+        .mac_iterations(16)
+        .write()
+        .unwrap();
+    let ec_der = x509_cert::der::pem::decode_vec(ec.cert_pem.as_bytes())
+        .unwrap()
+        .1;
+    let sec1 = crate::prov_fixture::to_sec1(&ec.key_pem);
+    CertSeeds {
+        pem: vec![
+            ec.cert_pem.into_bytes(),
+            ec.key_pem.into_bytes(),
+            sec1.into_bytes(),
+            (ec.bundle_pem.clone() + &cert.pem()).into_bytes(),
+            rsa_key
+                .to_pkcs1_pem(rsa::pkcs8::LineEnding::LF)
+                .unwrap()
+                .as_bytes()
+                .to_vec(),
+        ],
+        der: vec![
+            ec_der,
+            cert.der().to_vec(),
+            pkcs8.as_bytes().to_vec(),
+            pkcs1.as_bytes().to_vec(),
+        ],
+        pfx,
+    }
+}
+
+/// A DER element at the start of `b`: (header length, whole length).
+fn der_element(b: &[u8]) -> (usize, usize) {
+    let (hl, len) = match b[1] {
+        l if l < 0x80 => (2, l as usize),
+        l => {
+            let n = (l & 0x7f) as usize;
+            (
+                2 + n,
+                b[2..2 + n].iter().fold(0, |a, &x| a << 8 | x as usize),
+            )
+        }
+    };
+    (hl, hl + len)
+}
+
+/// The PFX without its MacData (optional in PKCS#12): mutants of the authenticated safe then
+/// reach the bag parsers and the decryption instead of failing the MAC check.
+fn without_mac(pfx: &[u8]) -> Vec<u8> {
+    let (hl, end) = der_element(pfx);
+    let body = &pfx[hl..end];
+    let (_, v) = der_element(body);
+    let (_, a) = der_element(&body[v..]);
+    let kept = &body[..v + a];
+    let mut out = vec![0x30, 0x82, (kept.len() >> 8) as u8, kept.len() as u8];
+    out.extend_from_slice(kept);
+    out
+}
+
+/// Every PEM entry point of the config tree's checks, on `text`.
+fn pem_entry_points(text: &[u8]) {
+    use isotool::provisioning::pem;
+    let c = pem::parse_certificate(text);
+    let k = pem::parse_private_key(text);
+    let _ = pem::parse_bundle(text);
+    if let (Ok(c), Ok(k)) = (c, k) {
+        let _ = pem::key_matches(&c, &k);
+    }
+}
+
+#[test]
+fn pem_x509_and_pkcs12() {
+    use isotool::azure::auth::CertCredential;
+    use isotool::azure::secret::Secret;
+    let s = cert_seeds();
+    // PEM text: labels, lines, base64
+    let dict = [
+        "-----BEGIN ",
+        "-----END ",
+        "CERTIFICATE-----\n",
+        "PRIVATE KEY-----\n",
+        "\n",
+        "=",
+        "A",
+        "/",
+    ];
+    fuzz_with(
+        "pem-text",
+        &s.pem,
+        execs(200),
+        &|rng, m| mutate_text(rng, m, &dict),
+        &pem_entry_points,
+    );
+    // DER under valid PEM armour: certificates and keys reach the X.509, PKCS#8, PKCS#1 and
+    // SEC1 decoders
+    fuzz("x509-der", &s.der, 4096, execs(300), &|b| {
+        for label in [
+            "CERTIFICATE",
+            "PRIVATE KEY",
+            "RSA PRIVATE KEY",
+            "EC PRIVATE KEY",
+        ] {
+            let le = x509_cert::der::pem::LineEnding::LF;
+            if let Ok(t) = x509_cert::der::pem::encode_string(label, le, b) {
+                pem_entry_points(t.as_bytes());
+            }
+        }
+        let _ = CertCredential::from_parts(b, &[b.to_vec()]);
+    });
+    // PKCS#12 (the MAC and key derivation run on every mutant that still parses; the seed
+    // asks for 16 rounds, so executions stay cheap)
+    let pw = Secret::new("pw");
+    let seeds = [without_mac(&s.pfx), s.pfx];
+    for seed in &seeds {
+        CertCredential::from_pkcs12(seed, Some(&pw)).expect("the PKCS#12 seeds load");
+    }
+    fuzz("pkcs12", &seeds, 8192, execs(300), &|b| {
+        let _ = CertCredential::from_pkcs12(b, Some(&pw));
+        let _ = isotool::limits::check_pkcs12(b, "fuzz.pfx");
+    });
+}
+
+#[test]
+fn build_file_toml() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let example = std::fs::read(root.join("fixtures/build/build.toml")).unwrap();
+    let small = b"name = \"x\"\nversion = \"1\"\niso_url = \"a.iso\"\niso_checksum = \"none\"\npreseed = \"p.seed\"\nboot_args = [\"a\", 'b']\ndisk_size = 40960\nproviders = [\"raw\"]\n[hyperv]\nx = { a = 1, b = [1.5, 2e3] }\n".to_vec();
+    let dict = [
+        "\n",
+        " = ",
+        "\"",
+        "'",
+        "\"\"\"",
+        "[",
+        "]",
+        "[[",
+        "]]",
+        "{",
+        "}",
+        ", ",
+        ".",
+        "#",
+        "1979-05-27T07:32:00Z",
+        "0x7f",
+        "inf",
+        "nan",
+        "a.b.c = 1\n",
+    ];
+    let f = Path::new("build.toml");
+    fuzz_with(
+        "toml-build-file",
+        &[example, small],
+        execs(400),
+        &|rng, m| mutate_text(rng, m, &dict),
+        &|b| {
+            let _ = isotool::build::file::parse(f, &String::from_utf8_lossy(b));
+        },
+    );
+}
+
+/// Regression (found by `x509-der`): a certificate cut short inside its PEM armour (the DER
+/// claims 2,007 bytes, the block holds 1,003) made `Certificate::from_pem` and
+/// `load_pem_chain` loop forever; it is now a named error. Runs in a thread so the old
+/// behaviour fails the test instead of hanging it.
+#[test]
+fn truncated_certificate_in_pem_is_an_error_not_a_hang() {
+    let der = std::fs::read(corpus_dir().join("x509-der-70edf3ac90f89c58.bin")).unwrap();
+    let le = x509_cert::der::pem::LineEnding::LF;
+    let pem = x509_cert::der::pem::encode_string("CERTIFICATE", le, &der).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use isotool::provisioning::pem;
+        let one = pem::parse_certificate(pem.as_bytes()).map(|_| ());
+        let bundle = pem::parse_bundle(pem.as_bytes()).map(|_| ());
+        let _ = tx.send((one, bundle));
+    });
+    let (one, bundle) = rx
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .expect("parsing a truncated PEM certificate did not finish in 30 s (a hang)");
+    let one = one.unwrap_err();
+    assert!(one.starts_with("the certificate does not parse"), "{one}");
+    let bundle = bundle.unwrap_err();
+    assert!(
+        bundle.starts_with("a certificate of the bundle does not parse"),
+        "{bundle}"
+    );
 }
