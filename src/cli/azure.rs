@@ -604,8 +604,8 @@ pub(crate) struct LaunchArgs {
     /// OpenSSH public key file for the admin user.
     #[arg(long)]
     ssh_public_key: PathBuf,
-    /// Source addresses (CIDR, or `*` for any, as `az vm create` does) allowed to reach SSH on
-    /// the public IP.
+    /// Source addresses (CIDR, or `*` for any: the default, as `az vm create`'s default
+    /// `default-allow-ssh` rule; a note says so) allowed to reach SSH on the public IP.
     #[arg(long, default_value = "*")]
     ssh_source: String,
     /// Config tree whose Azure custom data (as `cloud-init-seed --azure --from DIR` builds it,
@@ -657,6 +657,12 @@ pub(crate) fn launch(a: LaunchArgs, quiet: bool) -> Result<Outcome> {
         custom_data,
         ssh_source: a.ssh_source,
     };
+    if spec.ssh_source == "*" && !quiet && !a.arm.json {
+        eprintln!(
+            "note: SSH (port 22) on the public IP is open to any address, as `az vm create` \
+             opens it; pass --ssh-source ADDRESS/32 to allow only yours"
+        );
+    }
     let r = arm::launch_vm(&c, &spec);
     if a.arm.dry_run && !a.arm.json {
         print_requests(&c);
