@@ -332,6 +332,41 @@ fn write_custom_data(
     Ok(Outcome::Ok)
 }
 
+/// The seed: `user_data` and the meta-data, network-config and vendor-data files given (each
+/// read within its limit and checked), a meta-data derived from the user-data otherwise.
+fn read_seed(a: &CloudInitSeedArgs, user_data: Vec<u8>) -> Result<Seed> {
+    let meta_data = match &a.meta_data {
+        Some(p) => {
+            let b = cloudinit::read_input(p, "meta-data")?;
+            cloudinit::check_yaml_mapping(&b, p, "meta-data")?;
+            b
+        }
+        None => cloudinit::default_meta_data(&user_data),
+    };
+    let network_config = match &a.network_config {
+        Some(p) => {
+            let b = cloudinit::read_input(p, "network-config")?;
+            cloudinit::check_yaml_mapping(&b, p, "network-config")?;
+            Some(b)
+        }
+        None => None,
+    };
+    let vendor_data = match &a.vendor_data {
+        Some(p) => {
+            let b = cloudinit::read_input(p, "vendor-data")?;
+            cloudinit::check_user_data(&b, p)?;
+            Some(b)
+        }
+        None => None,
+    };
+    Ok(Seed {
+        user_data,
+        meta_data,
+        network_config,
+        vendor_data,
+    })
+}
+
 pub(crate) fn cloud_init_seed(a: CloudInitSeedArgs, ui: Ui) -> Result<Outcome> {
     let (quiet, sync) = (ui.quiet, ui.sync);
     let ctx = BuildContext::from_env()?;
@@ -368,36 +403,7 @@ pub(crate) fn cloud_init_seed(a: CloudInitSeedArgs, ui: Ui) -> Result<Outcome> {
             return Err(err!(InvalidArgument, "give --user-data FILE or --from DIR"));
         }
     };
-    let meta_data = match &a.meta_data {
-        Some(p) => {
-            let b = cloudinit::read_input(p, "meta-data")?;
-            cloudinit::check_yaml_mapping(&b, p, "meta-data")?;
-            b
-        }
-        None => cloudinit::default_meta_data(&user_data),
-    };
-    let network_config = match &a.network_config {
-        Some(p) => {
-            let b = cloudinit::read_input(p, "network-config")?;
-            cloudinit::check_yaml_mapping(&b, p, "network-config")?;
-            Some(b)
-        }
-        None => None,
-    };
-    let vendor_data = match &a.vendor_data {
-        Some(p) => {
-            let b = cloudinit::read_input(p, "vendor-data")?;
-            cloudinit::check_user_data(&b, p)?;
-            Some(b)
-        }
-        None => None,
-    };
-    let seed = Seed {
-        user_data,
-        meta_data,
-        network_config,
-        vendor_data,
-    };
+    let seed = read_seed(&a, user_data)?;
     refuse_dash(
         &a.output,
         "a seed image (only --azure custom data can go to stdout)",

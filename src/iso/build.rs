@@ -14,6 +14,7 @@
 //! (`copy_file_range` where possible): memory stays bounded by the size of the tree's metadata.
 
 use super::d_chars;
+use super::layout::{dr, put_both16, put_both32, vd};
 use crate::disk::Progress;
 use crate::disk::raw::copy_file_bytes_progress;
 use crate::err;
@@ -756,12 +757,14 @@ impl Plan {
         Ok(out)
     }
 
+    /// The primary (or Joliet supplementary) volume descriptor, ECMA-119 8.4 / 8.5.
     fn volume_descriptor(&self, joliet: bool) -> Vec<u8> {
         let v = self.view(joliet);
-        let mut d = vec![0u8; SECTOR as usize];
-        d[0] = if joliet { 2 } else { 1 };
-        d[1..6].copy_from_slice(b"CD001");
-        d[6] = 1;
+        let mut d = descriptor(if joliet {
+            vd::SUPPLEMENTARY
+        } else {
+            vd::PRIMARY
+        });
         let text = |d: &mut [u8], at: usize, len: usize, s: &str| {
             if joliet {
                 let mut units: Vec<u16> = s.encode_utf16().collect();
@@ -779,43 +782,56 @@ impl Plan {
                 d[at..at + len].copy_from_slice(&bytes);
             }
         };
-        text(&mut d, 8, 32, "");
-        text(&mut d, 40, 32, &self.volume_id);
-        d[80..88].copy_from_slice(&both32(self.total_sectors));
+        text(&mut d, vd::SYSTEM_ID, vd::ID_LEN, "");
+        text(&mut d, vd::VOLUME_ID, vd::ID_LEN, &self.volume_id);
+        put_both32(&mut d, vd::SPACE_SIZE, self.total_sectors);
         if joliet {
-            d[88..91].copy_from_slice(b"%/E");
+            d[vd::ESCAPES..vd::ESCAPES + 3].copy_from_slice(b"%/E");
         }
-        d[120..124].copy_from_slice(&both16(1));
-        d[124..128].copy_from_slice(&both16(1));
-        d[128..132].copy_from_slice(&both16(SECTOR as u16));
-        d[132..140].copy_from_slice(&both32(v.path_table_size as u32));
-        d[140..144].copy_from_slice(&v.l_table.to_le_bytes());
-        d[148..152].copy_from_slice(&v.m_table.to_be_bytes());
+        put_both16(&mut d, vd::SET_SIZE, 1);
+        put_both16(&mut d, vd::SEQ, 1);
+        put_both16(&mut d, vd::BLOCK_SIZE, SECTOR as u16);
+        put_both32(&mut d, vd::PATH_TABLE_SIZE, v.path_table_size as u32);
+        d[vd::L_TABLE..vd::L_TABLE + 4].copy_from_slice(&v.l_table.to_le_bytes());
+        d[vd::M_TABLE..vd::M_TABLE + 4].copy_from_slice(&v.m_table.to_be_bytes());
         let root = record(
             v.dir_lba[0],
             v.dir_size[0],
             self.nodes[0].meta.mtime,
-            0x02,
+            dr::FLAG_DIR,
             &[0],
             &[],
         )
         .unwrap_or_default();
-        d[156..156 + root.len()].copy_from_slice(&root);
-        text(&mut d, 190, 128, "");
-        text(&mut d, 318, 128, "");
-        text(&mut d, 446, 128, "");
-        text(&mut d, 574, 128, &self.application_id);
-        text(&mut d, 702, 37, "");
-        text(&mut d, 739, 37, "");
-        text(&mut d, 776, 37, "");
+        d[vd::ROOT..vd::ROOT + root.len()].copy_from_slice(&root);
+        for at in [vd::VOLUME_SET_ID, vd::PUBLISHER_ID, vd::PREPARER_ID] {
+            text(&mut d, at, vd::LONG_ID_LEN, "");
+        }
+        text(
+            &mut d,
+            vd::APPLICATION_ID,
+            vd::LONG_ID_LEN,
+            &self.application_id,
+        );
+        for at in [
+            vd::COPYRIGHT_FILE,
+            vd::ABSTRACT_FILE,
+            vd::BIBLIOGRAPHIC_FILE,
+        ] {
+            text(&mut d, at, vd::FILE_ID_LEN, "");
+        }
         let t = crate::date::iso_volume_date(self.volume_time);
-        d[813..830].copy_from_slice(&t);
-        d[830..847].copy_from_slice(&t);
-        let mut none = [b'0'; 17];
-        none[16] = 0;
-        d[847..864].copy_from_slice(&none);
-        d[864..881].copy_from_slice(&t);
-        d[881] = 1;
+        let mut none = [b'0'; vd::DATE_LEN];
+        none[vd::DATE_LEN - 1] = 0;
+        for (at, date) in [
+            (vd::CREATED, &t),
+            (vd::MODIFIED, &t),
+            (vd::EXPIRES, &none),
+            (vd::EFFECTIVE, &t),
+        ] {
+            d[at..at + vd::DATE_LEN].copy_from_slice(date);
+        }
+        d[vd::FILE_STRUCTURE_VERSION] = 1;
         d
     }
 
@@ -835,11 +851,7 @@ impl Plan {
         f.set_len(0).ctx(path, "truncating the output")?;
         w(&self.volume_descriptor(false), 16 * SECTOR)?;
         w(&self.volume_descriptor(true), 17 * SECTOR)?;
-        let mut term = vec![0u8; SECTOR as usize];
-        term[0] = 255;
-        term[1..6].copy_from_slice(b"CD001");
-        term[6] = 1;
-        w(&term, 18 * SECTOR)?;
+        w(&descriptor(vd::TERMINATOR), 18 * SECTOR)?;
         for joliet in [false, true] {
             let v = self.view(joliet);
             w(&self.path_table(joliet, false), at(v.l_table))?;
@@ -891,11 +903,13 @@ fn name_err(e: crate::Error, name: &str) -> crate::Error {
     err!(LimitExceeded, "{name:?}: {}", e.message())
 }
 
-fn both16(v: u16) -> [u8; 4] {
-    let mut b = [0u8; 4];
-    b[..2].copy_from_slice(&v.to_le_bytes());
-    b[2..].copy_from_slice(&v.to_be_bytes());
-    b
+/// A blank volume descriptor of type `kind` (ECMA-119 8.1: type, `CD001`, version 1).
+fn descriptor(kind: u8) -> Vec<u8> {
+    let mut d = vec![0u8; SECTOR as usize];
+    d[vd::KIND] = kind;
+    d[vd::ID..vd::ID + vd::MAGIC.len()].copy_from_slice(vd::MAGIC);
+    d[vd::VERSION] = 1;
+    d
 }
 
 fn both32(v: u32) -> [u8; 8] {

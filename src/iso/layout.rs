@@ -77,6 +77,13 @@ pub const fn dr_system_use_start(name_len: usize) -> usize {
     dr::NAME + name_len + (1 - name_len % 2)
 }
 
+/// The file identifier of an encoded directory record (9.1.10, 9.1.11); `r` holds at least
+/// the whole identifier (records built or read through [`encode_dir_record`] and the parser).
+pub fn dr_ident(r: &[u8]) -> &[u8] {
+    let n = r[dr::NAME_LEN] as usize;
+    &r[dr::NAME..dr::NAME + n]
+}
+
 /// Encodes a directory record (ECMA-119 9.1): identifier, padding byte when LEN_FI is even
 /// (9.1.12), system use, and a final zero byte when needed for an even LEN_DR (9.1.1, as
 /// mkisofs and libisofs write it). The one encoder of the builder and the patcher.
@@ -152,13 +159,81 @@ pub struct VolumeDescriptorHead {
 }
 const _: () = assert!(size_of::<VolumeDescriptorHead>() == 190);
 
+/// The rest of a primary / supplementary volume descriptor, ECMA-119 8.4.19 to 8.4.32 (from
+/// byte 190): identifiers, dates, the file structure version.
+#[repr(C)]
+pub struct VolumeDescriptorTail {
+    /// 8.4.19 Volume set identifier.
+    pub volume_set_id: [u8; 128],
+    /// 8.4.20 Publisher identifier.
+    pub publisher_id: [u8; 128],
+    /// 8.4.21 Data preparer identifier.
+    pub preparer_id: [u8; 128],
+    /// 8.4.22 Application identifier.
+    pub application_id: [u8; 128],
+    /// 8.4.23 Copyright file identifier.
+    pub copyright_file: [u8; 37],
+    /// 8.4.24 Abstract file identifier.
+    pub abstract_file: [u8; 37],
+    /// 8.4.25 Bibliographic file identifier.
+    pub bibliographic_file: [u8; 37],
+    /// 8.4.26 Volume creation date and time (8.4.26.1 digits format, 17 bytes).
+    pub created: [u8; 17],
+    /// 8.4.27 Volume modification date and time.
+    pub modified: [u8; 17],
+    /// 8.4.28 Volume expiration date and time.
+    pub expires: [u8; 17],
+    /// 8.4.29 Volume effective date and time.
+    pub effective: [u8; 17],
+    /// 8.4.30 File structure version (1).
+    pub file_structure_version: u8,
+}
+const _: () = assert!(size_of::<VolumeDescriptorTail>() == 882 - 190);
+
 /// Field offsets of a volume descriptor.
 pub mod vd {
-    use super::{VolumeDescriptorHead as V, offset_of};
+    use super::{VolumeDescriptorHead as V, VolumeDescriptorTail as T, offset_of};
     /// Descriptor type.
     pub const KIND: usize = offset_of!(V, kind);
     /// `CD001`.
     pub const ID: usize = offset_of!(V, id);
+    /// Descriptor version.
+    pub const VERSION: usize = offset_of!(V, version);
+    /// Where the tail starts.
+    const TAIL: usize = size_of::<V>();
+    /// Volume set identifier (128 bytes).
+    pub const VOLUME_SET_ID: usize = TAIL + offset_of!(T, volume_set_id);
+    /// Publisher identifier (128 bytes).
+    pub const PUBLISHER_ID: usize = TAIL + offset_of!(T, publisher_id);
+    /// Data preparer identifier (128 bytes).
+    pub const PREPARER_ID: usize = TAIL + offset_of!(T, preparer_id);
+    /// Application identifier (128 bytes).
+    pub const APPLICATION_ID: usize = TAIL + offset_of!(T, application_id);
+    /// Copyright file identifier (37 bytes).
+    pub const COPYRIGHT_FILE: usize = TAIL + offset_of!(T, copyright_file);
+    /// Abstract file identifier (37 bytes).
+    pub const ABSTRACT_FILE: usize = TAIL + offset_of!(T, abstract_file);
+    /// Bibliographic file identifier (37 bytes).
+    pub const BIBLIOGRAPHIC_FILE: usize = TAIL + offset_of!(T, bibliographic_file);
+    /// Creation date (17 bytes).
+    pub const CREATED: usize = TAIL + offset_of!(T, created);
+    /// Modification date.
+    pub const MODIFIED: usize = TAIL + offset_of!(T, modified);
+    /// Expiration date.
+    pub const EXPIRES: usize = TAIL + offset_of!(T, expires);
+    /// Effective date.
+    pub const EFFECTIVE: usize = TAIL + offset_of!(T, effective);
+    /// File structure version.
+    pub const FILE_STRUCTURE_VERSION: usize = TAIL + offset_of!(T, file_structure_version);
+    /// Length of a volume identifier / system identifier field.
+    pub const ID_LEN: usize = 32;
+    /// Length of the publisher, preparer, application and volume set identifiers.
+    pub const LONG_ID_LEN: usize = 128;
+    /// Length of the copyright, abstract and bibliographic file identifiers.
+    pub const FILE_ID_LEN: usize = 37;
+    /// Length of a volume date (8.4.26.1).
+    pub const DATE_LEN: usize = 17;
+    use std::mem::size_of;
     /// System identifier.
     pub const SYSTEM_ID: usize = offset_of!(V, system_id);
     /// Volume identifier.
@@ -167,6 +242,10 @@ pub mod vd {
     pub const SPACE_SIZE: usize = offset_of!(V, space_size);
     /// Escape sequences (Joliet level).
     pub const ESCAPES: usize = offset_of!(V, escapes);
+    /// Volume set size (both-endian 16).
+    pub const SET_SIZE: usize = offset_of!(V, set_size);
+    /// Volume sequence number (both-endian 16).
+    pub const SEQ: usize = offset_of!(V, seq);
     /// Logical block size (both-endian 16).
     pub const BLOCK_SIZE: usize = offset_of!(V, block_size);
     /// Path table size (both-endian).
@@ -196,6 +275,10 @@ pub mod vd {
 }
 const _: () = assert!(vd::SPACE_SIZE == 80 && vd::BLOCK_SIZE == 128 && vd::L_TABLE == 140);
 const _: () = assert!(vd::M_TABLE == 148 && vd::ROOT == 156 && vd::ESCAPES == 88);
+const _: () = assert!(vd::VOLUME_SET_ID == 190 && vd::APPLICATION_ID == 574);
+const _: () = assert!(vd::COPYRIGHT_FILE == 702 && vd::BIBLIOGRAPHIC_FILE == 776);
+const _: () = assert!(vd::CREATED == 813 && vd::EFFECTIVE == 864);
+const _: () = assert!(vd::FILE_STRUCTURE_VERSION == 881 && vd::VERSION == 6);
 
 /// El Torito boot record volume descriptor (El Torito 2.0, Figure 7).
 pub mod boot_record {

@@ -7,6 +7,7 @@
 //! their boot-info-tables stay valid.
 
 use super::boot::{self, repoint_system_area};
+use super::layout::{dr, dr_ident, dr_system_use_start, encode_dir_record, pt, pt_record_len, vd};
 use super::read::{
     BLOCK, DirRecord, Directory, Entry, IsoFile, Lookup, Tree, TreeKind, Volume, le32,
     parse_dir_records, parse_volume, put_both32, ucs2_encode,
@@ -96,17 +97,16 @@ struct DirEdit {
 /// Applies a patch to a record's bytes (extent, size, date, Rock Ridge TF modify/access).
 fn apply_patch(raw: &mut [u8], p: &RecPatch, rr_skip: Option<usize>) {
     if let Some(e) = p.extent {
-        put_both32(raw, 2, e);
+        put_both32(raw, dr::EXTENT, e);
     }
     if let Some(s) = p.size {
-        put_both32(raw, 10, s);
+        put_both32(raw, dr::SIZE, s);
     }
     if let Some(t) = p.mtime {
         let d = crate::date::iso_dir_date_u(t);
-        raw[18..25].copy_from_slice(&d);
+        raw[dr::DATE..dr::DATE + d.len()].copy_from_slice(&d);
         if let Some(skip) = rr_skip {
-            let n = raw[32] as usize;
-            let mut pos = 33 + n + (1 - n % 2) + skip;
+            let mut pos = dr_system_use_start(raw[dr::NAME_LEN] as usize) + skip;
             while pos + 4 <= raw.len() {
                 let len = raw[pos + 2] as usize;
                 if len < 4 || pos + len > raw.len() {
@@ -205,9 +205,15 @@ fn iso_ident(name: &str, long: bool, version: bool, taken: &[Vec<u8>]) -> Result
     Err(err!(LimitExceeded, "no free ISO 9660 name for {name:?}"))
 }
 
-fn build_record(ident: &[u8], extent: u32, size: u32, mtime: u64, su: &[u8]) -> Result<Vec<u8>> {
+fn build_record(
+    ident: &[u8],
+    (extent, size): (u32, u32),
+    mtime: u64,
+    flags: u8,
+    su: &[u8],
+) -> Result<Vec<u8>> {
     let date = crate::date::iso_dir_date_u(mtime);
-    super::layout::encode_dir_record(ident, extent, size, date, 0, su)
+    encode_dir_record(ident, extent, size, date, flags, su)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -350,7 +356,7 @@ fn idents(records: &[(Option<u64>, Vec<u8>)]) -> Vec<Vec<u8>> {
     records
         .iter()
         .skip(2)
-        .map(|(_, r)| r[33..33 + r[32] as usize].to_vec())
+        .map(|(_, r)| dr_ident(r).to_vec())
         .collect()
 }
 
@@ -361,12 +367,12 @@ fn insert_sorted(
     key: Option<u64>,
     rec: Vec<u8>,
 ) {
-    let ident = rec[33..33 + rec[32] as usize].to_vec();
+    let ident = dr_ident(&rec).to_vec();
     let mut at = records.len();
     for i in 2..records.len() {
         let r = &records[i].1;
-        let id = &r[33..33 + r[32] as usize];
-        let prev_more = i > 2 && records[i - 1].1[25] & 0x80 != 0;
+        let id = dr_ident(r);
+        let prev_more = i > 2 && records[i - 1].1[dr::FLAGS] & dr::FLAG_MULTI_EXTENT != 0;
         if !prev_more && ident_less(kind, &ident, id) {
             at = i;
             break;
@@ -412,22 +418,22 @@ fn iso_dir_ident(name: &str, long: bool, taken: &[Vec<u8>]) -> Result<Vec<u8>> {
 fn parse_pt(t: &[u8]) -> Result<Vec<(Vec<u8>, u32, u16)>> {
     let mut out = Vec::new();
     let mut p = 0usize;
-    while p + 8 <= t.len() {
-        let n = t[p] as usize;
+    while p + pt::NAME <= t.len() {
+        let n = t[p + pt::NAME_LEN] as usize;
         if n == 0 {
             break;
         }
-        if p + 8 + n > t.len() {
+        if p + pt::NAME + n > t.len() {
             return Err(err!(BadField, "path table entry overruns the table")
                 .with_structure("path table")
                 .at(p as u64));
         }
         out.push((
-            t[p + 8..p + 8 + n].to_vec(),
-            le32(t, p + 2),
-            u16::from_le_bytes([t[p + 6], t[p + 7]]),
+            t[p + pt::NAME..p + pt::NAME + n].to_vec(),
+            le32(t, p + pt::EXTENT),
+            u16::from_le_bytes([t[p + pt::PARENT], t[p + pt::PARENT + 1]]),
         ));
-        p += 8 + n + (n % 2);
+        p += pt_record_len(n);
     }
     Ok(out)
 }
@@ -917,20 +923,18 @@ impl Work {
                 Vec::new()
             }
         };
-        let mut rec =
-            build_record(&ident, 0, 0, plan.mtime, &su(Some(c))).map_err(|e| e.with_path(input))?;
-        rec[25] = 2;
+        let dir = dr::FLAG_DIR;
+        let rec = build_record(&ident, (0, 0), plan.mtime, dir, &su(Some(c)))
+            .map_err(|e| e.with_path(input))?;
         let self_key = self.synth;
         let dot_key = self.synth - 1;
         let dotdot_key = self.synth - 2;
         self.synth -= 3;
         insert_sorted(t.vd.kind, recs, Some(self_key), rec);
-        let mut dot =
-            build_record(&[0], 0, 0, plan.mtime, &su(None)).map_err(|e| e.with_path(input))?;
-        dot[25] = 2;
-        let mut dotdot =
-            build_record(&[1], 0, 0, plan.mtime, &su(None)).map_err(|e| e.with_path(input))?;
-        dotdot[25] = 2;
+        let dot = build_record(&[0], (0, 0), plan.mtime, dir, &su(None))
+            .map_err(|e| e.with_path(input))?;
+        let dotdot = build_record(&[1], (0, 0), plan.mtime, dir, &su(None))
+            .map_err(|e| e.with_path(input))?;
         self.newdirs.push(NewDir {
             tree: ti,
             path: p.to_string(),
@@ -964,7 +968,7 @@ impl Work {
         let files: Vec<&Vec<u8>> = recs
             .iter()
             .skip(2)
-            .filter(|(_, r)| r[25] & 2 == 0)
+            .filter(|(_, r)| r[dr::FLAGS] & dr::FLAG_DIR == 0)
             .map(|(_, r)| r)
             .collect();
         let ident = match t.vd.kind {
@@ -987,7 +991,7 @@ impl Work {
         } else {
             Vec::new()
         };
-        let rec = build_record(&ident, pl.lba, pl.len as u32, plan.mtime, &su)
+        let rec = build_record(&ident, (pl.lba, pl.len as u32), plan.mtime, 0, &su)
             .map_err(|e| e.with_path(inp.path))?;
         insert_sorted(t.vd.kind, recs, None, rec);
         if ti == 0 {
@@ -1400,17 +1404,17 @@ impl Work {
         for (ti, t) in inp.trees.iter().enumerate() {
             let off = t.vd.sector * BLOCK;
             let mut d = inp.iso.read(off, BLOCK, "volume descriptor")?;
-            put_both32(&mut d, 80, sz.vol_blocks);
+            put_both32(&mut d, vd::SPACE_SIZE, sz.vol_blocks);
             if let Some((size, lbas)) = self.pt_vd.get(&ti) {
-                put_both32(&mut d, 132, *size);
-                d[140..144].copy_from_slice(&lbas[0].to_le_bytes());
-                d[144..148].copy_from_slice(&lbas[1].to_le_bytes());
-                d[148..152].copy_from_slice(&lbas[2].to_be_bytes());
-                d[152..156].copy_from_slice(&lbas[3].to_be_bytes());
+                put_both32(&mut d, vd::PATH_TABLE_SIZE, *size);
+                d[vd::L_TABLE..vd::L_TABLE + 4].copy_from_slice(&lbas[0].to_le_bytes());
+                d[vd::L_TABLE_OPT..vd::L_TABLE_OPT + 4].copy_from_slice(&lbas[1].to_le_bytes());
+                d[vd::M_TABLE..vd::M_TABLE + 4].copy_from_slice(&lbas[2].to_be_bytes());
+                d[vd::M_TABLE_OPT..vd::M_TABLE_OPT + 4].copy_from_slice(&lbas[3].to_be_bytes());
             }
             if let Some((lba, size)) = self.root_moves.get(&ti) {
-                put_both32(&mut d, 156 + 2, *lba);
-                put_both32(&mut d, 156 + 10, *size);
+                put_both32(&mut d, vd::ROOT + dr::EXTENT, *lba);
+                put_both32(&mut d, vd::ROOT + dr::SIZE, *size);
             }
             if let Some(id) = &inp.plan.volume_id {
                 match t.vd.kind {
@@ -1420,12 +1424,12 @@ impl Work {
                         while u.len() < 32 {
                             u.extend_from_slice(&[0, b' ']);
                         }
-                        d[40..72].copy_from_slice(&u);
+                        d[vd::VOLUME_ID..vd::VOLUME_ID + 32].copy_from_slice(&u);
                     }
                     _ => {
                         let mut b = id.as_bytes().to_vec();
                         b.resize(32, b' ');
-                        d[40..72].copy_from_slice(&b);
+                        d[vd::VOLUME_ID..vd::VOLUME_ID + 32].copy_from_slice(&b);
                     }
                 }
             }
@@ -1486,9 +1490,7 @@ fn primary_file_ident(
     let version = if files.is_empty() {
         style.version
     } else {
-        files
-            .iter()
-            .any(|r| r[33..33 + r[32] as usize].contains(&b';'))
+        files.iter().any(|r| dr_ident(r).contains(&b';'))
     };
     iso_ident(name, long, version, taken)
 }
@@ -1513,7 +1515,7 @@ fn joliet_file_ident(
     } else {
         files
             .iter()
-            .any(|r| r[33..33 + r[32] as usize].ends_with(&[0, b';', 0, b'1']))
+            .any(|r| dr_ident(r).ends_with(&[0, b';', 0, b'1']))
     };
     if version {
         id.extend_from_slice(&ucs2_encode(";1"));

@@ -531,16 +531,66 @@ pub struct RockRidge {
 
 /// Parses the SUSP entries of a record, following CE continuation areas (bounded).
 pub fn parse_susp(iso: &IsoFile, su: &[u8], skip: usize, rec_off: u64) -> Result<RockRidge> {
-    let mut rr = RockRidge::default();
-    let mut name = String::new();
-    let mut have_name = false;
-    let mut link = SlBuilder::default();
+    let mut acc = SuspAcc::default();
     let mut area: Vec<u8> = su.get(skip..).unwrap_or(&[]).to_vec();
     let mut area_off = rec_off;
     let mut hops = 0;
     loop {
+        match acc.area(iso, &area, area_off)? {
+            Some((lba, off, len)) if hops < MAX_CE_HOPS => {
+                hops += 1;
+                if off as u64 >= BLOCK || len as u64 > BLOCK * 4 {
+                    return Err(
+                        err!(BadField, "continuation area offset {off} length {len}")
+                            .with_structure("SUSP CE entry")
+                            .at(rec_off)
+                            .with_path(iso.path()),
+                    );
+                }
+                area_off = lba as u64 * BLOCK + off as u64;
+                acc.rr.ce_end = acc.rr.ce_end.max(area_off + len as u64);
+                area = iso.read(area_off, len as u64, "SUSP continuation area")?;
+            }
+            Some(_) => {
+                return Err(err!(
+                    AbsurdSize,
+                    "more than {MAX_CE_HOPS} chained continuation areas"
+                )
+                .with_structure("SUSP CE entry")
+                .at(rec_off)
+                .with_path(iso.path()));
+            }
+            None => break,
+        }
+    }
+    let SuspAcc {
+        mut rr, name, link, ..
+    } = acc;
+    rr.name = name;
+    rr.symlink = link.finish();
+    Ok(rr)
+}
+
+/// What the SUSP entries of one record (its system use area and continuation areas) say.
+#[derive(Default)]
+struct SuspAcc {
+    rr: RockRidge,
+    /// The NM name, gathered over continued entries.
+    name: Option<String>,
+    link: SlBuilder,
+}
+
+impl SuspAcc {
+    /// The entries of one area (at absolute offset `area_off`), up to ST or its end. Returns
+    /// the continuation area a CE entry points to: (LBA, offset, length).
+    fn area(
+        &mut self,
+        iso: &IsoFile,
+        area: &[u8],
+        area_off: u64,
+    ) -> Result<Option<(u32, u32, u32)>> {
         let mut pos = 0usize;
-        let mut next: Option<(u32, u32, u32)> = None;
+        let mut next = None;
         while pos + 4 <= area.len() {
             let sig = [area[pos], area[pos + 1]];
             let len = area[pos + 2] as usize;
@@ -561,104 +611,83 @@ pub fn parse_susp(iso: &IsoFile, su: &[u8], skip: usize, rec_off: u64) -> Result
             match &sig {
                 b"ST" => break,
                 b"CE" if e.len() >= 24 => next = Some((le32(e, 0), le32(e, 8), le32(e, 16))),
-                b"SP" if e.len() >= 3 => rr.sp_skip = Some(e[2]),
-                b"PX" if e.len() >= 32 => {
-                    rr.any = true;
-                    rr.mode = Some(le32(e, 0));
-                    rr.nlink = Some(le32(e, 8));
-                    rr.uid_gid = Some((le32(e, 16), le32(e, 24)));
-                    if e.len() >= 40 {
-                        rr.ino = Some(le32(e, 32));
-                    }
-                }
-                b"NM" if !e.is_empty() => {
-                    rr.any = true;
-                    let flags = e[0];
-                    if flags & 0x06 == 0 {
-                        name.push_str(&String::from_utf8_lossy(&e[1..]));
-                        have_name = true;
-                    }
-                }
-                b"SL" if !e.is_empty() => {
-                    rr.any = true;
-                    link.entry(e);
-                }
-                b"PN" if e.len() >= 16 => {
-                    rr.any = true;
-                    rr.rdev = Some((le32(e, 0), le32(e, 8)));
-                }
                 b"ZF" => {
-                    rr.any = true;
-                    rr.zf = Some(super::zisofs::Zf::parse(e).map_err(|x| {
+                    self.rr.any = true;
+                    self.rr.zf = Some(super::zisofs::Zf::parse(e).map_err(|x| {
                         x.with_structure("Rock Ridge ZF entry")
                             .at(area_off + pos as u64)
                             .with_path(iso.path())
                     })?);
                 }
-                b"ER" if e.len() >= 4 => {
-                    let id = e.get(4..4 + e[0] as usize).unwrap_or(&[]);
-                    if [&b"RRIP_1991A"[..], b"IEEE_P1282", b"IEEE_1282"].contains(&id) {
-                        rr.rrip_declared = true;
-                    }
-                }
-                b"TF" if !e.is_empty() => {
-                    rr.any = true;
-                    let flags = e[0];
-                    let w = if flags & 0x80 != 0 { 17 } else { 7 };
-                    // creation (bit 0) comes before modify (bit 1)
-                    let idx = if flags & 1 != 0 { 1 } else { 0 };
-                    if flags & 2 != 0 && (idx + 1) * w < e.len() {
-                        rr.mtime = Some(e[1 + idx * w..1 + (idx + 1) * w].to_vec());
-                    }
-                }
-                b"RE" => {
-                    rr.any = true;
-                    rr.relocated = true
-                }
-                b"CL" if e.len() >= 8 => {
-                    rr.any = true;
-                    rr.child_link = Some(le32(e, 0))
-                }
-                b"RR" => {
-                    rr.any = true;
-                    rr.rrip_declared = true;
-                }
-                _ => {}
+                _ => self.entry(sig, e),
             }
             pos += len;
         }
-        match next {
-            Some((lba, off, len)) if hops < MAX_CE_HOPS => {
-                hops += 1;
-                if off as u64 >= BLOCK || len as u64 > BLOCK * 4 {
-                    return Err(
-                        err!(BadField, "continuation area offset {off} length {len}")
-                            .with_structure("SUSP CE entry")
-                            .at(rec_off)
-                            .with_path(iso.path()),
-                    );
+        Ok(next)
+    }
+
+    /// One SUSP / Rock Ridge entry other than ST, CE and ZF: `e` is its data after the 4-byte
+    /// header (signature, length, version). Unknown or short entries are skipped.
+    fn entry(&mut self, sig: [u8; 2], e: &[u8]) {
+        let rr = &mut self.rr;
+        match &sig {
+            b"SP" if e.len() >= 3 => rr.sp_skip = Some(e[2]),
+            b"PX" if e.len() >= 32 => {
+                rr.any = true;
+                rr.mode = Some(le32(e, 0));
+                rr.nlink = Some(le32(e, 8));
+                rr.uid_gid = Some((le32(e, 16), le32(e, 24)));
+                if e.len() >= 40 {
+                    rr.ino = Some(le32(e, 32));
                 }
-                area_off = lba as u64 * BLOCK + off as u64;
-                rr.ce_end = rr.ce_end.max(area_off + len as u64);
-                area = iso.read(area_off, len as u64, "SUSP continuation area")?;
             }
-            Some(_) => {
-                return Err(err!(
-                    AbsurdSize,
-                    "more than {MAX_CE_HOPS} chained continuation areas"
-                )
-                .with_structure("SUSP CE entry")
-                .at(rec_off)
-                .with_path(iso.path()));
+            b"NM" if !e.is_empty() => {
+                rr.any = true;
+                // CURRENT / PARENT flags (bits 1, 2) name no component
+                if e[0] & 0x06 == 0 {
+                    let name = self.name.get_or_insert_with(String::new);
+                    name.push_str(&String::from_utf8_lossy(&e[1..]));
+                }
             }
-            None => break,
+            b"SL" if !e.is_empty() => {
+                rr.any = true;
+                self.link.entry(e);
+            }
+            b"PN" if e.len() >= 16 => {
+                rr.any = true;
+                rr.rdev = Some((le32(e, 0), le32(e, 8)));
+            }
+            b"ER" if e.len() >= 4 => {
+                let id = e.get(4..4 + e[0] as usize).unwrap_or(&[]);
+                if [&b"RRIP_1991A"[..], b"IEEE_P1282", b"IEEE_1282"].contains(&id) {
+                    rr.rrip_declared = true;
+                }
+            }
+            b"TF" if !e.is_empty() => {
+                rr.any = true;
+                let flags = e[0];
+                let w = if flags & 0x80 != 0 { 17 } else { 7 };
+                // creation (bit 0) comes before modify (bit 1)
+                let idx = if flags & 1 != 0 { 1 } else { 0 };
+                if flags & 2 != 0 && (idx + 1) * w < e.len() {
+                    rr.mtime = Some(e[1 + idx * w..1 + (idx + 1) * w].to_vec());
+                }
+            }
+            b"RE" => {
+                rr.any = true;
+                rr.relocated = true
+            }
+            b"CL" if e.len() >= 8 => {
+                rr.any = true;
+                rr.child_link = Some(le32(e, 0))
+            }
+            b"RR" => {
+                rr.any = true;
+                rr.rrip_declared = true;
+            }
+            _ => {}
         }
     }
-    if have_name {
-        rr.name = Some(name);
-    }
-    rr.symlink = link.finish();
-    Ok(rr)
 }
 
 /// Builds a symlink target from SL entries the way libisofs (xorriso) does: a separator is put

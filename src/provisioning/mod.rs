@@ -257,60 +257,12 @@ impl ConfigTree {
         names.sort();
         for name in names {
             let path = here.join(&name);
-            let Some(name_s) = name.to_str() else {
-                report.error(
-                    &format!("{prefix}{}", name.to_string_lossy()),
-                    None,
-                    "the name is not UTF-8; it cannot be written to the media",
-                );
+            let Some(rel) = checked_name(prefix, &name, depth, report) else {
                 continue;
             };
-            let rel = format!("{prefix}{name_s}");
-            if name_s.len() > crate::iso::build::MAX_RR_NAME {
-                report.error(
-                    &rel,
-                    None,
-                    format!(
-                        "the name is {} bytes long; at most {} fit on the media",
-                        name_s.len(),
-                        crate::iso::build::MAX_RR_NAME
-                    ),
-                );
-                continue;
-            }
-            if depth > MAX_TREE_DEPTH {
-                report.error(
-                    &rel,
-                    None,
-                    format!("nested deeper than {MAX_TREE_DEPTH} directories (ISO 9660 limit)"),
-                );
-                continue;
-            }
             let st = dirfd::lstat_at(dir, &name).ctx(&path, "reading an entry")?;
             if dirfd::is_dir(&st) {
-                let sub = dirfd::open_dir(dir, &name).ctx(&path, "opening a directory")?;
-                let now = dirfd::fstat(sub.as_fd()).ctx(&path, "opening a directory")?;
-                if stat_id(&now) != stat_id(&st) {
-                    return Err(changed(&rel, &path, "was replaced while it was read"));
-                }
-                self.entries.push(TreeEntry {
-                    rel: rel.clone(),
-                    kind: EntryKind::Dir,
-                    source: path.clone(),
-                    size: 0,
-                    mtime: st.st_mtime,
-                    mode: st.st_mode & 0o7777,
-                    secret: false,
-                    read_rel: rel.clone(),
-                    id: stat_id(&st),
-                });
-                self.walk(
-                    sub.as_fd(),
-                    canon_root,
-                    &format!("{rel}/"),
-                    depth + 1,
-                    report,
-                )?;
+                self.walk_dir(dir, &name, (&path, rel), &st, canon_root, depth, report)?;
             } else if dirfd::is_file(&st) {
                 self.entries.push(file_entry(rel.clone(), rel, path, &st));
             } else if dirfd::is_symlink(&st) {
@@ -324,6 +276,44 @@ impl ConfigTree {
             }
         }
         Ok(())
+    }
+
+    /// A directory of the tree: opened without following links, checked to be the one listed
+    /// (`st`), recorded, then walked.
+    #[allow(clippy::too_many_arguments)]
+    fn walk_dir(
+        &mut self,
+        dir: BorrowedFd<'_>,
+        name: &std::ffi::OsStr,
+        (path, rel): (&Path, String),
+        st: &libc::stat,
+        canon_root: &Path,
+        depth: usize,
+        report: &mut Report,
+    ) -> Result<()> {
+        let sub = dirfd::open_dir(dir, name).ctx(path, "opening a directory")?;
+        let now = dirfd::fstat(sub.as_fd()).ctx(path, "opening a directory")?;
+        if stat_id(&now) != stat_id(st) {
+            return Err(changed(&rel, path, "was replaced while it was read"));
+        }
+        self.entries.push(TreeEntry {
+            rel: rel.clone(),
+            kind: EntryKind::Dir,
+            source: path.to_path_buf(),
+            size: 0,
+            mtime: st.st_mtime,
+            mode: st.st_mode & 0o7777,
+            secret: false,
+            read_rel: rel.clone(),
+            id: stat_id(st),
+        });
+        self.walk(
+            sub.as_fd(),
+            canon_root,
+            &format!("{rel}/"),
+            depth + 1,
+            report,
+        )
     }
 
     /// A symlink travels as the file it names when that file is inside the tree.
@@ -671,6 +661,46 @@ pub fn output_mode(tree: &ConfigTree, mode: Option<u32>) -> (OutputOptions, Opti
         _ => None,
     };
     (opts, note)
+}
+
+/// The tree-relative path of entry `name` of directory `prefix` at `depth`, or `None` (with an
+/// error in `report`) when it cannot go on the media: not UTF-8, too long, too deep.
+fn checked_name(
+    prefix: &str,
+    name: &std::ffi::OsStr,
+    depth: usize,
+    report: &mut Report,
+) -> Option<String> {
+    let Some(name_s) = name.to_str() else {
+        report.error(
+            &format!("{prefix}{}", name.to_string_lossy()),
+            None,
+            "the name is not UTF-8; it cannot be written to the media",
+        );
+        return None;
+    };
+    let rel = format!("{prefix}{name_s}");
+    if name_s.len() > crate::iso::build::MAX_RR_NAME {
+        report.error(
+            &rel,
+            None,
+            format!(
+                "the name is {} bytes long; at most {} fit on the media",
+                name_s.len(),
+                crate::iso::build::MAX_RR_NAME
+            ),
+        );
+        return None;
+    }
+    if depth > MAX_TREE_DEPTH {
+        report.error(
+            &rel,
+            None,
+            format!("nested deeper than {MAX_TREE_DEPTH} directories (ISO 9660 limit)"),
+        );
+        return None;
+    }
+    Some(rel)
 }
 
 /// What [`write_dvd`] made.
