@@ -7,15 +7,21 @@
 //! library) parses arguments, draws progress, renders results and handles signals.
 //!
 //! Layers, bottom to top (a module only uses its own layer and those below; `.ci/check-arch`
-//! checks it):
-//! - core: [`error`], [`bytes`], [`date`], [`context`], [`report`], [`output`];
+//! checks it, and that no function outside tests is over 150 lines):
+//! - core: [`error`] (stable codes, structured location), [`bytes`], [`date`], [`guid`],
+//!   [`context`] (clock and ids), [`report`], [`output`] (atomic outputs);
 //! - disks without formats: [`disk`] (the [`disk::DiskImage`] trait, raw and in-memory
 //!   backends, the streaming helpers writers share, [`disk::ParentOpener`]), [`checksum`];
 //! - partition tables and small filesystems: [`gpt`], [`fat`];
-//! - one folder per on-disk format: [`vhd`], [`vhdx`], [`iso`]; a differencing disk opens its
-//!   parent through the [`disk::ParentOpener`] it is given, never by naming the probe;
-//! - what users ask of disks: [`image`] (probe, open with parent chains, convert, validate);
-//! - artifacts: [`remaster`], [`provisioning`], [`cloudinit`].
+//! - one folder per on-disk format: [`vhd`], [`vhdx`], [`qcow2`], [`vmdk`], [`iso`], each with
+//!   a `layout` module (every on-disk structure declared once, with a size assertion and its
+//!   spec section), a reader (`image`) and a `writer`; a differencing disk opens its parent
+//!   through the [`disk::ParentOpener`] it is given, never by naming the probe;
+//! - what users ask of disks: [`image`] (probe, open with parent chains, convert, validate),
+//!   [`pack`] (OVA, GCP, Vagrant);
+//! - artifacts: [`remaster`], [`provisioning`], [`cloudinit`];
+//! - running and shipping: [`launch`] (qemu, Hyper-V), [`azure`], [`build`] (the build file,
+//!   plan and pipeline).
 #![warn(missing_docs)]
 
 pub mod azure;

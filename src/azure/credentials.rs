@@ -142,6 +142,41 @@ pub fn percent_decode(s: &str, plus_space: bool) -> String {
 /// Parses a storage connection string (`DefaultEndpointsProtocol`, `AccountName`, `AccountKey`,
 /// `BlobEndpoint`, `EndpointSuffix`, `SharedAccessSignature`, `UseDevelopmentStorage=true`).
 pub fn parse_connection_string(cs: &str) -> Result<StorageTarget> {
+    let get = connection_string_parts(cs)?;
+    let auth = match (get.get("accountkey"), get.get("sharedaccesssignature")) {
+        (Some(k), _) => {
+            decode_key(k)?;
+            StorageAuth::SharedKey(Secret::new(k.clone()))
+        }
+        (None, Some(sas)) => StorageAuth::Sas(Secret::new(sas.trim_start_matches('?'))),
+        (None, None) => {
+            return Err(err!(
+                InvalidArgument,
+                "connection string has neither AccountKey nor SharedAccessSignature"
+            ));
+        }
+    };
+    let (scheme, authority, base_path, account) = blob_endpoint(&get)?;
+    if account.is_empty() {
+        return Err(err!(
+            InvalidArgument,
+            "connection string: empty AccountName"
+        ));
+    }
+    Ok(StorageTarget {
+        scheme,
+        authority,
+        base_path,
+        account,
+        auth,
+        container: None,
+        blob: None,
+    })
+}
+
+/// The `Key=Value;...` parts by lower-case key, with Azurite's defaults filled in under
+/// `UseDevelopmentStorage=true`.
+fn connection_string_parts(cs: &str) -> Result<std::collections::HashMap<String, String>> {
     let mut get = std::collections::HashMap::new();
     for part in cs.split(';').map(str::trim).filter(|p| !p.is_empty()) {
         let (k, v) = part.split_once('=').ok_or_else(|| {
@@ -163,21 +198,16 @@ pub fn parse_connection_string(cs: &str) -> Result<StorageTarget> {
         get.entry("blobendpoint".into())
             .or_insert(format!("http://127.0.0.1:10000/{DEV_ACCOUNT}"));
     }
-    let auth = match (get.get("accountkey"), get.get("sharedaccesssignature")) {
-        (Some(k), _) => {
-            decode_key(k)?;
-            StorageAuth::SharedKey(Secret::new(k.clone()))
-        }
-        (None, Some(sas)) => StorageAuth::Sas(Secret::new(sas.trim_start_matches('?'))),
-        (None, None) => {
-            return Err(err!(
-                InvalidArgument,
-                "connection string has neither AccountKey nor SharedAccessSignature"
-            ));
-        }
-    };
+    Ok(get)
+}
+
+/// (scheme, authority, base path, account) of the blob service: from `BlobEndpoint`, or built
+/// from `AccountName`, `DefaultEndpointsProtocol` and `EndpointSuffix`.
+fn blob_endpoint(
+    get: &std::collections::HashMap<String, String>,
+) -> Result<(String, String, String, String)> {
     let account = get.get("accountname").cloned();
-    let (scheme, authority, base_path, account) = match get.get("blobendpoint") {
+    Ok(match get.get("blobendpoint") {
         Some(ep) => {
             let (scheme, authority, path, _) = split_url(ep)?;
             let account = match account {
@@ -207,21 +237,6 @@ pub fn parse_connection_string(cs: &str) -> Result<StorageTarget> {
                 account,
             )
         }
-    };
-    if account.is_empty() {
-        return Err(err!(
-            InvalidArgument,
-            "connection string: empty AccountName"
-        ));
-    }
-    Ok(StorageTarget {
-        scheme,
-        authority,
-        base_path,
-        account,
-        auth,
-        container: None,
-        blob: None,
     })
 }
 

@@ -4,8 +4,10 @@
 //!
 //! - Memory is bounded in bytes, not in messages: a chunk read from the source holds its share of
 //!   a [`Budget`] until it has been both sent and hashed. The hashers may lag behind the senders
-//!   by the whole budget: hashing a long zero run (hundreds of MiB between two data runs) never
-//!   stops the senders, which is what the service's throughput needs.
+//!   by [`HASH_LAG`] of data: hashing a long zero run (hundreds of MiB between two data runs)
+//!   does not stop the senders, which is what the service's throughput needs. The hashers run at
+//!   a lower priority ([`HASH_NICE`]) so that the senders, and a service sharing the cores,
+//!   get the CPU first.
 //! - What is sent: the source's data extents read in chunks of at most 4 MiB; in each chunk the
 //!   all-zero 512-byte pages are dropped, except zero runs shorter than [`MIN_ZERO_SKIP`] between
 //!   two data pages, which are sent with them (see [`send_runs`]).
@@ -31,8 +33,27 @@ use std::sync::{Arc, Condvar, Mutex};
 /// at most 64 KiB of zeros between two data pages.
 pub const MIN_ZERO_SKIP: usize = 64 << 10;
 
-/// Bytes of chunks the reader may hold beyond one per connection.
-const EXTRA_CHUNKS: u64 = 4;
+/// Bytes of chunks the reader may hold beyond one per connection: how far the hashers may lag
+/// behind the senders (in data; zero runs cost no memory) before the reader waits for them.
+/// 40 MiB keeps the peak RSS under 64 MiB + 4 MiB per connection (measured: 89 MiB at 8).
+const HASH_LAG: u64 = 40 << 20;
+
+/// Nice value of the hasher threads. They may lag (see [`HASH_LAG`]), so the senders (and, on a
+/// shared machine, the service: Azurite on the same cores) get the CPU first: a send delayed is
+/// lost time, a hash delayed is not until the end. Mild, so that a busy machine does not
+/// starve them.
+const HASH_NICE: i32 = 5;
+
+/// Lowers the calling thread's priority to [`HASH_NICE`] (Linux: the nice value is per thread).
+/// Best effort: a failure leaves the priority as it was.
+fn lower_thread_priority() {
+    // SAFETY: gettid has no preconditions; setpriority only reads its integer arguments and
+    // changes the nice value of this thread.
+    unsafe {
+        let tid = libc::gettid();
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, HASH_NICE);
+    }
+}
 
 /// What the walk did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -114,6 +135,7 @@ pub fn hash_zeros<D: Digest>(h: &mut D, mut n: u64) {
 
 fn hasher<D: Digest + Send + 'static>(rx: Receiver<Piece>) -> std::thread::JoinHandle<Vec<u8>> {
     std::thread::spawn(move || {
+        lower_thread_priority();
         let mut h = D::new();
         for p in rx {
             match p {
@@ -273,7 +295,7 @@ pub(super) fn stream(
     let budget = Arc::new(Budget {
         used: Mutex::new(0),
         freed: Condvar::new(),
-        cap: MAX_PUT_PAGE * (n as u64 + EXTRA_CHUNKS),
+        cap: MAX_PUT_PAGE * n as u64 + HASH_LAG,
     });
     let (md5_tx, md5_rx) = channel();
     let (sha_tx, sha_rx) = channel();

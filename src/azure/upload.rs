@@ -254,7 +254,7 @@ fn run_stream(
     report: &mut UploadReport,
 ) -> Result<[u8; 16]> {
     let vsize = report.virtual_size;
-    let footer = crate::vhd::write::new_footer(vsize, DiskType::Fixed, u64::MAX, ctx).encode();
+    let footer = crate::vhd::writer::new_footer(vsize, DiskType::Fixed, u64::MAX, ctx).encode();
     let padded = Padded::new(src, vsize);
     progress.start(report.blob_size);
     let (c, md5, sha) = stream(&padded, &footer, present, client, parallel, progress)?;

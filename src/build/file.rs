@@ -576,29 +576,20 @@ fn recipe_check(
     })
 }
 
-/// Checks a parsed build file against the file system (inputs exist, the config tree is valid,
-/// the disk holds the seed's partition recipe).
-pub fn check(file: &Path, text: &str, raw: RawBuildFile) -> Result<BuildSpec> {
-    let src = Src { file, text };
-    let base = match file.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let name = check_name(&src, "name", &raw.name)?;
-    let version = check_name(&src, "version", &raw.version)?;
-    let short_name = short_name(&src, &raw, &name)?;
-    let iso = existing(&src, &base, "iso_url", &raw.iso_url, false)?;
-    let iso_checksum = checksum(&src, &base, &iso, &raw.iso_checksum)?;
-    let seed = seed(&src, &base, &raw)?;
+/// `boot_args`: each a kernel argument the boot configs can carry.
+fn boot_args(src: &Src, raw: &RawBuildFile) -> Result<Vec<String>> {
     let mut boot_args = Vec::new();
     for a in &raw.boot_args {
         crate::remaster::bootcfg::check_kernel_arg(a.get_ref())
             .map_err(|e| src.error("boot_args", a.span(), e.message()))?;
         boot_args.push(a.get_ref().clone());
     }
-    let config = config_dir(&src, &base, &raw)?;
-    let cd_label = cd_label(&src, &raw)?;
-    let disk_size = size(&src, "disk_size", &raw.disk_size)?;
+    Ok(boot_args)
+}
+
+/// `disk_size`: at least 1 MiB, whole 512-byte sectors.
+fn disk_size(src: &Src, raw: &RawBuildFile) -> Result<u64> {
+    let disk_size = size(src, "disk_size", &raw.disk_size)?;
     if disk_size < MIB || disk_size % 512 != 0 {
         return Err(src.error(
             "disk_size",
@@ -606,20 +597,12 @@ pub fn check(file: &Path, text: &str, raw: RawBuildFile) -> Result<BuildSpec> {
             format!("{disk_size} bytes: at least 1 MiB, whole 512-byte sectors"),
         ));
     }
-    let firmware = enum_field(
-        &src,
-        "firmware",
-        &raw.firmware,
-        Firmware::Uefi,
-        &[
-            ("bios", Firmware::Bios),
-            ("uefi", Firmware::Uefi),
-            ("uefi-secure", Firmware::UefiSecure),
-        ],
-    )?;
-    let memory = positive(&src, "memory", &raw.memory, DEFAULT_MEMORY, 1 << 20)?;
-    let cpus = positive(&src, "cpus", &raw.cpus, DEFAULT_CPUS, 256)?;
-    let shutdown_timeout = match &raw.shutdown_timeout {
+    Ok(disk_size)
+}
+
+/// `shutdown_timeout`: a non-zero duration (default [`DEFAULT_TIMEOUT`]).
+fn shutdown_timeout(src: &Src, raw: &RawBuildFile) -> Result<Duration> {
+    Ok(match &raw.shutdown_timeout {
         None => DEFAULT_TIMEOUT,
         Some(t) => parse_duration(t.get_ref())
             .filter(|d| !d.is_zero())
@@ -630,9 +613,13 @@ pub fn check(file: &Path, text: &str, raw: RawBuildFile) -> Result<BuildSpec> {
                     format!("{:?}: a duration like 90m, 2h, 1h30m or 600s", t.get_ref()),
                 )
             })?,
-    };
+    })
+}
+
+/// `accel` and `machine_type` (q35 by default with Secure Boot, which needs it).
+fn machine(src: &Src, raw: &RawBuildFile, firmware: Firmware) -> Result<(String, String)> {
     let accel = enum_field(
-        &src,
+        src,
         "accel",
         &raw.accel,
         "auto",
@@ -645,7 +632,7 @@ pub fn check(file: &Path, text: &str, raw: RawBuildFile) -> Result<BuildSpec> {
         "pc"
     };
     let machine_type = enum_field(
-        &src,
+        src,
         "machine_type",
         &raw.machine_type,
         default_machine,
@@ -660,6 +647,42 @@ pub fn check(file: &Path, text: &str, raw: RawBuildFile) -> Result<BuildSpec> {
             "uefi-secure needs q35 (Secure Boot needs SMM)",
         ));
     }
+    Ok((accel, machine_type))
+}
+
+/// Checks a parsed build file against the file system (inputs exist, the config tree is valid,
+/// the disk holds the seed's partition recipe).
+pub fn check(file: &Path, text: &str, raw: RawBuildFile) -> Result<BuildSpec> {
+    let src = Src { file, text };
+    let base = match file.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = check_name(&src, "name", &raw.name)?;
+    let version = check_name(&src, "version", &raw.version)?;
+    let short_name = short_name(&src, &raw, &name)?;
+    let iso = existing(&src, &base, "iso_url", &raw.iso_url, false)?;
+    let iso_checksum = checksum(&src, &base, &iso, &raw.iso_checksum)?;
+    let seed = seed(&src, &base, &raw)?;
+    let boot_args = boot_args(&src, &raw)?;
+    let config = config_dir(&src, &base, &raw)?;
+    let cd_label = cd_label(&src, &raw)?;
+    let disk_size = disk_size(&src, &raw)?;
+    let firmware = enum_field(
+        &src,
+        "firmware",
+        &raw.firmware,
+        Firmware::Uefi,
+        &[
+            ("bios", Firmware::Bios),
+            ("uefi", Firmware::Uefi),
+            ("uefi-secure", Firmware::UefiSecure),
+        ],
+    )?;
+    let memory = positive(&src, "memory", &raw.memory, DEFAULT_MEMORY, 1 << 20)?;
+    let cpus = positive(&src, "cpus", &raw.cpus, DEFAULT_CPUS, 256)?;
+    let shutdown_timeout = shutdown_timeout(&src, &raw)?;
+    let (accel, machine_type) = machine(&src, &raw, firmware)?;
     let output_directory = resolve(
         &base,
         raw.output_directory

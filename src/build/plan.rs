@@ -243,70 +243,83 @@ fn provider_steps(spec: &BuildSpec, l: &Layout, disk: &Path, p: Provider, out: &
     ));
 }
 
+/// Verifying the stock ISO and remastering it into the unattended installer.
+fn installer_steps(spec: &BuildSpec, l: &Layout) -> Vec<Step> {
+    let mut s = Vec::new();
+    let sum = match &spec.iso_checksum.from_file {
+        Some(f) => format!("sha256:{} (from {})", spec.iso_checksum.sha256, f.display()),
+        None => format!("sha256:{}", spec.iso_checksum.sha256),
+    };
+    s.push(step(
+        StepKind::VerifyIso,
+        "verify-iso".into(),
+        format!("SHA-256 must be {sum}"),
+        vec![spec.iso.clone()],
+        vec![],
+    ));
+    let (seed_kind, mut outs) = match &spec.seed {
+        SeedFile::Preseed(p) => ("preseed (isotool/image_* answered)", vec![l.disc_seed(p)]),
+        SeedFile::Kickstart(_) => ("kickstart", vec![]),
+    };
+    outs.push(l.installer());
+    let mut args = String::new();
+    if !spec.boot_args.is_empty() {
+        args = format!(", kernel args {}", spec.boot_args.join(" "));
+    }
+    s.push(step(
+        StepKind::Remaster,
+        "remaster".into(),
+        format!("unattended BIOS and UEFI boot with the {seed_kind}{args}"),
+        vec![spec.iso.clone(), spec.seed.path().to_path_buf()],
+        outs,
+    ));
+    s
+}
+
+/// The blank disk and the unattended install onto it.
+fn install_steps(spec: &BuildSpec, l: &Layout) -> [Step; 2] {
+    [
+        step(
+            StepKind::BlankDisk,
+            "blank-disk".into(),
+            format!(
+                "raw, sparse, {} bytes ({} MiB)",
+                spec.disk_size,
+                spec.disk_size >> 20
+            ),
+            vec![],
+            vec![l.disk()],
+        ),
+        step(
+            StepKind::Install,
+            "install".into(),
+            format!(
+                "qemu {}, {} firmware, {} MiB, {} CPU(s), accel {}, timeout {}s: boot the installer, wait for power-off",
+                spec.machine_type,
+                spec.firmware.name(),
+                spec.memory,
+                spec.cpus,
+                spec.accel,
+                spec.shutdown_timeout.as_secs()
+            ),
+            vec![l.installer(), l.disk()],
+            vec![l.disk(), l.serial_log()],
+        ),
+    ]
+}
+
 impl Plan {
     /// The plan of a checked build file; `installed_disk` skips the blank disk and the install.
     pub fn new(spec: BuildSpec, installed_disk: Option<PathBuf>) -> Plan {
         let l = Layout::new(&spec);
-        let mut s = Vec::new();
-        let sum = match &spec.iso_checksum.from_file {
-            Some(f) => format!("sha256:{} (from {})", spec.iso_checksum.sha256, f.display()),
-            None => format!("sha256:{}", spec.iso_checksum.sha256),
-        };
-        s.push(step(
-            StepKind::VerifyIso,
-            "verify-iso".into(),
-            format!("SHA-256 must be {sum}"),
-            vec![spec.iso.clone()],
-            vec![],
-        ));
-        let (seed_kind, mut outs) = match &spec.seed {
-            SeedFile::Preseed(p) => ("preseed (isotool/image_* answered)", vec![l.disc_seed(p)]),
-            SeedFile::Kickstart(_) => ("kickstart", vec![]),
-        };
-        outs.push(l.installer());
-        let mut args = String::new();
-        if !spec.boot_args.is_empty() {
-            args = format!(", kernel args {}", spec.boot_args.join(" "));
-        }
-        s.push(step(
-            StepKind::Remaster,
-            "remaster".into(),
-            format!("unattended BIOS and UEFI boot with the {seed_kind}{args}"),
-            vec![spec.iso.clone(), spec.seed.path().to_path_buf()],
-            outs,
-        ));
+        let mut s = installer_steps(&spec, &l);
         for m in media_needed(&spec.providers) {
             s.push(media_step(&spec, &l, m));
         }
         let disk = match &installed_disk {
             Some(d) => d.clone(),
             None => {
-                s.push(step(
-                    StepKind::BlankDisk,
-                    "blank-disk".into(),
-                    format!(
-                        "raw, sparse, {} bytes ({} MiB)",
-                        spec.disk_size,
-                        spec.disk_size >> 20
-                    ),
-                    vec![],
-                    vec![l.disk()],
-                ));
-                s.push(step(
-                    StepKind::Install,
-                    "install".into(),
-                    format!(
-                        "qemu {}, {} firmware, {} MiB, {} CPU(s), accel {}, timeout {}s: boot the installer, wait for power-off",
-                        spec.machine_type,
-                        spec.firmware.name(),
-                        spec.memory,
-                        spec.cpus,
-                        spec.accel,
-                        spec.shutdown_timeout.as_secs()
-                    ),
-                    vec![l.installer(), l.disk()],
-                    vec![l.disk(), l.serial_log()],
-                ));
+                s.extend(install_steps(&spec, &l));
                 l.disk()
             }
         };

@@ -13,8 +13,10 @@ use isotool::azure::pageblob::BlobClient;
 use isotool::azure::secret::{Redactor, Secret};
 use isotool::azure::upload::{self, UploadOptions, UploadProgress, Verify};
 use isotool::context::BuildContext;
+use isotool::disk::ImageKind;
 use isotool::err;
 use isotool::error::Result;
+use serde::Serialize;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -307,11 +309,12 @@ fn upload_cmd(a: UploadArgs, quiet: bool) -> Result<Outcome> {
             replay_log: a.replay_log,
         },
     )?;
+    let format = src.info().format;
     let bar = UploadBar::new(quiet || a.json);
     if a.dry_run {
         let r =
             upload::plan(src.as_ref(), &shown_url, &ctx, &bar).map_err(|e| e.with_path(&a.disk))?;
-        return render_upload(&a, &r);
+        return render_upload(&a, format, (&container, &blob), &r);
     }
     let meta = std::fs::metadata(&a.disk).ok();
     let id =
@@ -328,12 +331,38 @@ fn upload_cmd(a: UploadArgs, quiet: bool) -> Result<Outcome> {
     };
     let r = upload::upload(src.as_ref(), &id, &client, &opts, &ctx, &bar)
         .map_err(|e| e.with_path(&a.disk))?;
-    render_upload(&a, &r)
+    render_upload(&a, format, (&container, &blob), &r)
 }
 
-fn render_upload(a: &UploadArgs, r: &upload::UploadReport) -> Result<Outcome> {
+/// `isotool azure upload --json` (docs/json.md, `isotool/azure-upload/1`): the disk, its format
+/// in `info`'s vocabulary, the container and blob, then the report's fields in their order. No
+/// secret: the URL is the blob's without any query.
+#[derive(Serialize)]
+struct UploadJson<'a> {
+    schema: &'static str,
+    disk: String,
+    input_format: &'static str,
+    container: &'a str,
+    blob: &'a str,
+    #[serde(flatten)]
+    report: &'a upload::UploadReport,
+}
+
+fn render_upload(
+    a: &UploadArgs,
+    format: ImageKind,
+    (container, blob): (&str, &str),
+    r: &upload::UploadReport,
+) -> Result<Outcome> {
     if a.json {
-        print_json(r)?;
+        print_json(&UploadJson {
+            schema: "isotool/azure-upload/1",
+            disk: a.disk.display().to_string(),
+            input_format: format.as_str(),
+            container,
+            blob,
+            report: r,
+        })?;
     } else if r.dry_run {
         outln!("dry run: nothing sent to {}", r.blob_url);
         outln!(
@@ -396,6 +425,9 @@ pub(crate) struct ArmArgs {
     /// Print every request (method, URL, body; secrets masked) and send nothing.
     #[arg(long)]
     dry_run: bool,
+    /// Print the result as JSON (with --dry-run: the requests that would be sent, masked).
+    #[arg(long)]
+    json: bool,
     /// Seconds between polls of a long-running operation when Azure gives no Retry-After.
     #[arg(long, default_value_t = 5)]
     poll_seconds: u64,
@@ -438,6 +470,35 @@ impl ArmArgs {
     }
 }
 
+/// `isotool azure image create --json` (`isotool/azure-image-create/1`).
+#[derive(Serialize)]
+struct ImageCreateJson<'a> {
+    schema: &'static str,
+    dry_run: bool,
+    image_id: &'a str,
+    generation: Generation,
+    /// The VHD blob's URL, any query masked.
+    blob_url: &'a str,
+    /// Requests made (or, dry run, to make), secrets masked.
+    requests: Vec<arm::LoggedRequest>,
+}
+
+/// `isotool launch azure --json` (`isotool/launch-azure/1`).
+#[derive(Serialize)]
+struct LaunchAzureJson<'a> {
+    schema: &'static str,
+    dry_run: bool,
+    vm_id: &'a str,
+    public_ip: Option<&'a str>,
+    size: &'a str,
+    image_id: &'a str,
+    admin_username: &'a str,
+    ssh_source: &'a str,
+    /// Bytes of custom data (its content is never printed: it may carry secrets).
+    custom_data_bytes: usize,
+    requests: Vec<arm::LoggedRequest>,
+}
+
 fn print_requests(c: &ArmClient) {
     for r in c.requests() {
         outln!("{} {}", r.method, r.url);
@@ -478,12 +539,22 @@ pub(crate) struct ImageCreateArgs {
 }
 
 fn image_create(a: ImageCreateArgs) -> Result<Outcome> {
+    if a.blob_url.contains('?') {
+        // ARM reads the blob with the subscription's own access; a SAS in blobUri would be
+        // sent to ARM and stored in the image's properties.
+        return Err(err!(
+            InvalidArgument,
+            "--blob-url {}: pass the blob's URL without a query (no SAS): the image is made \
+             from a storage account of the same subscription",
+            isotool::azure::secret::mask_query(&a.blob_url)
+        ));
+    }
     let c = a.arm.client()?;
     let spec = ImageSpec {
         resource_group: a.resource_group,
         name: a.name,
         location: a.location,
-        blob_url: isotool::azure::secret::mask_query(&a.blob_url),
+        blob_url: a.blob_url.clone(),
         generation: match a.generation {
             GenArg::V1 => Generation::V1,
             GenArg::V2 => Generation::V2,
@@ -491,11 +562,20 @@ fn image_create(a: ImageCreateArgs) -> Result<Outcome> {
         os_type: a.os_type,
     };
     let r = arm::create_image(&c, &spec);
-    if a.arm.dry_run {
+    if a.arm.dry_run && !a.arm.json {
         print_requests(&c);
     }
     let id = r?;
-    if !a.arm.dry_run {
+    if a.arm.json {
+        print_json(&ImageCreateJson {
+            schema: "isotool/azure-image-create/1",
+            dry_run: a.arm.dry_run,
+            image_id: &id,
+            generation: spec.generation,
+            blob_url: &spec.blob_url,
+            requests: c.requests(),
+        })?;
+    } else if !a.arm.dry_run {
         outln!("image {id}");
     }
     Ok(Outcome::Ok)
@@ -578,11 +658,24 @@ pub(crate) fn launch(a: LaunchArgs, quiet: bool) -> Result<Outcome> {
         ssh_source: a.ssh_source,
     };
     let r = arm::launch_vm(&c, &spec);
-    if a.arm.dry_run {
+    if a.arm.dry_run && !a.arm.json {
         print_requests(&c);
     }
     let vm = r?;
-    if !a.arm.dry_run {
+    if a.arm.json {
+        print_json(&LaunchAzureJson {
+            schema: "isotool/launch-azure/1",
+            dry_run: a.arm.dry_run,
+            vm_id: &vm.vm_id,
+            public_ip: vm.public_ip.as_deref(),
+            size: &spec.size,
+            image_id: &spec.image_id,
+            admin_username: &spec.admin_username,
+            ssh_source: &spec.ssh_source,
+            custom_data_bytes: spec.custom_data.len(),
+            requests: c.requests(),
+        })?;
+    } else if !a.arm.dry_run {
         outln!("vm {} running", vm.vm_id);
         if let Some(ip) = &vm.public_ip {
             outln!("  public ip {ip} (ssh {}@{ip})", spec.admin_username);

@@ -257,18 +257,27 @@ pub(crate) fn print_json(v: &impl serde::Serialize) -> isotool::Result<()> {
     Ok(())
 }
 
-/// Human-readable byte counts (binary units).
+/// Human-readable byte counts in binary units, with the `humansize` crate: `1000 B`,
+/// `1.50 KiB`, `64.00 MiB` (whole bytes below 1 KiB, two decimals above).
 pub(crate) fn human_bytes(n: u64) -> String {
-    const U: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut v = n as f64;
-    let mut i = 0;
-    while v >= 1024.0 && i < U.len() - 1 {
-        v /= 1024.0;
-        i += 1;
+    if n < 1024 {
+        return format!("{n} B");
     }
-    if i == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.2} {}", U[i])
+    humansize::format_size(n, humansize::BINARY.decimal_zeroes(2))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::human_bytes;
+
+    #[test]
+    fn human_bytes_keeps_its_format() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(1023), "1023 B");
+        assert_eq!(human_bytes(1024), "1.00 KiB");
+        assert_eq!(human_bytes(1536), "1.50 KiB");
+        assert_eq!(human_bytes(64 << 20), "64.00 MiB");
+        assert_eq!(human_bytes((5 << 30) + (1 << 29)), "5.50 GiB");
+        assert_eq!(human_bytes(3 << 40), "3.00 TiB");
     }
 }

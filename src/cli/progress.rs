@@ -11,6 +11,9 @@ use std::time::{Duration, Instant};
 
 /// Seconds between two plain lines of one phase.
 const PLAIN_EVERY: Duration = Duration::from_secs(5);
+/// A plain line is also printed each time another tenth of a known total is done (a fast job
+/// still shows how it went in a CI log).
+const PLAIN_STEPS: u64 = 10;
 
 enum Draw {
     Bar,
@@ -125,10 +128,15 @@ impl Progress for Bars {
     fn advance(&self, n: u64) {
         let Ok(mut g) = self.phase.lock() else { return };
         let Some(p) = g.as_mut() else { return };
+        let step = |d: u64| match p.total {
+            0 => 0,
+            t => d.min(t).saturating_mul(PLAIN_STEPS) / t,
+        };
+        let crossed = step(p.done + n) > step(p.done) && p.done + n < p.total;
         p.done += n;
         if let Some(pb) = &p.bar {
             pb.inc(n);
-        } else if p.last_line.elapsed() >= PLAIN_EVERY {
+        } else if crossed || p.last_line.elapsed() >= PLAIN_EVERY {
             p.last_line = Instant::now();
             Self::line(p);
         }

@@ -210,7 +210,6 @@ pub(crate) fn provisioning_cd(a: ProvisioningCdArgs, ui: Ui) -> Result<Outcome> 
         .ok_or_else(|| err!(InvalidArgument, "--output is required"))?;
     refuse_dash(&out, "the provisioning ISO")?;
     let bars = super::progress::Bars::new(ui.hiding_bars(a.json));
-    isotool::disk::Progress::start(&bars, "writing the DVD", 0);
     let r = provisioning::write_dvd(
         &tree,
         &out,
@@ -221,9 +220,8 @@ pub(crate) fn provisioning_cd(a: ProvisioningCdArgs, ui: Ui) -> Result<Outcome> 
         },
         a.mode,
         &ctx,
-    );
-    isotool::disk::Progress::finish(&bars);
-    let r = r?;
+        &bars,
+    )?;
     let n = r.size;
     if let Some(note) = r.note.as_deref().filter(|_| !quiet && !a.json) {
         eprintln!("note: {}", escape_name(note));

@@ -284,7 +284,8 @@ pub fn write_seed_reading(
                     Meta::root(mode, now),
                 )?;
             }
-            b.write(&o).map_err(|e| o.blame(e))?
+            b.write(&o, &crate::disk::NoProgress)
+                .map_err(|e| o.blame(e))?
         }
         SeedFormat::Vfat => {
             let files: Vec<(String, Vec<u8>)> = seed

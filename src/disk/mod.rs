@@ -364,6 +364,23 @@ pub trait Progress: Sync {
     fn finish(&self) {}
 }
 
+/// Commits `out`, shown as a "syncing" phase of unknown length when the output is flushed to
+/// stable storage first (that flush can take seconds for a large output).
+pub fn commit_syncing(
+    out: crate::output::AtomicOutput,
+    sync: bool,
+    progress: &dyn Progress,
+) -> crate::error::Result<std::path::PathBuf> {
+    if sync {
+        progress.start("syncing", 0);
+    }
+    let r = out.commit();
+    if sync {
+        progress.finish();
+    }
+    r
+}
+
 /// Progress sink that ignores everything.
 pub struct NoProgress;
 impl Progress for NoProgress {}

@@ -149,6 +149,28 @@ pub fn copy_file_bytes(
     Ok(())
 }
 
+/// Largest step between two progress events of a copy.
+pub const PROGRESS_STEP: u64 = 64 << 20;
+
+/// [`copy_file_bytes`] in steps of at most [`PROGRESS_STEP`], each reported to `progress`.
+pub fn copy_file_bytes_progress(
+    src: &File,
+    src_off: u64,
+    dst: &File,
+    dst_off: u64,
+    len: u64,
+    progress: &dyn super::Progress,
+) -> std::io::Result<()> {
+    let mut done = 0u64;
+    while done < len {
+        let n = (len - done).min(PROGRESS_STEP);
+        copy_file_bytes(src, src_off + done, dst, dst_off + done, n)?;
+        progress.advance(n);
+        done += n;
+    }
+    Ok(())
+}
+
 fn copy_buffered(
     src: &File,
     src_off: u64,

@@ -276,18 +276,7 @@ pub fn convert_input(
     })
 }
 
-/// Commits `out`, shown as a "syncing" phase of unknown length when the output is flushed to
-/// stable storage first (that flush can take seconds for a large disk).
-pub fn commit_syncing(out: AtomicOutput, sync: bool, progress: &dyn Progress) -> Result<PathBuf> {
-    if sync {
-        progress.start("syncing", 0);
-    }
-    let r = out.commit();
-    if sync {
-        progress.finish();
-    }
-    r
-}
+pub use crate::disk::commit_syncing;
 
 /// What `disk create` should make.
 #[derive(Debug, Clone)]
@@ -347,41 +336,27 @@ pub fn create(
     Ok((commit_syncing(out, opts.sync, progress)?, h))
 }
 
-/// Parses sizes like `40G`, `512M`, `1.5T`, `4096`, `2MiB` (binary units).
+/// Parses sizes like `40G`, `512M`, `1.5T`, `4096`, `2MiB` (binary units: K, KB and KiB are
+/// all 1024), with the `parse-size` crate.
 pub fn parse_size(s: &str) -> Result<u64> {
     let t = s.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        "t" | "tb" | "tib" => 1 << 40,
-        _ => {
-            return Err(err!(
-                InvalidArgument,
-                "bad size {s:?}: unknown unit {unit:?} (use K, M, G or T)"
-            ));
-        }
-    };
-    let bad = || err!(InvalidArgument, "bad size {s:?}");
-    let v = if num.contains('.') {
-        let f: f64 = num.parse().map_err(|_| bad())?;
-        let v = f * mult as f64;
-        if !(0.0..1.8e19).contains(&v) {
-            return Err(bad());
-        }
-        v.round() as u64
-    } else {
-        num.parse::<u64>()
-            .map_err(|_| bad())?
-            .checked_mul(mult)
-            .ok_or_else(bad)?
-    };
-    Ok(v)
+    parse_size::Config::new()
+        .with_binary()
+        .parse_size(t)
+        .map_err(|e| {
+            // Name the unit when the number parses and what follows it does not.
+            let unit = t.trim_start_matches(|c: char| c.is_ascii_digit() || c == '.');
+            match e {
+                parse_size::Error::InvalidDigit if unit.len() < t.len() && !unit.is_empty() => {
+                    err!(
+                        InvalidArgument,
+                        "bad size {s:?}: unknown unit {:?} (use K, M, G or T)",
+                        unit.trim()
+                    )
+                }
+                _ => err!(InvalidArgument, "bad size {s:?}"),
+            }
+        })
 }
 
 #[cfg(test)]
@@ -398,6 +373,19 @@ mod tests {
         assert!(parse_size("12Q").is_err());
         assert!(parse_size("99999999999T").is_err());
         assert!(parse_size("").is_err());
+        // The syntax and the messages the CLI showed before the crate took over.
+        assert_eq!(parse_size(" 512m ").unwrap(), 512 << 20);
+        assert_eq!(parse_size("1 GiB").unwrap(), 1 << 30);
+        assert_eq!(parse_size("3kb").unwrap(), 3 << 10);
+        assert_eq!(parse_size("7b").unwrap(), 7);
+        let m = |s| parse_size(s).unwrap_err().message().to_string();
+        assert_eq!(
+            m("12Q"),
+            "bad size \"12Q\": unknown unit \"Q\" (use K, M, G or T)"
+        );
+        assert_eq!(m("99999999999T"), "bad size \"99999999999T\"");
+        assert_eq!(m(""), "bad size \"\"");
+        assert_eq!(m("G"), "bad size \"G\"");
     }
 
     #[test]

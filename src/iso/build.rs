@@ -14,6 +14,8 @@
 //! (`copy_file_range` where possible): memory stays bounded by the size of the tree's metadata.
 
 use super::d_chars;
+use crate::disk::Progress;
+use crate::disk::raw::copy_file_bytes_progress;
 use crate::err;
 use crate::error::{IoContext, Result};
 use crate::output::AtomicOutput;
@@ -244,11 +246,17 @@ impl IsoBuilder {
         )
     }
 
-    /// Lays the image out and writes it into `out` (from offset 0). Returns the image size.
-    pub fn write(self, out: &AtomicOutput) -> Result<u64> {
+    /// Lays the image out and writes it into `out` (from offset 0), reported to `progress` as a
+    /// "writing the ISO" phase of the image size (file contents in steps of at most 64 MiB).
+    /// Returns the image size.
+    pub fn write(self, out: &AtomicOutput, progress: &dyn Progress) -> Result<u64> {
         let plan = Plan::new(self)?;
-        plan.write(out.file(), out.tmp_path())?;
-        Ok(plan.total_sectors as u64 * SECTOR)
+        let total = plan.total_sectors as u64 * SECTOR;
+        progress.start("writing the ISO", total);
+        let done = plan.write(out.file(), out.tmp_path(), progress);
+        progress.finish();
+        done?;
+        Ok(total)
     }
 }
 
@@ -811,9 +819,19 @@ impl Plan {
         d
     }
 
-    fn write(&self, f: &File, path: &Path) -> Result<()> {
+    fn write(&self, f: &File, path: &Path, progress: &dyn Progress) -> Result<()> {
         let at = |lba: u32| lba as u64 * SECTOR;
-        let w = |bytes: &[u8], off: u64| f.write_all_at(bytes, off).ctx(path, "writing the ISO");
+        let done = std::cell::Cell::new(0u64);
+        let w = |bytes: &[u8], off: u64| {
+            f.write_all_at(bytes, off).ctx(path, "writing the ISO")?;
+            done.set(done.get() + bytes.len() as u64);
+            progress.advance(bytes.len() as u64);
+            Ok::<(), crate::Error>(())
+        };
+        let copy = |src: &File, off: u64, len: u64| {
+            copy_file_bytes_progress(src, 0, f, off, len, progress)
+                .map(|()| done.set(done.get() + len))
+        };
         f.set_len(0).ctx(path, "truncating the output")?;
         w(&self.volume_descriptor(false), 16 * SECTOR)?;
         w(&self.volume_descriptor(true), 17 * SECTOR)?;
@@ -854,17 +872,17 @@ impl Plan {
                         )
                         .with_path(p));
                     }
-                    crate::disk::raw::copy_file_bytes(&src, 0, f, off, *size)
-                        .ctx(p, "copying the file into the ISO")?;
+                    copy(&src, off, *size).ctx(p, "copying the file into the ISO")?;
                 }
                 FileData::Checked(c) => {
-                    crate::disk::raw::copy_file_bytes(&c.open()?, 0, f, off, *size)
-                        .ctx(c.path(), "copying the file into the ISO")?
+                    copy(&c.open()?, off, *size).ctx(c.path(), "copying the file into the ISO")?
                 }
             }
         }
-        f.set_len(self.total_sectors as u64 * SECTOR)
-            .ctx(path, "setting the ISO size")?;
+        let total = self.total_sectors as u64 * SECTOR;
+        f.set_len(total).ctx(path, "setting the ISO size")?;
+        // padding and sector tails, never written
+        progress.advance(total.saturating_sub(done.get()));
         Ok(())
     }
 }
@@ -995,7 +1013,7 @@ mod tests {
             .unwrap();
             b.add_symlink("l", "b/z.txt", Meta::root(0o777, 8)).unwrap();
             let o = AtomicOutput::create(&out, &[], OutputOptions::default()).unwrap();
-            let n = b.write(&o).unwrap();
+            let n = b.write(&o, &crate::disk::NoProgress).unwrap();
             o.commit().unwrap();
             let bytes = std::fs::read(&out).unwrap();
             assert_eq!(bytes.len() as u64, n);
@@ -1093,7 +1111,7 @@ mod tests {
             .unwrap();
         }
         let o = AtomicOutput::create(&out, &[], OutputOptions::default()).unwrap();
-        b.write(&o).unwrap();
+        b.write(&o, &crate::disk::NoProgress).unwrap();
         o.commit().unwrap();
         let img = std::fs::read(&out).unwrap();
         for vd in [16usize, 17] {

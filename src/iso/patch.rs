@@ -11,6 +11,8 @@ use super::read::{
     BLOCK, DirRecord, Directory, Entry, IsoFile, Lookup, Tree, TreeKind, Volume, le32,
     parse_dir_records, parse_volume, put_both32, ucs2_encode,
 };
+use crate::disk::raw::copy_file_bytes_progress;
+use crate::disk::{Progress, commit_syncing};
 use crate::err;
 use crate::error::{Error, IoContext, Result};
 use crate::output::{AtomicOutput, OutputOptions};
@@ -591,6 +593,17 @@ fn next_lba(cursor: u64) -> Result<u32> {
 
 /// Applies `plan` to `input`, writing `output` atomically. The input is only read.
 pub fn patch_iso(input: &Path, output: &Path, plan: &PatchPlan) -> Result<PatchReport> {
+    patch_iso_with_progress(input, output, plan, &crate::disk::NoProgress)
+}
+
+/// [`patch_iso`], reporting to `progress` a "remastering" phase (bytes of the input copied and
+/// of the new files, in steps of at most 64 MiB) and a "syncing" phase.
+pub fn patch_iso_with_progress(
+    input: &Path,
+    output: &Path,
+    plan: &PatchPlan,
+    progress: &dyn Progress,
+) -> Result<PatchReport> {
     let inp = Input::open(input, plan)?;
     let mut w = Work {
         synth: SYNTH_TOP,
@@ -612,7 +625,7 @@ pub fn patch_iso(input: &Path, output: &Path, plan: &PatchPlan) -> Result<PatchR
     // 5. Sizes.
     let sizes = w.sizes(&inp)?;
     // 6. Write.
-    w.write(&inp, output, &sizes)
+    w.write(&inp, output, &sizes, progress)
 }
 
 impl Work {
@@ -1232,17 +1245,34 @@ impl Work {
 
     /// Phase 6: the output: the input's data copied (reflinked when the filesystem can), then
     /// new contents, directories, patched records, path tables, volume descriptors, system area.
-    fn write(mut self, inp: &Input, output: &Path, sz: &Sizes) -> Result<PatchReport> {
+    fn write(
+        mut self,
+        inp: &Input,
+        output: &Path,
+        sz: &Sizes,
+        progress: &dyn Progress,
+    ) -> Result<PatchReport> {
         self.report.new_len = sz.new_len;
-        let out = AtomicOutput::create(output, &[inp.path], inp.plan.output)?;
+        // every file the output is made of is an input: checked now and again at the rename
+        // (one may have been moved or linked onto the output path meanwhile)
+        let mut inputs = vec![inp.path];
+        inputs.extend(inp.plan.ops.iter().filter_map(|op| match &op.source {
+            Source::File(p) => Some(p.as_path()),
+            Source::Bytes(_) => None,
+        }));
+        let out = AtomicOutput::create(output, &inputs, inp.plan.output)?;
         let mut o = Out {
             file: out.file(),
             tmp: out.tmp_path().to_path_buf(),
             written: 0,
         };
-        let iso = &inp.iso;
-        if !clone_file(iso.require_file()?, o.file) {
-            crate::disk::raw::copy_file_bytes(iso.require_file()?, 0, o.file, 0, self.data_start)
+        let new_bytes: u64 = self.planned.iter().map(|p| p.len).sum();
+        progress.start("remastering", self.data_start + new_bytes);
+        let iso = inp.iso.require_file()?;
+        if clone_file(iso, o.file) {
+            progress.advance(self.data_start);
+        } else {
+            copy_file_bytes_progress(iso, 0, o.file, 0, self.data_start, progress)
                 .map_err(|e| o.err(e, "copying the ISO"))?;
         }
         o.file
@@ -1251,7 +1281,7 @@ impl Work {
         o.file
             .set_len(sz.new_len)
             .map_err(|e| o.err(e, "sizing the output"))?;
-        self.write_new_files(inp, &mut o)?;
+        self.write_new_files(inp, &mut o, progress)?;
         let in_edit = self.write_dirs(inp, &mut o)?;
         self.patch_records_in_place(inp, &mut o, &in_edit)?;
         for (lba, b) in &self.pt_writes {
@@ -1260,15 +1290,19 @@ impl Work {
         self.patch_volume_descriptors(inp, &mut o, sz)?;
         write_system_area(inp, &mut o, sz)?;
         self.report.bytes_written = o.written;
-        out.commit()?;
+        progress.finish();
+        commit_syncing(out, inp.plan.output.sync, progress)?;
         Ok(self.report)
     }
 
-    fn write_new_files(&self, inp: &Input, o: &mut Out) -> Result<()> {
+    fn write_new_files(&self, inp: &Input, o: &mut Out, progress: &dyn Progress) -> Result<()> {
         for (op, pl) in inp.plan.ops.iter().zip(&self.planned) {
             let off = pl.lba as u64 * BLOCK;
             match &op.source {
-                Source::Bytes(b) => o.put(b, off, "writing a new file")?,
+                Source::Bytes(b) => {
+                    o.put(b, off, "writing a new file")?;
+                    progress.advance(pl.len);
+                }
                 Source::File(p) => {
                     let f = File::open(p).ctx(p, "opening a file to add")?;
                     let now = f.metadata().ctx(p, "reading its size")?.len();
@@ -1276,7 +1310,7 @@ impl Work {
                         return Err(err!(Io, "the file changed size while the ISO was written")
                             .with_path(p));
                     }
-                    crate::disk::raw::copy_file_bytes(&f, 0, o.file, off, pl.len)
+                    copy_file_bytes_progress(&f, 0, o.file, off, pl.len, progress)
                         .map_err(|e| o.err(e, "copying a file into the ISO"))?;
                 }
             }

@@ -692,16 +692,18 @@ pub fn build_dvd(
     opts: &DvdOptions,
     ctx: &BuildContext,
 ) -> Result<u64> {
-    write_dvd(tree, out, opts, None, ctx).map(|r| r.size)
+    write_dvd(tree, out, opts, None, ctx, &crate::disk::NoProgress).map(|r| r.size)
 }
 
-/// [`build_dvd`] with the output mode the user asked for.
+/// [`build_dvd`] with the output mode the user asked for, reporting a "writing the ISO" phase
+/// (bytes of the image) and a "syncing" phase to `progress`.
 pub fn write_dvd(
     tree: &ConfigTree,
     out: &Path,
     opts: &DvdOptions,
     mode: Option<u32>,
     ctx: &BuildContext,
+    progress: &dyn crate::disk::Progress,
 ) -> Result<DvdReport> {
     refuse_output_in_tree(tree, out)?;
     let b = tree_to_iso(tree, &opts.volume_id, ctx)?;
@@ -715,9 +717,9 @@ pub fn write_dvd(
             ..oo
         },
     )?;
-    let n = b.write(&o).map_err(|e| o.blame(e))?;
+    let n = b.write(&o, progress).map_err(|e| o.blame(e))?;
     let mode = o.mode();
-    o.commit()?;
+    crate::disk::commit_syncing(o, opts.sync, progress)?;
     Ok(DvdReport {
         size: n,
         mode,

@@ -5,8 +5,8 @@ use md5::{Digest, Md5};
 use std::io::Read;
 use std::path::Path;
 
-/// MD5 of a host file, streamed.
-pub fn md5_file(p: &Path) -> Result<String> {
+/// MD5 of a host file, streamed; each MiB read is reported to `progress`.
+pub fn md5_file(p: &Path, progress: &dyn crate::disk::Progress) -> Result<String> {
     let mut f = std::fs::File::open(p).ctx(p, "opening a file to hash")?;
     let mut h = Md5::new();
     let mut buf = vec![0u8; 1 << 20];
@@ -16,6 +16,7 @@ pub fn md5_file(p: &Path) -> Result<String> {
             break;
         }
         h.update(&buf[..n]);
+        progress.advance(n as u64);
     }
     Ok(crate::checksum::hex(&h.finalize()))
 }

@@ -10,10 +10,11 @@ pub mod bootcfg;
 pub mod md5sum;
 
 use crate::context::BuildContext;
+use crate::disk::Progress;
 use crate::err;
 use crate::error::{IoContext, Result};
 use crate::iso::info::{primary_tree, read_file};
-use crate::iso::patch::{FileOp, PatchPlan, PatchReport, Source, patch_iso};
+use crate::iso::patch::{FileOp, PatchPlan, PatchReport, Source, patch_iso_with_progress};
 use crate::iso::read::{IsoFile, Lookup, Tree};
 use bootcfg::{Flavor, Unattended};
 use std::path::{Path, PathBuf};
@@ -345,20 +346,29 @@ impl Edits<'_> {
         Ok(())
     }
 
-    /// md5sum.txt kept true for every changed file.
-    fn update_md5sum(&mut self) -> Result<()> {
+    /// md5sum.txt kept true for every changed file (the host files hashed are reported to
+    /// `progress` as an "md5sum.txt" phase).
+    fn update_md5sum(&mut self, progress: &dyn Progress) -> Result<()> {
         let (iso, tree) = (self.iso, self.tree);
         let given = self.ops.iter().any(|x| x.path == "/md5sum.txt");
         if exists_file(iso, tree, "/md5sum.txt")? && !given {
             let old = text(iso, tree, "/md5sum.txt")?;
+            let mut total = 0u64;
+            for op in &self.ops {
+                if let Source::File(p) = &op.source {
+                    total += std::fs::metadata(p).ctx(p, "reading a file to hash")?.len();
+                }
+            }
+            progress.start("md5sum.txt", total);
             let mut sums = Vec::new();
             for op in &self.ops {
                 let h = match &op.source {
                     Source::Bytes(b) => crate::checksum::md5_hex(b),
-                    Source::File(p) => md5sum::md5_file(p)?,
+                    Source::File(p) => md5sum::md5_file(p, progress)?,
                 };
                 sums.push((op.path.clone(), h));
             }
+            progress.finish();
             let new = md5sum::update(&old, &sums);
             self.ops.push(FileOp {
                 path: "/md5sum.txt".into(),
@@ -378,12 +388,12 @@ pub fn remaster(o: &RemasterOptions, ctx: &BuildContext) -> Result<RemasterRepor
     remaster_with_progress(o, ctx, &crate::disk::NoProgress)
 }
 
-/// [`remaster`], reporting a "remastering" phase (the copy and patch, then the sync) to
-/// `progress`.
+/// [`remaster`], reporting to `progress` a "remastering" phase (bytes of the input and the new
+/// files copied, of their known total) and a "syncing" phase.
 pub fn remaster_with_progress(
     o: &RemasterOptions,
     ctx: &BuildContext,
-    progress: &dyn crate::disk::Progress,
+    progress: &dyn Progress,
 ) -> Result<RemasterReport> {
     check_options(o)?;
     // The output is never any file the run reads: the ISO, the seed, an --add source.
@@ -424,7 +434,7 @@ pub fn remaster_with_progress(
     {
         return Err(err!(InvalidArgument, "boot/grub/efi.img is never modified"));
     }
-    ed.update_md5sum()?;
+    ed.update_md5sum(progress)?;
     let Edits {
         ops,
         mut notes,
@@ -449,10 +459,7 @@ pub fn remaster_with_progress(
             exact: false,
         },
     };
-    progress.start("remastering", 0);
-    let patch = patch_iso(&o.input, &o.output, &plan);
-    progress.finish();
-    let patch = patch?;
+    let patch = patch_iso_with_progress(&o.input, &o.output, &plan, progress)?;
     Ok(RemasterReport {
         patch,
         edited,

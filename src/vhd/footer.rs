@@ -1,8 +1,9 @@
 //! The VHD hard disk footer (512 bytes, big-endian) and CHS geometry.
 //!
 //! Spec: Microsoft "Virtual Hard Disk Image Format Specification" v1.0, "Hard Disk Footer
-//! Format". The byte ranges are declared once, in [`field`]; parse, encode and the golden tests
-//! use them. Layout (offsets in bytes):
+//! Format". The layout is declared once, as [`FooterLayout`](super::layout::FooterLayout);
+//! parse and encode go through it, and the golden and bad-input tests use the byte ranges
+//! [`field`] derives from it. Layout (offsets in bytes):
 //!
 //! | off | len | field |
 //! |----:|----:|-------|
@@ -23,58 +24,64 @@
 //! | 84  | 1   | saved state |
 //! | 85  | 427 | reserved (zeros) |
 
+use super::layout::FooterLayout;
 use crate::err;
 use crate::error::Result;
+use zerocopy::{FromBytes, FromZeros, IntoBytes};
 
 /// Size of the footer.
 pub const FOOTER_SIZE: usize = 512;
 
-/// Byte ranges of the footer's fields (the table above).
+/// Byte ranges of the footer's fields (the table above), derived from
+/// [`FooterLayout`](super::layout::FooterLayout): a field ends where the next begins.
 pub mod field {
+    use super::super::layout::FooterLayout as L;
+    use std::mem::offset_of;
     use std::ops::Range;
     /// `conectix`.
-    pub const COOKIE: Range<usize> = 0..8;
+    pub const COOKIE: Range<usize> = offset_of!(L, cookie)..offset_of!(L, features);
     /// Features bit field.
-    pub const FEATURES: Range<usize> = 8..12;
+    pub const FEATURES: Range<usize> = offset_of!(L, features)..offset_of!(L, file_format_version);
     /// File format version.
-    pub const VERSION: Range<usize> = 12..16;
+    pub const VERSION: Range<usize> =
+        offset_of!(L, file_format_version)..offset_of!(L, data_offset);
     /// Offset of the dynamic disk header.
-    pub const DATA_OFFSET: Range<usize> = 16..24;
+    pub const DATA_OFFSET: Range<usize> = offset_of!(L, data_offset)..offset_of!(L, time_stamp);
     /// Seconds since 2000-01-01 UTC.
-    pub const TIMESTAMP: Range<usize> = 24..28;
+    pub const TIMESTAMP: Range<usize> =
+        offset_of!(L, time_stamp)..offset_of!(L, creator_application);
     /// Creator application.
-    pub const CREATOR_APP: Range<usize> = 28..32;
+    pub const CREATOR_APP: Range<usize> =
+        offset_of!(L, creator_application)..offset_of!(L, creator_version);
     /// Creator version.
-    pub const CREATOR_VERSION: Range<usize> = 32..36;
+    pub const CREATOR_VERSION: Range<usize> =
+        offset_of!(L, creator_version)..offset_of!(L, creator_host_os);
     /// Creator host OS.
-    pub const CREATOR_OS: Range<usize> = 36..40;
+    pub const CREATOR_OS: Range<usize> =
+        offset_of!(L, creator_host_os)..offset_of!(L, original_size);
     /// Original size.
-    pub const ORIGINAL_SIZE: Range<usize> = 40..48;
+    pub const ORIGINAL_SIZE: Range<usize> =
+        offset_of!(L, original_size)..offset_of!(L, current_size);
     /// Current size.
-    pub const CURRENT_SIZE: Range<usize> = 48..56;
+    pub const CURRENT_SIZE: Range<usize> = offset_of!(L, current_size)..offset_of!(L, cylinders);
     /// Geometry: cylinders.
-    pub const CYLINDERS: Range<usize> = 56..58;
+    pub const CYLINDERS: Range<usize> = offset_of!(L, cylinders)..offset_of!(L, heads);
     /// Geometry: heads.
-    pub const HEADS: usize = 58;
+    pub const HEADS: usize = offset_of!(L, heads);
     /// Geometry: sectors per track.
-    pub const SECTORS: usize = 59;
+    pub const SECTORS: usize = offset_of!(L, sectors_per_track);
     /// Disk type.
-    pub const DISK_TYPE: Range<usize> = 60..64;
+    pub const DISK_TYPE: Range<usize> = offset_of!(L, disk_type)..offset_of!(L, checksum);
     /// Checksum.
-    pub const CHECKSUM: Range<usize> = 64..68;
+    pub const CHECKSUM: Range<usize> = offset_of!(L, checksum)..offset_of!(L, unique_id);
     /// Unique id.
-    pub const UNIQUE_ID: Range<usize> = 68..84;
+    pub const UNIQUE_ID: Range<usize> = offset_of!(L, unique_id)..offset_of!(L, saved_state);
     /// Saved state.
-    pub const SAVED_STATE: usize = 84;
+    pub const SAVED_STATE: usize = offset_of!(L, saved_state);
     /// Reserved, zeros.
-    pub const RESERVED: Range<usize> = 85..512;
+    pub const RESERVED: Range<usize> = offset_of!(L, reserved)..size_of::<L>();
 }
-const _: () = assert!(
-    field::RESERVED.end == FOOTER_SIZE
-        && field::SAVED_STATE + 1 == field::RESERVED.start
-        && field::UNIQUE_ID.end == field::SAVED_STATE
-        && field::CHECKSUM.end == field::UNIQUE_ID.start
-);
+const _: () = assert!(field::RESERVED.end == FOOTER_SIZE && field::HEADS + 1 == field::SECTORS);
 /// Footer cookie.
 pub const COOKIE: &[u8; 8] = b"conectix";
 /// Seconds from the Unix epoch to the VHD epoch (2000-01-01 00:00:00 UTC).
@@ -254,8 +261,6 @@ pub fn checksum_skipping(bytes: &[u8], field: usize) -> u32 {
     !sum
 }
 
-pub(crate) use crate::bytes::{be16, be32, be64};
-
 /// Shows a 4-byte tag as text (`qemu`, `win `, `tap\0` -> `tap\0`).
 pub fn tag(t: &[u8; 4]) -> String {
     // Trailing NULs are padding (Disk2VHD writes `d2v\0`); anything else unprintable is escaped.
@@ -288,17 +293,23 @@ impl Footer {
             )
             .with_structure("VHD footer"));
         }
-        let b = &bytes[..bytes.len().min(FOOTER_SIZE)];
-        if &b[field::COOKIE] != COOKIE {
+        // A 511-byte footer misses its last reserved byte: zero.
+        let mut full = [0u8; FOOTER_SIZE];
+        let n = bytes.len().min(FOOTER_SIZE);
+        full[..n].copy_from_slice(&bytes[..n]);
+        let l = FooterLayout::ref_from_bytes(&full[..]).map_err(|_| {
+            err!(Truncated, "the footer needs 512 bytes").with_structure("VHD footer")
+        })?;
+        if &l.cookie != COOKIE {
             return Err(err!(
                 BadSignature,
                 "cookie is {:?}, expected \"conectix\"",
-                String::from_utf8_lossy(&b[field::COOKIE])
+                String::from_utf8_lossy(&l.cookie)
             )
             .with_structure("VHD footer"));
         }
-        let stored = be32(b, field::CHECKSUM.start);
-        let computed = checksum_skipping(b, field::CHECKSUM.start);
+        let stored = l.checksum.get();
+        let computed = checksum_skipping(&full, field::CHECKSUM.start);
         if stored != computed {
             return Err(in_field(
                 err!(
@@ -309,7 +320,7 @@ impl Footer {
                 field::CHECKSUM.start,
             ));
         }
-        let disk_type = match be32(b, field::DISK_TYPE.start) {
+        let disk_type = match l.disk_type.get() {
             2 => DiskType::Fixed,
             3 => DiskType::Dynamic,
             4 => DiskType::Differencing,
@@ -324,58 +335,52 @@ impl Footer {
                 ));
             }
         };
-        let current_size = be64(b, field::CURRENT_SIZE.start);
+        let current_size = l.current_size.get();
         check_current_size(current_size)?;
-        let mut creator_app = [0u8; 4];
-        creator_app.copy_from_slice(&b[field::CREATOR_APP]);
-        let mut creator_os = [0u8; 4];
-        creator_os.copy_from_slice(&b[field::CREATOR_OS]);
-        let mut id = [0u8; 16];
-        id.copy_from_slice(&b[field::UNIQUE_ID]);
-        let unique_id = crate::guid::Guid::from_bytes(id);
         Ok(Footer {
-            features: be32(b, field::FEATURES.start),
-            version: be32(b, field::VERSION.start),
-            data_offset: be64(b, field::DATA_OFFSET.start),
-            timestamp: be32(b, field::TIMESTAMP.start),
-            creator_app,
-            creator_version: be32(b, field::CREATOR_VERSION.start),
-            creator_os,
-            original_size: be64(b, field::ORIGINAL_SIZE.start),
+            features: l.features.get(),
+            version: l.file_format_version.get(),
+            data_offset: l.data_offset.get(),
+            timestamp: l.time_stamp.get(),
+            creator_app: l.creator_application,
+            creator_version: l.creator_version.get(),
+            creator_os: l.creator_host_os,
+            original_size: l.original_size.get(),
             current_size,
             geometry: Geometry {
-                cylinders: be16(b, field::CYLINDERS.start),
-                heads: b[field::HEADS],
-                sectors: b[field::SECTORS],
+                cylinders: l.cylinders.get(),
+                heads: l.heads,
+                sectors: l.sectors_per_track,
             },
             disk_type,
             checksum: stored,
-            unique_id,
-            saved_state: b[field::SAVED_STATE],
+            unique_id: crate::guid::Guid::from_bytes(l.unique_id),
+            saved_state: l.saved_state,
         })
     }
 
     /// Encodes the footer, computing the checksum (the `checksum` field is ignored).
     pub fn encode(&self) -> [u8; FOOTER_SIZE] {
+        let mut l = FooterLayout::new_zeroed();
+        l.cookie = *COOKIE;
+        l.features.set(self.features);
+        l.file_format_version.set(self.version);
+        l.data_offset.set(self.data_offset);
+        l.time_stamp.set(self.timestamp);
+        l.creator_application = self.creator_app;
+        l.creator_version.set(self.creator_version);
+        l.creator_host_os = self.creator_os;
+        l.original_size.set(self.original_size);
+        l.current_size.set(self.current_size);
+        l.cylinders.set(self.geometry.cylinders);
+        l.heads = self.geometry.heads;
+        l.sectors_per_track = self.geometry.sectors;
+        l.disk_type.set(self.disk_type.code());
+        l.unique_id = self.unique_id.to_bytes();
+        l.saved_state = self.saved_state;
+        l.checksum.set(checksum(l.as_bytes()));
         let mut b = [0u8; FOOTER_SIZE];
-        b[field::COOKIE].copy_from_slice(COOKIE);
-        b[field::FEATURES].copy_from_slice(&self.features.to_be_bytes());
-        b[field::VERSION].copy_from_slice(&self.version.to_be_bytes());
-        b[field::DATA_OFFSET].copy_from_slice(&self.data_offset.to_be_bytes());
-        b[field::TIMESTAMP].copy_from_slice(&self.timestamp.to_be_bytes());
-        b[field::CREATOR_APP].copy_from_slice(&self.creator_app);
-        b[field::CREATOR_VERSION].copy_from_slice(&self.creator_version.to_be_bytes());
-        b[field::CREATOR_OS].copy_from_slice(&self.creator_os);
-        b[field::ORIGINAL_SIZE].copy_from_slice(&self.original_size.to_be_bytes());
-        b[field::CURRENT_SIZE].copy_from_slice(&self.current_size.to_be_bytes());
-        b[field::CYLINDERS].copy_from_slice(&self.geometry.cylinders.to_be_bytes());
-        b[field::HEADS] = self.geometry.heads;
-        b[field::SECTORS] = self.geometry.sectors;
-        b[field::DISK_TYPE].copy_from_slice(&self.disk_type.code().to_be_bytes());
-        b[field::UNIQUE_ID].copy_from_slice(&self.unique_id.to_bytes());
-        b[field::SAVED_STATE] = self.saved_state;
-        let c = checksum(&b);
-        b[field::CHECKSUM].copy_from_slice(&c.to_be_bytes());
+        b.copy_from_slice(l.as_bytes());
         b
     }
 

@@ -246,17 +246,24 @@ mod tests {
     fn golden_header_bytes() {
         let h = DynHeader::new_dynamic(1536, 3, 2 << 20);
         let b = h.encode();
-        let mut want = [0u8; 1024];
-        want[0..8].copy_from_slice(b"cxsparse");
-        want[8..16].copy_from_slice(&[0xff; 8]);
-        want[16..24].copy_from_slice(&[0, 0, 0, 0, 0, 0, 6, 0]);
-        want[24..28].copy_from_slice(&[0, 1, 0, 0]);
-        want[28..32].copy_from_slice(&[0, 0, 0, 3]);
-        want[32..36].copy_from_slice(&[0, 0x20, 0, 0]);
+        let mut want = [0u8; HEADER_SIZE];
+        let mut put = |at: usize, v: &[u8]| want[at..at + v.len()].copy_from_slice(v);
+        put(offset_of!(DynHeaderLayout, cookie), b"cxsparse");
+        put(offset_of!(DynHeaderLayout, data_offset), &[0xff; 8]);
+        put(
+            offset_of!(DynHeaderLayout, table_offset),
+            &[0, 0, 0, 0, 0, 0, 6, 0],
+        );
+        put(offset_of!(DynHeaderLayout, header_version), &[0, 1, 0, 0]);
+        put(
+            offset_of!(DynHeaderLayout, max_table_entries),
+            &[0, 0, 0, 3],
+        );
+        put(offset_of!(DynHeaderLayout, block_size), &[0, 0x20, 0, 0]);
         // sum: 8 cookie bytes + 8*255 + 6 + 1 + 3 + 0x20
         let cookie: u32 = b"cxsparse".iter().map(|&x| u32::from(x)).sum();
         let sum = cookie + 8 * 255 + 6 + 1 + 3 + 0x20;
-        want[36..40].copy_from_slice(&(!sum).to_be_bytes());
+        put(offset_of!(DynHeaderLayout, checksum), &(!sum).to_be_bytes());
         assert_eq!(b.to_vec(), want.to_vec());
         let back = DynHeader::parse(&b).unwrap();
         assert_eq!(back.table_offset, 1536);

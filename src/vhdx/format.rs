@@ -352,8 +352,8 @@ pub struct RegionTable {
 }
 
 /// Bytes of a region table header / entry.
-const RT_HEAD: usize = size_of::<RegionTableHeaderLayout>();
-const RT_ENTRY: usize = size_of::<RegionEntryLayout>();
+pub(super) const RT_HEAD: usize = size_of::<RegionTableHeaderLayout>();
+pub(super) const RT_ENTRY: usize = size_of::<RegionEntryLayout>();
 
 impl RegionTable {
     /// Parses and verifies a 64 KiB region table found at `at`. With `check_crc` false (for
@@ -426,7 +426,8 @@ impl RegionTable {
             out.copy_from_slice(e.to_layout().as_bytes());
         }
         let c = crc32c(&b);
-        b[4..8].copy_from_slice(&c.to_le_bytes());
+        let at = offset_of!(RegionTableHeaderLayout, checksum);
+        b[at..at + 4].copy_from_slice(&c.to_le_bytes());
         b
     }
 }

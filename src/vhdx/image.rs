@@ -2,6 +2,7 @@
 
 use super::bat::PagedBat;
 use super::format::*;
+use super::layout::{HeaderLayout, MetadataEntryLayout, MetadataTableHeaderLayout};
 use super::log::{self, Sector};
 use crate::disk::{DiskImage, Extent, ExtentKind, ImageInfo, ImageKind, push_extent};
 use crate::disk::{NoParents, OpenOptions, ParentOpener};
@@ -10,6 +11,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::guid::Guid;
 use std::collections::BTreeMap;
 use std::fs::File;
+use std::mem::offset_of;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -216,6 +218,38 @@ enum Piece {
     Parent(u64, u64),
 }
 
+impl VhdxImage {
+    /// Extents of `l` bytes at virtual offset `v` stored at file offset `f` of an allocated
+    /// block: data where the host file has data (or an in-place write touched it), holes of the
+    /// host file as unallocated.
+    fn push_file_extents(&self, out: &mut Vec<Extent>, v: u64, l: u64, f: u64) -> Result<()> {
+        let mut push = |offset: u64, len: u64, kind: ExtentKind| {
+            push_extent(out, Extent { offset, len, kind });
+        };
+        if self.overlay_touches(f, l) {
+            push(v, l, ExtentKind::Data);
+            return Ok(());
+        }
+        // holes of the host file inside an allocated block read as zeros
+        let phys_end = (f + l).min(self.real_len);
+        let ranges = if f < phys_end {
+            crate::disk::raw::data_ranges(&self.file, f, phys_end)
+                .ctx(&self.path, "mapping data and holes")?
+        } else {
+            Vec::new()
+        };
+        let mut at = v;
+        for (a, b) in ranges {
+            let (va, vb) = (v + (a - f), v + (b - f));
+            push(at, va - at, ExtentKind::Unallocated);
+            push(va, vb - va, ExtentKind::Data);
+            at = vb;
+        }
+        push(at, v + l - at, ExtentKind::Unallocated);
+        Ok(())
+    }
+}
+
 impl DiskImage for VhdxImage {
     fn len(&self) -> u64 {
         self.virtual_size
@@ -259,56 +293,7 @@ impl DiskImage for VhdxImage {
             let n = (self.block_size - pos % self.block_size).min(end - pos);
             for p in self.pieces(pos, n)? {
                 match p {
-                    Piece::File(v, l, f) => {
-                        if self.overlay_touches(f, l) {
-                            push_extent(
-                                &mut out,
-                                Extent {
-                                    offset: v,
-                                    len: l,
-                                    kind: ExtentKind::Data,
-                                },
-                            );
-                            continue;
-                        }
-                        // holes of the host file inside an allocated block read as zeros
-                        let phys_end = (f + l).min(self.real_len);
-                        let ranges = if f < phys_end {
-                            crate::disk::raw::data_ranges(&self.file, f, phys_end)
-                                .ctx(&self.path, "mapping data and holes")?
-                        } else {
-                            Vec::new()
-                        };
-                        let mut at = v;
-                        for (a, b) in ranges {
-                            let (va, vb) = (v + (a - f), v + (b - f));
-                            push_extent(
-                                &mut out,
-                                Extent {
-                                    offset: at,
-                                    len: va - at,
-                                    kind: ExtentKind::Unallocated,
-                                },
-                            );
-                            push_extent(
-                                &mut out,
-                                Extent {
-                                    offset: va,
-                                    len: vb - va,
-                                    kind: ExtentKind::Data,
-                                },
-                            );
-                            at = vb;
-                        }
-                        push_extent(
-                            &mut out,
-                            Extent {
-                                offset: at,
-                                len: v + l - at,
-                                kind: ExtentKind::Unallocated,
-                            },
-                        );
-                    }
+                    Piece::File(v, l, f) => self.push_file_extents(&mut out, v, l, f)?,
                     Piece::Zero(v, l, k) => push_extent(
                         &mut out,
                         Extent {
@@ -590,8 +575,8 @@ fn read_headers(file: &File, path: &Path, real_len: u64) -> Result<(u64, Header,
             hdr.log_version
         )
         .with_structure("VHDX header")
-        .with_field_at("log version", 64)
-        .at(hdr_at + 64));
+        .with_field_at("log version", offset_of!(HeaderLayout, log_version))
+        .at(hdr_at + offset_of!(HeaderLayout, log_version) as u64));
     }
     Ok((hdr_at, hdr, notes))
 }
@@ -621,8 +606,8 @@ fn read_log(
             hdr.log_offset
         )
         .with_structure("VHDX header")
-        .with_field_at("log length", 68)
-        .at(hdr_at + 68));
+        .with_field_at("log length", offset_of!(HeaderLayout, log_length))
+        .at(hdr_at + offset_of!(HeaderLayout, log_length) as u64));
     }
     if !hdr.log_offset.is_multiple_of(MIB)
         || !log_len.is_multiple_of(MIB)
@@ -635,8 +620,8 @@ fn read_log(
             hdr.log_offset
         )
         .with_structure("VHDX header")
-        .with_field_at("log length", 68)
-        .at(hdr_at + 68));
+        .with_field_at("log length", offset_of!(HeaderLayout, log_length))
+        .at(hdr_at + offset_of!(HeaderLayout, log_length) as u64));
     }
     let mut overlay = BTreeMap::new();
     let mut file_size = real_len;
@@ -703,7 +688,7 @@ fn read_regions(img: &VhdxImage) -> Result<((u64, u64), (u64, u64))> {
     let mut bat_region = None;
     let mut meta_region = None;
     for (i, e) in rt.entries.iter().enumerate() {
-        let at = REGION1_OFFSET + 16 + i as u64 * 32;
+        let at = REGION1_OFFSET + (RT_HEAD + i * RT_ENTRY) as u64;
         let slot = if e.guid == BAT_GUID {
             &mut bat_region
         } else if e.guid == METADATA_GUID {
@@ -831,7 +816,9 @@ fn read_metadata_items(img: &VhdxImage, meta_off: u64, meta_len: u64) -> Result<
     let table = MetadataTable::parse(&mt, meta_off)?;
     let mut items = MetaItems::default();
     for (i, e) in table.entries.iter().enumerate() {
-        let at = meta_off + 32 + i as u64 * 32;
+        let at = meta_off
+            + (size_of::<MetadataTableHeaderLayout>() + i * size_of::<MetadataEntryLayout>())
+                as u64;
         let known = [
             FILE_PARAMETERS_GUID,
             VIRTUAL_DISK_SIZE_GUID,
@@ -990,7 +977,6 @@ fn check_bat(
     meta: (u64, u64),
     differencing: bool,
 ) -> Result<()> {
-    let bs = img.block_size;
     let mut used: Vec<(u64, u64, u64)> = vec![
         (0, MIB, u64::MAX),
         (bat.0, bat.1, u64::MAX),
@@ -999,51 +985,11 @@ fn check_bat(
     if hdr.log_length > 0 {
         used.push((hdr.log_offset, u64::from(hdr.log_length), u64::MAX));
     }
-    let cr = img.geo.chunk_ratio;
     let entry_at = |i: u64| bat.0 + i * 8;
     for (i, e) in img.bat.iter() {
-        let is_bitmap = (i + 1).is_multiple_of(cr + 1);
-        let st = bat_state(e);
-        let (present, len) = if is_bitmap {
-            match st {
-                SB_NOT_PRESENT => (false, 0),
-                SB_PRESENT if differencing => (true, MIB),
-                SB_PRESENT => (false, 0),
-                _ => {
-                    return Err(
-                        err!(UnknownBatState, "sector bitmap entry {i} has state {st}")
-                            .with_structure("VHDX BAT")
-                            .at(entry_at(i)),
-                    );
-                }
-            }
-        } else {
-            let block = i - i / (cr + 1);
-            if block >= img.geo.data_blocks {
-                // entries of a differencing disk's last chunk past the disk's end
-                continue;
-            }
-            match st {
-                PAYLOAD_NOT_PRESENT | PAYLOAD_UNDEFINED | PAYLOAD_ZERO | PAYLOAD_UNMAPPED => {
-                    (false, 0)
-                }
-                PAYLOAD_FULLY_PRESENT => (true, bs.min(img.virtual_size - block * bs)),
-                PAYLOAD_PARTIALLY_PRESENT if differencing => {
-                    (true, bs.min(img.virtual_size - block * bs))
-                }
-                _ => {
-                    return Err(err!(
-                        UnknownBatState,
-                        "payload entry {i} (block {block}) has state {st}"
-                    )
-                    .with_structure("VHDX BAT")
-                    .at(entry_at(i)));
-                }
-            }
-        };
-        if !present {
+        let Some(len) = present_len(img, i, e, differencing, entry_at(i))? else {
             continue;
-        }
+        };
         let off = bat_offset(e);
         if off.checked_add(len).is_none_or(|x| x > img.file_size) {
             return Err(err!(
@@ -1056,6 +1002,58 @@ fn check_bat(
         }
         used.push((off, len, i));
     }
+    check_overlaps(used, bat.0)
+}
+
+/// The bytes BAT entry `i` (value `e`, stored at `at`) places in the file, or `None` when it
+/// places none (not present, or a payload entry past a differencing disk's end).
+/// `UnknownBatState` for a state the entry's kind does not allow.
+fn present_len(
+    img: &VhdxImage,
+    i: u64,
+    e: u64,
+    differencing: bool,
+    at: u64,
+) -> Result<Option<u64>> {
+    let bs = img.block_size;
+    let cr = img.geo.chunk_ratio;
+    let st = bat_state(e);
+    if (i + 1).is_multiple_of(cr + 1) {
+        return match st {
+            SB_NOT_PRESENT => Ok(None),
+            SB_PRESENT if differencing => Ok(Some(MIB)),
+            SB_PRESENT => Ok(None),
+            _ => Err(
+                err!(UnknownBatState, "sector bitmap entry {i} has state {st}")
+                    .with_structure("VHDX BAT")
+                    .at(at),
+            ),
+        };
+    }
+    let block = i - i / (cr + 1);
+    if block >= img.geo.data_blocks {
+        // entries of a differencing disk's last chunk past the disk's end
+        return Ok(None);
+    }
+    match st {
+        PAYLOAD_NOT_PRESENT | PAYLOAD_UNDEFINED | PAYLOAD_ZERO | PAYLOAD_UNMAPPED => Ok(None),
+        PAYLOAD_FULLY_PRESENT => Ok(Some(bs.min(img.virtual_size - block * bs))),
+        PAYLOAD_PARTIALLY_PRESENT if differencing => {
+            Ok(Some(bs.min(img.virtual_size - block * bs)))
+        }
+        _ => Err(err!(
+            UnknownBatState,
+            "payload entry {i} (block {block}) has state {st}"
+        )
+        .with_structure("VHDX BAT")
+        .at(at)),
+    }
+}
+
+/// `BatOverlap` when two of the (offset, length, BAT entry or `u64::MAX` for a region) ranges
+/// overlap; the error points at the later entry (or the BAT at `bat_off` for two regions).
+fn check_overlaps(mut used: Vec<(u64, u64, u64)>, bat_off: u64) -> Result<()> {
+    let entry_at = |i: u64| bat_off + i * 8;
     used.sort_unstable();
     for w in used.windows(2) {
         let (a, al, ai) = w[0];
@@ -1076,28 +1074,19 @@ fn check_bat(
                 name(bi)
             )
             .with_structure("VHDX BAT")
-            .at(if at == u64::MAX { bat.0 } else { entry_at(at) }));
+            .at(if at == u64::MAX {
+                bat_off
+            } else {
+                entry_at(at)
+            }));
         }
     }
     Ok(())
 }
 
-fn open_parent(
-    img: &mut VhdxImage,
-    loc: &ParentLocator,
-    loc_at: u64,
-    depth: u32,
-    parents: &dyn ParentOpener,
-) -> Result<()> {
-    if loc.locator_type != PARENT_LOCATOR_TYPE_VHDX {
-        return Err(err!(
-            Unsupported,
-            "parent locator type {} (only the VHDX type is known)",
-            loc.locator_type
-        )
-        .with_structure("VHDX parent locator")
-        .at(loc_at));
-    }
+/// The first existing file the VHDX parent locator names: its relative path, then its
+/// absolute and volume paths (and their file names in the child's directory).
+fn find_parent(img: &VhdxImage, loc: &ParentLocator, loc_at: u64) -> Result<PathBuf> {
     let dir = img
         .path
         .parent()
@@ -1119,30 +1108,45 @@ fn open_parent(
             }
         }
     }
-    let mut found = None;
     for c in candidates {
         if tried.contains(&c.display().to_string()) {
             continue;
         }
         tried.push(c.display().to_string());
         if c.is_file() {
-            found = Some(c);
-            break;
+            return Ok(c);
         }
     }
-    let Some(pp) = found else {
+    Err(err!(
+        MissingParent,
+        "parent not found; tried: {}",
+        if tried.is_empty() {
+            "(the locator names no path)".to_string()
+        } else {
+            tried.join(", ")
+        }
+    )
+    .with_structure("VHDX parent locator")
+    .at(loc_at))
+}
+
+fn open_parent(
+    img: &mut VhdxImage,
+    loc: &ParentLocator,
+    loc_at: u64,
+    depth: u32,
+    parents: &dyn ParentOpener,
+) -> Result<()> {
+    if loc.locator_type != PARENT_LOCATOR_TYPE_VHDX {
         return Err(err!(
-            MissingParent,
-            "parent not found; tried: {}",
-            if tried.is_empty() {
-                "(the locator names no path)".to_string()
-            } else {
-                tried.join(", ")
-            }
+            Unsupported,
+            "parent locator type {} (only the VHDX type is known)",
+            loc.locator_type
         )
         .with_structure("VHDX parent locator")
         .at(loc_at));
-    };
+    }
+    let pp = find_parent(img, loc, loc_at)?;
     let parent = parents.open_parent(&pp, depth + 1)?;
     // A VHDX parent must be the one the child was made from: its data write GUID is the
     // locator's `parent_linkage` (MS-VHDX, parent locator entries).

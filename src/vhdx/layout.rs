@@ -153,6 +153,85 @@ pub struct ParentLocatorEntryLayout {
 }
 const _: () = assert!(size_of::<ParentLocatorEntryLayout>() == 12);
 
+/// MS-VHDX 2.3.1.1 "Entry Header": the first 64 bytes of a log entry, followed in its
+/// first sector(s) by the descriptors (32 bytes each).
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy)]
+#[repr(C)]
+pub struct LogEntryHeaderLayout {
+    /// `loge`.
+    pub signature: [u8; 4],
+    /// CRC-32C over the whole entry with this field as zero.
+    pub checksum: U32,
+    /// Entry length in bytes, a multiple of 4 KiB.
+    pub entry_length: U32,
+    /// Log-relative offset of the sequence's first entry.
+    pub tail: U32,
+    /// Sequence number (> 0).
+    pub sequence_number: U64,
+    /// Number of descriptors.
+    pub descriptor_count: U32,
+    /// Zero.
+    pub reserved: U32,
+    /// The header's log GUID.
+    pub log_guid: [u8; 16],
+    /// File size when the entry was written.
+    pub flushed_file_offset: U64,
+    /// File size after the entry is applied.
+    pub last_file_offset: U64,
+}
+const _: () = assert!(size_of::<LogEntryHeaderLayout>() == 64);
+
+/// MS-VHDX 2.3.1.2 "Zero Descriptor": `zero_length` zero bytes at `file_offset`.
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy)]
+#[repr(C)]
+pub struct ZeroDescriptorLayout {
+    /// `zero`.
+    pub signature: [u8; 4],
+    /// Zero.
+    pub reserved: U32,
+    /// Bytes, a multiple of 4 KiB.
+    pub zero_length: U64,
+    /// File offset, a multiple of 4 KiB.
+    pub file_offset: U64,
+    /// The entry's sequence number.
+    pub sequence_number: U64,
+}
+const _: () = assert!(size_of::<ZeroDescriptorLayout>() == 32);
+
+/// MS-VHDX 2.3.1.3 "Data Descriptor": one 4 KiB data sector at `file_offset`, whose first 8
+/// and last 4 bytes are kept here (the data sector holds its signature and sequence there).
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy)]
+#[repr(C)]
+pub struct DataDescriptorLayout {
+    /// `desc`.
+    pub signature: [u8; 4],
+    /// The sector's last 4 bytes.
+    pub trailing_bytes: [u8; 4],
+    /// The sector's first 8 bytes.
+    pub leading_bytes: [u8; 8],
+    /// File offset, a multiple of 4 KiB.
+    pub file_offset: U64,
+    /// The entry's sequence number.
+    pub sequence_number: U64,
+}
+const _: () = assert!(size_of::<DataDescriptorLayout>() == 32);
+
+/// MS-VHDX 2.3.1.4 "Data Sector": bytes 8..4092 of a logged sector, framed by the signature
+/// and the entry's sequence number split in two halves.
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy)]
+#[repr(C)]
+pub struct DataSectorLayout {
+    /// `data`.
+    pub signature: [u8; 4],
+    /// High 32 bits of the sequence number.
+    pub sequence_high: U32,
+    /// Bytes 8..4092 of the logged sector.
+    pub data: [u8; 4084],
+    /// Low 32 bits of the sequence number.
+    pub sequence_low: U32,
+}
+const _: () = assert!(size_of::<DataSectorLayout>() == 4096);
+
 /// MS-VHDX 2.5.1 "BAT Entry": bits 0-2 the state, bits 3-19 reserved, bits 20-63 the file
 /// offset in MiB.
 #[derive(
@@ -212,6 +291,12 @@ mod tests {
         assert_eq!(offset_of!(MetadataTableHeaderLayout, entry_count), 10);
         assert_eq!(offset_of!(MetadataEntryLayout, flags), 24);
         assert_eq!(offset_of!(ParentLocatorHeaderLayout, key_value_count), 18);
+        assert_eq!(offset_of!(LogEntryHeaderLayout, sequence_number), 16);
+        assert_eq!(offset_of!(LogEntryHeaderLayout, log_guid), 32);
+        assert_eq!(offset_of!(LogEntryHeaderLayout, last_file_offset), 56);
+        assert_eq!(offset_of!(ZeroDescriptorLayout, file_offset), 16);
+        assert_eq!(offset_of!(DataDescriptorLayout, leading_bytes), 8);
+        assert_eq!(offset_of!(DataSectorLayout, sequence_low), 4092);
     }
 
     #[test]

@@ -7,10 +7,24 @@
 //! entries, replayed in order from the one its last entry's `tail` points at, give the file's
 //! true metadata. Replay here never writes the file: it builds an overlay of 4 KiB sectors.
 
-use super::format::{crc32c, le32, le64};
+use super::format::crc32c;
+use super::layout::{
+    DataDescriptorLayout, DataSectorLayout, LogEntryHeaderLayout, ZeroDescriptorLayout,
+};
 use crate::err;
 use crate::error::{Error, Result};
 use std::collections::{BTreeMap, HashMap};
+use std::mem::offset_of;
+use zerocopy::{FromBytes, FromZeros, IntoBytes};
+
+/// MS-VHDX 2.3.1.1: signature of an entry header.
+const LOG_ENTRY_SIGNATURE: &[u8; 4] = b"loge";
+/// MS-VHDX 2.3.1.2: signature of a zero descriptor.
+const ZERO_DESCRIPTOR_SIGNATURE: &[u8; 4] = b"zero";
+/// MS-VHDX 2.3.1.3: signature of a data descriptor.
+const DATA_DESCRIPTOR_SIGNATURE: &[u8; 4] = b"desc";
+/// MS-VHDX 2.3.1.4: signature of a data sector.
+const DATA_SECTOR_SIGNATURE: &[u8; 4] = b"data";
 
 /// Log sector size.
 pub const SECTOR: u64 = 4096;
@@ -251,9 +265,14 @@ fn apply_entry(
             } => {
                 read_log(sec, sector_pos)?;
                 let mut v = vec![0u8; SECTOR as usize];
-                v[..8].copy_from_slice(&leading.to_le_bytes());
-                v[8..4092].copy_from_slice(&sec[8..4092]);
-                v[4092..].copy_from_slice(&trailing.to_le_bytes());
+                // The descriptor holds what the data sector's frame displaced.
+                let (head, tail) = (
+                    offset_of!(DataSectorLayout, data),
+                    offset_of!(DataSectorLayout, sequence_low),
+                );
+                v[..head].copy_from_slice(&leading.to_le_bytes());
+                v[head..tail].copy_from_slice(&sec[head..tail]);
+                v[tail..].copy_from_slice(&trailing.to_le_bytes());
                 *data_bytes += SECTOR;
                 if *data_bytes > MAX_OVERLAY_DATA || out.overlay.len() as u64 >= MAX_OVERLAY_SECTORS
                 {
@@ -284,55 +303,126 @@ fn parse_entry(
     log_guid: &[u8; 16],
 ) -> Result<Option<Entry>> {
     read_log(sec, pos)?;
-    if &sec[..4] != b"loge" {
+    let Some(h) = entry_header(sec, log_length, log_guid) else {
         return Ok(None);
-    }
-    let stored_crc = le32(sec, 4);
-    let len = u64::from(le32(sec, 8));
-    let tail = u64::from(le32(sec, 12));
-    let seq = le64(sec, 16);
-    let count = u64::from(le32(sec, 24));
-    if len == 0 || len % SECTOR != 0 || len > log_length || seq == 0 || sec[32..48] != log_guid[..]
+    };
+    let seq = h.sequence_number.get();
+    let len = u64::from(h.entry_length.get());
+    let count = u64::from(h.descriptor_count.get());
+    let Some(descs_raw) = read_checked_entry(read_log, sec, pos, len, count, h.checksum.get())?
+    else {
+        return Ok(None);
+    };
+    let frame = EntryFrame {
+        pos,
+        seq,
+        data_start: desc_sectors(count),
+        sectors: len / SECTOR,
+        log_length,
+    };
+    let Some(descs) = parse_descriptors(read_log, &descs_raw, count, &frame)? else {
+        return Ok(None);
+    };
+    Ok(Some(Entry {
+        pos,
+        seq,
+        len,
+        tail: u64::from(h.tail.get()),
+        flushed_file_offset: h.flushed_file_offset.get(),
+        last_file_offset: h.last_file_offset.get(),
+        descs,
+    }))
+}
+
+/// The entry header in `sec` when its signature, length, tail, sequence number and log GUID
+/// are plausible for this log.
+fn entry_header(sec: &[u8], log_length: u64, log_guid: &[u8; 16]) -> Option<LogEntryHeaderLayout> {
+    let (h, _) = LogEntryHeaderLayout::read_from_prefix(sec).ok()?;
+    let len = u64::from(h.entry_length.get());
+    let tail = u64::from(h.tail.get());
+    if &h.signature != LOG_ENTRY_SIGNATURE
+        || len == 0
+        || len % SECTOR != 0
+        || len > log_length
+        || h.sequence_number.get() == 0
+        || &h.log_guid != log_guid
     {
-        return Ok(None);
+        return None;
     }
-    let dsec = desc_sectors(count);
-    let ndata_max = len / SECTOR;
-    if dsec > ndata_max || tail % SECTOR != 0 || tail >= log_length {
-        return Ok(None);
+    let dsec = desc_sectors(u64::from(h.descriptor_count.get()));
+    if dsec > len / SECTOR || tail % SECTOR != 0 || tail >= log_length {
+        return None;
     }
-    let flushed_file_offset = le64(sec, 48);
-    let last_file_offset = le64(sec, 56);
-    // checksum over the whole entry, checksum field as zero
-    let mut crc = crc32c::crc32c(&sec[..4]);
+    Some(h)
+}
+
+/// Reads the rest of the entry (`sec` holds its first sector) and checks its CRC-32C (over the
+/// whole entry, checksum field as zero). Returns the descriptor sectors, or `None` on a
+/// checksum mismatch.
+fn read_checked_entry(
+    read_log: &dyn Fn(&mut [u8], u64) -> Result<()>,
+    sec: &[u8],
+    pos: u64,
+    len: u64,
+    count: u64,
+    stored_crc: u32,
+) -> Result<Option<Vec<u8>>> {
+    let sum_at = offset_of!(LogEntryHeaderLayout, checksum);
+    let mut crc = crc32c::crc32c(&sec[..sum_at]);
     crc = crc32c::crc32c_append(crc, &[0u8; 4]);
-    crc = crc32c::crc32c_append(crc, &sec[8..]);
+    crc = crc32c::crc32c_append(crc, &sec[sum_at + 4..]);
+    let dsec = desc_sectors(count);
     let mut descs_raw: Vec<u8> = sec.to_vec();
     let mut buf = vec![0u8; SECTOR as usize];
-    for i in 1..ndata_max {
+    for i in 1..len / SECTOR {
         read_log(&mut buf, pos + i * SECTOR)?;
         crc = crc32c::crc32c_append(crc, &buf);
         if i < dsec {
             descs_raw.extend_from_slice(&buf);
         }
     }
-    if crc != stored_crc {
-        return Ok(None);
-    }
+    Ok((crc == stored_crc).then_some(descs_raw))
+}
+
+/// Where an entry sits: its log position, sequence number, first data sector and size in
+/// sectors, in a log of `log_length` bytes.
+struct EntryFrame {
+    pos: u64,
+    seq: u64,
+    data_start: u64,
+    sectors: u64,
+    log_length: u64,
+}
+
+/// The entry's descriptors (after the 64-byte header in `descs_raw`), each checked against the
+/// entry's sequence number; data descriptors against their data sector. `None` when one is
+/// invalid.
+fn parse_descriptors(
+    read_log: &dyn Fn(&mut [u8], u64) -> Result<()>,
+    descs_raw: &[u8],
+    count: u64,
+    f: &EntryFrame,
+) -> Result<Option<Vec<Desc>>> {
+    const D: usize = size_of::<ZeroDescriptorLayout>();
     let mut descs = Vec::with_capacity(count as usize);
-    let mut data_idx = dsec;
+    let mut data_idx = f.data_start;
+    let mut buf = vec![0u8; SECTOR as usize];
     for i in 0..count as usize {
-        let o = 64 + i * 32;
-        let Some(d) = descs_raw.get(o..o + 32) else {
+        let o = size_of::<LogEntryHeaderLayout>() + i * D;
+        let Some(raw) = descs_raw.get(o..o + D) else {
             return Ok(None);
         };
-        let file_offset = le64(d, 16);
-        if le64(d, 24) != seq || !file_offset.is_multiple_of(SECTOR) {
+        // Both descriptor kinds share the signature, file offset and sequence number fields.
+        let Ok(z) = ZeroDescriptorLayout::read_from_bytes(raw) else {
+            return Ok(None);
+        };
+        let file_offset = z.file_offset.get();
+        if z.sequence_number.get() != f.seq || !file_offset.is_multiple_of(SECTOR) {
             return Ok(None);
         }
-        match &d[..4] {
-            b"zero" => {
-                let zl = le64(d, 8);
+        match &z.signature {
+            ZERO_DESCRIPTOR_SIGNATURE => {
+                let zl = z.zero_length.get();
                 if !zl.is_multiple_of(SECTOR) || file_offset.checked_add(zl).is_none() {
                     return Ok(None);
                 }
@@ -341,36 +431,35 @@ fn parse_entry(
                     len: zl,
                 });
             }
-            b"desc" => {
-                if data_idx >= ndata_max {
+            DATA_DESCRIPTOR_SIGNATURE => {
+                let Ok(d) = DataDescriptorLayout::read_from_bytes(raw) else {
+                    return Ok(None);
+                };
+                if data_idx >= f.sectors {
                     return Ok(None);
                 }
-                let sp = pos + data_idx * SECTOR;
+                let sp = f.pos + data_idx * SECTOR;
                 read_log(&mut buf, sp)?;
-                let dseq = (u64::from(le32(&buf, 4)) << 32) | u64::from(le32(&buf, 4092));
-                if &buf[..4] != b"data" || dseq != seq {
+                let Ok(ds) = DataSectorLayout::ref_from_bytes(&buf[..]) else {
+                    return Ok(None);
+                };
+                let dseq =
+                    (u64::from(ds.sequence_high.get()) << 32) | u64::from(ds.sequence_low.get());
+                if &ds.signature != DATA_SECTOR_SIGNATURE || dseq != f.seq {
                     return Ok(None);
                 }
                 descs.push(Desc::Data {
                     file_offset,
-                    leading: le64(d, 8),
-                    trailing: le32(d, 4),
-                    sector_pos: sp % log_length,
+                    leading: u64::from_le_bytes(d.leading_bytes),
+                    trailing: u32::from_le_bytes(d.trailing_bytes),
+                    sector_pos: sp % f.log_length,
                 });
                 data_idx += 1;
             }
             _ => return Ok(None),
         }
     }
-    Ok(Some(Entry {
-        pos,
-        seq,
-        len,
-        tail,
-        flushed_file_offset,
-        last_file_offset,
-        descs,
-    }))
+    Ok(Some(descs))
 }
 
 /// A write a log entry records (for building logs: tests and in-place writers).
@@ -408,43 +497,59 @@ pub fn encode_entry(p: &EntryParams, writes: &[LogWrite]) -> Result<Vec<u8>> {
     let total = (dsec + ndata) * SECTOR;
     let total32 = u32::try_from(total).map_err(|_| err!(InvalidArgument, "log entry too big"))?;
     let mut b = vec![0u8; total as usize];
-    b[..4].copy_from_slice(b"loge");
-    b[8..12].copy_from_slice(&total32.to_le_bytes());
-    b[12..16].copy_from_slice(&p.tail.to_le_bytes());
-    b[16..24].copy_from_slice(&p.sequence.to_le_bytes());
-    b[24..28].copy_from_slice(&(count as u32).to_le_bytes());
-    b[32..48].copy_from_slice(&p.log_guid);
-    b[48..56].copy_from_slice(&p.flushed_file_offset.to_le_bytes());
-    b[56..64].copy_from_slice(&p.last_file_offset.to_le_bytes());
+    let mut h = LogEntryHeaderLayout::new_zeroed();
+    h.signature = *LOG_ENTRY_SIGNATURE;
+    h.entry_length.set(total32);
+    h.tail.set(p.tail);
+    h.sequence_number.set(p.sequence);
+    h.descriptor_count.set(count as u32);
+    h.log_guid = p.log_guid;
+    h.flushed_file_offset.set(p.flushed_file_offset);
+    h.last_file_offset.set(p.last_file_offset);
+    let hlen = size_of::<LogEntryHeaderLayout>();
+    b[..hlen].copy_from_slice(h.as_bytes());
+    const D: usize = size_of::<ZeroDescriptorLayout>();
     let mut data_at = (dsec * SECTOR) as usize;
     for (i, w) in writes.iter().enumerate() {
-        let o = 64 + i * 32;
+        let o = hlen + i * D;
         match w {
             LogWrite::Zero(off, len) => {
-                b[o..o + 4].copy_from_slice(b"zero");
-                b[o + 8..o + 16].copy_from_slice(&len.to_le_bytes());
-                b[o + 16..o + 24].copy_from_slice(&off.to_le_bytes());
+                let mut z = ZeroDescriptorLayout::new_zeroed();
+                z.signature = *ZERO_DESCRIPTOR_SIGNATURE;
+                z.zero_length.set(*len);
+                z.file_offset.set(*off);
+                z.sequence_number.set(p.sequence);
+                b[o..o + D].copy_from_slice(z.as_bytes());
             }
             LogWrite::Data(off, data) => {
-                if data.len() != SECTOR as usize {
+                let Ok(sector) = DataSectorLayout::ref_from_bytes(&data[..]) else {
                     return Err(err!(InvalidArgument, "a logged sector is 4096 bytes"));
-                }
-                b[o..o + 4].copy_from_slice(b"desc");
-                b[o + 4..o + 8].copy_from_slice(&data[4092..]);
-                b[o + 8..o + 16].copy_from_slice(&data[..8]);
-                b[o + 16..o + 24].copy_from_slice(&off.to_le_bytes());
-                let d = &mut b[data_at..data_at + SECTOR as usize];
-                d[..4].copy_from_slice(b"data");
-                d[4..8].copy_from_slice(&((p.sequence >> 32) as u32).to_le_bytes());
-                d[8..4092].copy_from_slice(&data[8..4092]);
-                d[4092..].copy_from_slice(&(p.sequence as u32).to_le_bytes());
+                };
+                // The sector's first 8 and last 4 bytes go to the descriptor; the data sector
+                // carries the signature and the sequence number there instead.
+                let mut d = DataDescriptorLayout::new_zeroed();
+                d.signature = *DATA_DESCRIPTOR_SIGNATURE;
+                let (head, tail) = (
+                    offset_of!(DataSectorLayout, data),
+                    offset_of!(DataSectorLayout, sequence_low),
+                );
+                d.trailing_bytes.copy_from_slice(&data[tail..]);
+                d.leading_bytes.copy_from_slice(&data[..head]);
+                d.file_offset.set(*off);
+                d.sequence_number.set(p.sequence);
+                b[o..o + D].copy_from_slice(d.as_bytes());
+                let mut ds = *sector;
+                ds.signature = *DATA_SECTOR_SIGNATURE;
+                ds.sequence_high.set((p.sequence >> 32) as u32);
+                ds.sequence_low.set(p.sequence as u32);
+                b[data_at..data_at + SECTOR as usize].copy_from_slice(ds.as_bytes());
                 data_at += SECTOR as usize;
             }
         }
-        b[o + 24..o + 32].copy_from_slice(&p.sequence.to_le_bytes());
     }
     let c = crc32c(&b);
-    b[4..8].copy_from_slice(&c.to_le_bytes());
+    let sum_at = offset_of!(LogEntryHeaderLayout, checksum);
+    b[sum_at..sum_at + 4].copy_from_slice(&c.to_le_bytes());
     Ok(b)
 }
 

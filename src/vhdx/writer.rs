@@ -297,54 +297,74 @@ pub fn write(
         out.write_all_at(&bytes, off)
             .ctx(out_path, "writing VHDX headers")?;
     }
-    let bs = l.block_size;
     let mut bat = BatWriter::new(out, out_path, l.geo.entries);
-    let wrap = |e: Error| e.with_path(out_path);
-    let end;
-    if fixed {
-        for b in 0..l.geo.data_blocks {
-            bat.set(
-                l.geo.payload_index(b),
-                bat_entry(PAYLOAD_FULLY_PRESENT, l.payload_start + b * bs),
-            )?;
-        }
-        bat.flush()?;
-        end = l.payload_start + l.geo.data_blocks * bs;
-        out.set_len(end).ctx(out_path, "sizing the VHDX")?;
-        copy_data(src, out, out_path, l.payload_start, progress)?;
+    let end = if fixed {
+        write_fixed_bat(&l, &mut bat)?
     } else {
-        let mut next = l.payload_start;
-        let mut current: Option<(u64, u64)> = None; // (block, file offset)
-        for_each_extent(src, EXTENT_WINDOW, |e| {
-            if e.kind != ExtentKind::Data {
-                return Ok(());
-            }
-            let mut pos = e.offset;
-            while pos < e.end() {
-                let b = pos / bs;
-                let n = (bs - pos % bs).min(e.end() - pos);
-                let foff = match current {
-                    Some((cb, f)) if cb == b => f,
-                    _ => {
-                        let f = next;
-                        next += bs;
-                        bat.set(l.geo.payload_index(b), bat_entry(PAYLOAD_FULLY_PRESENT, f))?;
-                        current = Some((b, f));
-                        f
-                    }
-                };
-                src.copy_to(pos, n, out, foff + pos % bs).map_err(wrap)?;
-                progress.advance(n);
-                pos += n;
-            }
-            Ok(())
-        })?;
-        bat.flush()?;
-        end = next;
-        out.set_len(end).ctx(out_path, "sizing the VHDX")?;
+        write_dynamic_payload(src, out, out_path, &l, &mut bat, progress)?
+    };
+    out.set_len(end).ctx(out_path, "sizing the VHDX")?;
+    if fixed {
+        copy_data(src, out, out_path, l.payload_start, progress)?;
     }
     progress.finish();
     Ok(())
+}
+
+/// A fixed VHDX: every block present, in order from the payload start; returns the file's
+/// end (the data is copied once the file has its size).
+fn write_fixed_bat(l: &Layout, bat: &mut BatWriter<'_>) -> Result<u64> {
+    let bs = l.block_size;
+    for b in 0..l.geo.data_blocks {
+        bat.set(
+            l.geo.payload_index(b),
+            bat_entry(PAYLOAD_FULLY_PRESENT, l.payload_start + b * bs),
+        )?;
+    }
+    bat.flush()?;
+    Ok(l.payload_start + l.geo.data_blocks * bs)
+}
+
+/// A dynamic VHDX: only the blocks holding data, allocated in order as the source's extents
+/// reach them; returns the file's end.
+fn write_dynamic_payload(
+    src: &dyn DiskImage,
+    out: &File,
+    out_path: &Path,
+    l: &Layout,
+    bat: &mut BatWriter<'_>,
+    progress: &dyn Progress,
+) -> Result<u64> {
+    let bs = l.block_size;
+    let wrap = |e: Error| e.with_path(out_path);
+    let mut next = l.payload_start;
+    let mut current: Option<(u64, u64)> = None; // (block, file offset)
+    for_each_extent(src, EXTENT_WINDOW, |e| {
+        if e.kind != ExtentKind::Data {
+            return Ok(());
+        }
+        let mut pos = e.offset;
+        while pos < e.end() {
+            let b = pos / bs;
+            let n = (bs - pos % bs).min(e.end() - pos);
+            let foff = match current {
+                Some((cb, f)) if cb == b => f,
+                _ => {
+                    let f = next;
+                    next += bs;
+                    bat.set(l.geo.payload_index(b), bat_entry(PAYLOAD_FULLY_PRESENT, f))?;
+                    current = Some((b, f));
+                    f
+                }
+            };
+            src.copy_to(pos, n, out, foff + pos % bs).map_err(wrap)?;
+            progress.advance(n);
+            pos += n;
+        }
+        Ok(())
+    })?;
+    bat.flush()?;
+    Ok(next)
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use base64::Engine;
 use std::path::{Path, PathBuf};
 
 /// A service principal certificate: RSA key, self-signed certificate, PKCS#12 with a password.
-fn make_pfx(dir: &Path) -> (PathBuf, Vec<u8>, rsa::RsaPublicKey) {
+pub(crate) fn make_pfx(dir: &Path) -> (PathBuf, Vec<u8>, rsa::RsaPublicKey) {
     use rsa::pkcs8::EncodePrivateKey;
     let key = rsa::RsaPrivateKey::new(&mut rand_core::OsRng, 2048).unwrap();
     let der = key.to_pkcs8_der().unwrap();
@@ -53,7 +53,7 @@ fn arm_args<'a>(s: &'a GoldenServer, ca: &'a Path) -> Vec<String> {
     ]
 }
 
-fn image_cmd(s: &GoldenServer, dir: &Path, pfx: &Path) -> std::process::Command {
+pub(crate) fn image_cmd(s: &GoldenServer, dir: &Path, pfx: &Path) -> std::process::Command {
     let ca = dir.join("ca.pem");
     std::fs::write(&ca, &s.ca_pem).unwrap();
     let mut c = isotool();

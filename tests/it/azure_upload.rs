@@ -496,3 +496,157 @@ fn dry_run_sends_nothing_and_counts_what_upload_sends() {
         r["md5"].as_str().unwrap()
     );
 }
+
+/// A 4xx on Put Page fails the upload at once with Azure's code and message, never retried: the
+/// blob an interrupted run leaves (same size and source identity, no Content-MD5) gets a lease
+/// between the runs; the resume's first Put Page answers 412 LeaseIdMissing, and it is the only
+/// Put Page Azurite logs (`--parallel 1`; a retried call would show `--attempts` of them).
+#[test]
+fn put_page_4xx_fails_at_once_with_azures_error() {
+    use isotool::azure::pageblob::{META_SOURCE_ID, META_SOURCE_SIZE};
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("azurite-debug.log");
+    let az = Azurite::start_with(&["--debug", log.to_str().unwrap()]);
+    let raw = dir.path().join("disk.raw");
+    sparse_raw(&raw, 64 * MIB, &[(0, 8 * MIB), (32 * MIB, 8 * MIB)]);
+    let src = isotool::image::open_image(&raw, &Default::default()).unwrap();
+    let meta = std::fs::metadata(&raw).unwrap();
+    let id = isotool::azure::upload::source_identity(src.as_ref(), Some(&meta)).unwrap();
+    let c = az.client("cont", "leased.vhd");
+    c.create_container().unwrap();
+    c.create_page_blob(
+        64 * MIB + 512,
+        &[
+            (META_SOURCE_SIZE, id.size.to_string()),
+            (META_SOURCE_ID, id.id.clone()),
+        ],
+    )
+    .unwrap();
+    let lease = az.acquire_lease("cont", "leased.vhd");
+    let (ok, out, err) = run(isotool()
+        .args(["azure", "upload"])
+        .arg(&raw)
+        .args(["--container", "cont", "--blob", "leased.vhd"])
+        .args(["--parallel", "1", "--attempts", "6", "--quiet"])
+        .args(["--connection-string", &az.connection_string()]));
+    assert!(!ok, "a leased blob must refuse the pages: {out}");
+    for want in [
+        "HTTP 412",
+        "LeaseIdMissing",
+        "There is currently a lease on the blob and no lease ID was specified in the request",
+        "writing pages of cont/leased.vhd",
+        "devstoreaccount1",
+    ] {
+        assert!(err.contains(want), "{want:?} missing from: {err}");
+    }
+    assert!(!err.contains(&lease), "{err}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let put_pages = text
+        .lines()
+        .filter(|l| l.contains("RequestMethod=PUT") && l.contains("?comp=page"))
+        .count();
+    assert_eq!(
+        put_pages, 1,
+        "one Put Page, not retried (Azurite's log holds {put_pages})"
+    );
+    assert!(c.page_ranges().unwrap().is_empty(), "nothing was written");
+}
+
+/// A JWT that Azurite's `--oauth basic` accepts: Azure AD's issuer for `tenant`, the storage
+/// audience, valid now (iat, nbf, exp: Azurite wants all three; it does not check the
+/// signature: a fixed one stands in).
+fn storage_jwt(tenant: &str) -> String {
+    use base64::Engine;
+    let b64 = |v: &serde_json::Value| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let header = serde_json::json!({"typ": "JWT", "alg": "RS256"});
+    let claims = serde_json::json!({
+        "aud": "https://storage.azure.com",
+        "iss": format!("https://sts.windows.net/{tenant}/"),
+        "iat": now - 300,
+        "nbf": now - 300,
+        "exp": now + 3600,
+        "tid": tenant,
+        "appid": "cid",
+    });
+    format!("{}.{}.c2lnbmF0dXJl", b64(&header), b64(&claims))
+}
+
+/// `--account-url` with a service principal: the token comes from the (loopback) token endpoint
+/// for the storage scope, and Azurite (HTTPS, `--oauth basic`) accepts it as the only credential
+/// of the upload; the blob is the source's fixed VHD. Neither the secret nor the token is
+/// printed.
+#[test]
+fn bearer_token_upload_with_service_principal() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    let (cert, key) = (dir.path().join("az.pem"), dir.path().join("az.key"));
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
+    let az = Azurite::start_with(&[
+        "--oauth",
+        "basic",
+        "--cert",
+        cert.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+    ]);
+    let token = storage_jwt("tid");
+    let s = azure_common::golden::GoldenServer::start_with("storage_token", &[("TOKEN", &token)]);
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, format!("{}{}", s.ca_pem, ck.cert.pem())).unwrap();
+    let raw = dir.path().join("disk.raw");
+    sparse_raw(&raw, 24 * MIB, &[(MIB, 3 * MIB), (20 * MIB, MIB)]);
+    let account_url = format!("https://127.0.0.1:{}/devstoreaccount1", az.port);
+    let (ok, out, err) = run(isotool()
+        .args(["azure", "upload"])
+        .arg(&raw)
+        .args(["--container", "oauth", "--blob", "t.vhd", "--json"])
+        .args(["--account-url", &account_url, "--authority", &s.base])
+        .arg("--ca-cert")
+        .arg(&ca)
+        .env("AZURE_TENANT_ID", "tid")
+        .env("AZURE_CLIENT_ID", "cid")
+        .env("AZURE_CLIENT_SECRET", "s3cr3t-storage-golden")
+        .env_remove("AZURE_CLIENT_CERTIFICATE_PATH"));
+    assert!(ok, "{err}");
+    s.assert_all_matched();
+    let r = report(&out);
+    assert_eq!(r["sent_bytes"], 4 * MIB + 512);
+    assert_eq!(r["container_created"], true);
+    for leak in ["s3cr3t", &token[..40], &token[token.len() - 30..]] {
+        assert!(!out.contains(leak) && !err.contains(leak), "leaked {leak}");
+    }
+    // The blob as stored, read back with the account key over HTTPS.
+    let cs = format!(
+        "DefaultEndpointsProtocol=https;AccountName=devstoreaccount1;AccountKey={};BlobEndpoint={account_url};",
+        isotool::azure::credentials::DEV_ACCOUNT_KEY
+    );
+    let t = isotool::azure::credentials::parse_connection_string(&cs).unwrap();
+    let cfg = isotool::azure::http::HttpConfig::default()
+        .with_ca_file(&ca)
+        .unwrap();
+    let http = isotool::azure::http::Http::new(cfg, Default::default()).unwrap();
+    let c = BlobClient::new(http, t, "oauth", "t.vhd");
+    assert_eq!(
+        c.properties().unwrap().unwrap().md5.as_deref(),
+        r["md5_base64"].as_str()
+    );
+    assert_eq!(
+        downloaded_md5(&c, 24 * MIB + 512),
+        r["md5"].as_str().unwrap()
+    );
+    assert_eq!(
+        c.page_ranges().unwrap(),
+        vec![
+            (MIB, 4 * MIB),
+            (20 * MIB, 21 * MIB),
+            (24 * MIB, 24 * MIB + 512)
+        ]
+    );
+}

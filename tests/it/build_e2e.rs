@@ -6,6 +6,7 @@
 //! installer that reboots instead of powering off fails the build with the reset error.
 
 use crate::build_common;
+use crate::launch_common::assert_no_qemu_mentioning;
 use build_common::*;
 use isotool::launch::{self, Accel, DiskFormat, DiskSpec, Firmware, Machine, QemuConfig};
 use std::path::{Path, PathBuf};
@@ -217,7 +218,7 @@ fn build_installs_converts_and_each_artifact_boots() {
         &d.join("azure.log"),
     );
     check_first_boot(&s, "nocloud");
-    no_stray_qemu(d);
+    assert_no_qemu_mentioning(d);
 }
 
 #[test]
@@ -243,18 +244,5 @@ fn installer_that_reboots_fails_with_the_reset_error() {
         !d.join("out/1.2.3/ubuntu-like/raw").exists(),
         "published after a failed install"
     );
-    no_stray_qemu(d);
-}
-
-/// No qemu process refers to the test's directory.
-fn no_stray_qemu(dir: &Path) {
-    let needle = dir.to_string_lossy().to_string();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
-        let cmd = String::from_utf8_lossy(&cmd);
-        assert!(
-            !(cmd.contains("qemu-system") && cmd.contains(&needle)),
-            "stray qemu: {cmd}"
-        );
-    }
+    assert_no_qemu_mentioning(d);
 }

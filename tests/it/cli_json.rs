@@ -32,7 +32,7 @@ fn json(tmp: &Path, args: &[&str]) -> String {
 }
 
 /// Every scalar replaced by its type: what stays is the keys, their order and the types.
-fn shape(text: &str) -> String {
+pub(crate) fn shape(text: &str) -> String {
     let mut out = String::new();
     for line in text.lines() {
         let t = line.trim_start();
@@ -64,7 +64,7 @@ fn shape(text: &str) -> String {
     out
 }
 
-fn check(name: &str, got: &str) {
+pub(crate) fn check(name: &str, got: &str) {
     let file = golden_dir().join(format!("{name}.json"));
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
         std::fs::create_dir_all(golden_dir()).unwrap();

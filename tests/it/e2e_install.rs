@@ -22,6 +22,7 @@
 use crate::boot as boot_common;
 use crate::e2e_common;
 
+use crate::launch_common::assert_no_qemu_mentioning;
 use e2e_common::*;
 use isotool::ErrorKind;
 use isotool::launch::{DiskFormat, Firmware, Machine};
@@ -226,7 +227,7 @@ fn install_bios_and_uefi_then_boot_converted_hyperv_and_azure_disks() {
             (bios_disk.clone(), DiskFormat::Raw),
         ),
     ]);
-    assert_no_qemu_left(&dir);
+    assert_no_qemu_mentioning(&dir);
     for run in &installs {
         run.expect_poweroff();
         run.expect_markers(INSTALL_MARKERS);
@@ -295,7 +296,7 @@ fn install_bios_and_uefi_then_boot_converted_hyperv_and_azure_disks() {
             dir: dir.clone(),
         },
     ]);
-    assert_no_qemu_left(&dir);
+    assert_no_qemu_mentioning(&dir);
     check_first_boot(&boots[0]);
     assert!(boots[0].serial.contains("CONFIG-SOURCE: dvd "));
     check_first_boot(&boots[1]);
@@ -346,7 +347,7 @@ fn preseed_finish_options_reboot_or_wait_and_a_small_disk_fails() {
         waiting,
         small,
     ]);
-    assert_no_qemu_left(&dir);
+    assert_no_qemu_mentioning(&dir);
     let (rebooted, waited, failed) = (&runs[0], &runs[1], &runs[2]);
     rebooted.expect_markers(&["INSTALL-COMPLETE", "INSTALL-FINISH: reboot"]);
     rebooted.expect_error(ErrorKind::GuestReset);

@@ -17,6 +17,7 @@ mod prov_fixture;
 
 // tests
 mod azure_arm;
+mod azure_json;
 mod azure_upload;
 mod boot_harness;
 mod boot_remaster;
@@ -36,7 +37,9 @@ mod fuzz;
 mod hostile_parse;
 mod iso_edge;
 mod iso_fuzz;
+mod iso_hadris;
 mod iso_realdata;
+mod iso_remaster_race;
 mod launch_hyperv;
 mod launch_qemu;
 mod pack_oracle;

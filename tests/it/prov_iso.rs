@@ -361,7 +361,7 @@ fn builder_symlinks_and_multi_extent_files_read_back() {
         .unwrap();
     let iso = dir.path().join("m.iso");
     let o = AtomicOutput::create(&iso, &[], OutputOptions::default()).unwrap();
-    b.write(&o).unwrap();
+    b.write(&o, &isotool::disk::NoProgress).unwrap();
     o.commit().unwrap();
     let xorriso = need("xorriso", "xorriso");
     let l = sh(Command::new(&xorriso).args([

@@ -7,14 +7,19 @@ use isotool::disk::stream::WriteOptions;
 use isotool::disk::{DiskImage, NoProgress};
 use isotool::image::convert::{ConvertOptions, TargetFormat, convert};
 use isotool::image::open_image;
-use isotool::vhd::footer::checksum;
+use isotool::vhd::footer::{FOOTER_SIZE as FOOTER, checksum, field};
+use isotool::vhd::header::HEADER_SIZE;
+use isotool::vhd::layout::{DynHeaderLayout as H, ParentLocatorLayout as L};
 use std::fs::File;
+use std::mem::offset_of;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 const KIB: u64 = 1 << 10;
 const MIB: u64 = 1 << 20;
-const BAT: usize = 1536;
+/// Our writer's dynamic layout: footer copy, header right after it, then the BAT.
+const HDR: usize = FOOTER;
+const BAT: usize = HDR + HEADER_SIZE;
 
 /// A 3 MiB dynamic VHD with 512 KiB blocks holding data in blocks 0, 2 and 5 (six entries),
 /// and the same disk as a fixed VHD. Returns (dynamic bytes, fixed bytes).
@@ -56,21 +61,23 @@ fn good_images(dir: &Path) -> (Vec<u8>, Vec<u8>) {
 }
 
 fn fix_footer(b: &mut [u8], off: usize) {
-    b[off + 64..off + 68].fill(0);
-    let c = checksum(&b[off..off + 512]);
-    b[off + 64..off + 68].copy_from_slice(&c.to_be_bytes());
+    let sum = off + field::CHECKSUM.start..off + field::CHECKSUM.end;
+    b[sum.clone()].fill(0);
+    let c = checksum(&b[off..off + FOOTER]);
+    b[sum].copy_from_slice(&c.to_be_bytes());
 }
 
 fn fix_header(b: &mut [u8]) {
-    b[512 + 36..512 + 40].fill(0);
-    let c = checksum(&b[512..1536]);
-    b[512 + 36..512 + 40].copy_from_slice(&c.to_be_bytes());
+    let sum = HDR + offset_of!(H, checksum);
+    b[sum..sum + 4].fill(0);
+    let c = checksum(&b[HDR..HDR + HEADER_SIZE]);
+    b[sum..sum + 4].copy_from_slice(&c.to_be_bytes());
 }
 
 /// Sets a footer field in every footer copy (offset 0 for dynamic, the end always).
 fn set_footer(b: &mut [u8], field: usize, val: &[u8]) {
-    let end = b.len() - 512;
-    let copies: Vec<usize> = if &b[0..8] == b"conectix" && end != 0 {
+    let end = b.len() - FOOTER;
+    let copies: Vec<usize> = if &b[field::COOKIE] == b"conectix" && end != 0 {
         vec![0, end]
     } else {
         vec![end]
@@ -82,7 +89,7 @@ fn set_footer(b: &mut [u8], field: usize, val: &[u8]) {
 }
 
 fn set_header(b: &mut [u8], field: usize, val: &[u8]) {
-    b[512 + field..512 + field + val.len()].copy_from_slice(val);
+    b[HDR + field..HDR + field + val.len()].copy_from_slice(val);
     fix_header(b);
 }
 
@@ -184,7 +191,7 @@ fn truncated_files() {
     assert_eq!(x, [0x33; 512]);
     // Fixed: payload shortened (footer kept).
     let mut short = f[..MIB as usize].to_vec();
-    short.extend_from_slice(&f[f.len() - 512..]);
+    short.extend_from_slice(&f[f.len() - FOOTER..]);
     let m = expect(dir.path(), "short-fixed.vhd", &short, ErrorKind::Truncated);
     assert!(m.contains("fixed"), "{m}");
     // Fixed: footer cut off: no footer at all.
@@ -203,18 +210,18 @@ fn footer_checksums() {
     let (d, f) = good_images(dir.path());
     let mut b = f.clone();
     let n = b.len();
-    b[n - 512 + 30] ^= 1;
+    b[n - FOOTER + field::CREATOR_APP.start + 2] ^= 1;
     let m = expect(dir.path(), "fixed.vhd", &b, ErrorKind::BadChecksum);
     assert!(m.contains("VHD footer"), "{m}");
     // Dynamic: both copies damaged.
     let mut b = d.clone();
     let n = b.len();
-    b[30] ^= 1;
-    b[n - 512 + 30] ^= 1;
+    b[field::CREATOR_APP.start + 2] ^= 1;
+    b[n - FOOTER + field::CREATOR_APP.start + 2] ^= 1;
     expect(dir.path(), "dyn.vhd", &b, ErrorKind::BadChecksum);
     // Only the trailing one: the copy at offset 0 is used, and that is reported.
     let mut b = d.clone();
-    b[n - 512 + 64] ^= 1;
+    b[n - FOOTER + field::CHECKSUM.start] ^= 1;
     let img = open_vhd(&put(dir.path(), "dyn1.vhd", &b)).unwrap();
     assert!(
         img.info()
@@ -226,7 +233,7 @@ fn footer_checksums() {
     );
     // Only the copy at offset 0: the trailing footer is used, and that is reported.
     let mut b = d.clone();
-    b[64] ^= 1;
+    b[field::CHECKSUM.start] ^= 1;
     let img = open_vhd(&put(dir.path(), "dyn0.vhd", &b)).unwrap();
     assert!(
         img.info()
@@ -238,8 +245,8 @@ fn footer_checksums() {
     );
     // A bad cookie at the end and at 0.
     let mut b = d.clone();
-    b[0] = b'X';
-    b[n - 512] = b'X';
+    b[field::COOKIE.start] = b'X';
+    b[n - FOOTER + field::COOKIE.start] = b'X';
     expect(dir.path(), "cookie.vhd", &b, ErrorKind::BadSignature);
 }
 
@@ -248,25 +255,33 @@ fn header_damage() {
     let dir = tempfile::tempdir().unwrap();
     let (d, _) = good_images(dir.path());
     let mut b = d.clone();
-    b[512 + 100] ^= 1;
+    b[HDR + offset_of!(H, parent_unicode_name) + 36] ^= 1;
     let m = expect(dir.path(), "h.vhd", &b, ErrorKind::BadChecksum);
     assert!(
         m.contains("dynamic disk header") && m.contains("offset 512"),
         "{m}"
     );
     let mut b = d.clone();
-    set_header(&mut b, 0, b"cxsparsX");
+    set_header(&mut b, offset_of!(H, cookie), b"cxsparsX");
     expect(dir.path(), "h.vhd", &b, ErrorKind::BadSignature);
     // Header offset: none, or past the end.
     let mut b = d.clone();
-    set_footer(&mut b, 16, &u64::MAX.to_be_bytes());
+    set_footer(&mut b, field::DATA_OFFSET.start, &u64::MAX.to_be_bytes());
     expect(dir.path(), "h.vhd", &b, ErrorKind::BadField);
     let mut b = d.clone();
-    set_footer(&mut b, 16, &(1u64 << 40).to_be_bytes());
+    set_footer(
+        &mut b,
+        field::DATA_OFFSET.start,
+        &(1u64 << 40).to_be_bytes(),
+    );
     expect(dir.path(), "h.vhd", &b, ErrorKind::Truncated);
     // BAT offset past the end.
     let mut b = d.clone();
-    set_header(&mut b, 16, &(1u64 << 40).to_be_bytes());
+    set_header(
+        &mut b,
+        offset_of!(H, table_offset),
+        &(1u64 << 40).to_be_bytes(),
+    );
     expect(dir.path(), "h.vhd", &b, ErrorKind::Truncated);
 }
 
@@ -315,31 +330,47 @@ fn absurd_sizes() {
     let (d, f) = good_images(dir.path());
     for img in [&d, &f] {
         let mut b = img.clone();
-        set_footer(&mut b, 48, &(3 * MIB + 100).to_be_bytes());
+        set_footer(
+            &mut b,
+            field::CURRENT_SIZE.start,
+            &(3 * MIB + 100).to_be_bytes(),
+        );
         expect(dir.path(), "s.vhd", &b, ErrorKind::AbsurdSize);
         let mut b = img.clone();
-        set_footer(&mut b, 48, &(4u64 << 40).to_be_bytes());
+        set_footer(
+            &mut b,
+            field::CURRENT_SIZE.start,
+            &(4u64 << 40).to_be_bytes(),
+        );
         expect(dir.path(), "s.vhd", &b, ErrorKind::AbsurdSize);
     }
     // Fixed: current size larger than the file holds.
     let mut b = f.clone();
-    set_footer(&mut b, 48, &(1u64 << 40).to_be_bytes());
+    set_footer(
+        &mut b,
+        field::CURRENT_SIZE.start,
+        &(1u64 << 40).to_be_bytes(),
+    );
     expect(dir.path(), "s.vhd", &b, ErrorKind::Truncated);
     // Dynamic: current size beyond what the BAT covers.
     let mut b = d.clone();
-    set_footer(&mut b, 48, &(100 * MIB).to_be_bytes());
+    set_footer(
+        &mut b,
+        field::CURRENT_SIZE.start,
+        &(100 * MIB).to_be_bytes(),
+    );
     let m = expect(dir.path(), "s.vhd", &b, ErrorKind::AbsurdSize);
     assert!(m.contains("needs 200 blocks"), "{m}");
     // max_table_entries: absurd, and too small.
     for v in [0xFFFF_FFFFu32, 1 << 30, 5] {
         let mut b = d.clone();
-        set_header(&mut b, 28, &v.to_be_bytes());
+        set_header(&mut b, offset_of!(H, max_table_entries), &v.to_be_bytes());
         expect(dir.path(), "s.vhd", &b, ErrorKind::AbsurdSize);
     }
     // Block size: not a power of two, too small, too large.
     for v in [0u32, 3 << 20, 256, 1 << 30, 0xFFFF_FFFF] {
         let mut b = d.clone();
-        set_header(&mut b, 32, &v.to_be_bytes());
+        set_header(&mut b, offset_of!(H, block_size), &v.to_be_bytes());
         let m = expect(dir.path(), "s.vhd", &b, ErrorKind::AbsurdSize);
         assert!(m.contains("block size"), "{m}");
     }
@@ -352,7 +383,7 @@ fn unknown_disk_type() {
     for t in [0u32, 1, 5, 0xFFFF_FFFF] {
         for img in [&d, &f] {
             let mut b = img.clone();
-            set_footer(&mut b, 60, &t.to_be_bytes());
+            set_footer(&mut b, field::DISK_TYPE.start, &t.to_be_bytes());
             let m = expect(dir.path(), "t.vhd", &b, ErrorKind::BadField);
             assert!(m.contains("disk type"), "{m}");
         }
@@ -365,7 +396,7 @@ fn differencing_parents() {
     let (d, _) = good_images(dir.path());
     // No locator, no name.
     let mut b = d.clone();
-    set_footer(&mut b, 60, &4u32.to_be_bytes());
+    set_footer(&mut b, field::DISK_TYPE.start, &4u32.to_be_bytes());
     let m = expect(dir.path(), "diff.vhd", &b, ErrorKind::MissingParent);
     assert!(m.contains("nothing"), "{m}");
     // A parent name only: looked for beside the child.
@@ -373,7 +404,7 @@ fn differencing_parents() {
         .encode_utf16()
         .flat_map(u16::to_be_bytes)
         .collect();
-    set_header(&mut b, 64, &name);
+    set_header(&mut b, offset_of!(H, parent_unicode_name), &name);
     let m = expect(dir.path(), "diff.vhd", &b, ErrorKind::MissingParent);
     assert!(
         m.contains(&dir.path().join("gone.vhd").display().to_string()),
@@ -387,15 +418,16 @@ fn differencing_parents() {
         .flat_map(u16::to_le_bytes)
         .collect();
     b[2048..2048 + loc.len()].copy_from_slice(&loc);
-    let mut entry = [0u8; 24];
-    entry[0..4].copy_from_slice(b"W2ru");
-    entry[4..8].copy_from_slice(&512u32.to_be_bytes());
-    entry[8..12].copy_from_slice(&(loc.len() as u32).to_be_bytes());
-    entry[16..24].copy_from_slice(&2048u64.to_be_bytes());
+    let mut entry = [0u8; size_of::<L>()];
+    const LOC_LEN: usize = offset_of!(L, platform_data_length);
+    entry[offset_of!(L, platform_code)..][..4].copy_from_slice(b"W2ru");
+    entry[offset_of!(L, platform_data_space)..][..4].copy_from_slice(&512u32.to_be_bytes());
+    entry[LOC_LEN..LOC_LEN + 4].copy_from_slice(&(loc.len() as u32).to_be_bytes());
+    entry[offset_of!(L, platform_data_offset)..][..8].copy_from_slice(&2048u64.to_be_bytes());
     let n = b.len();
-    let uid: [u8; 16] = b[n - 512 + 68..n - 512 + 84].try_into().unwrap();
-    set_header(&mut b, 576, &entry);
-    set_header(&mut b, 40, &uid);
+    let uid: [u8; 16] = b[n - FOOTER..][field::UNIQUE_ID].try_into().unwrap();
+    set_header(&mut b, offset_of!(H, parent_locators), &entry);
+    set_header(&mut b, offset_of!(H, parent_unique_id), &uid);
     let p = put(dir.path(), "self.vhd", &b);
     let e = open_image(&p, &OpenOptions::default()).err().unwrap();
     assert_eq!(e.kind(), ErrorKind::ParentChainTooDeep, "{e}");
@@ -408,9 +440,9 @@ fn differencing_parents() {
         .collect();
     b[2048..2048 + 512].fill(0);
     b[2048..2048 + loc.len()].copy_from_slice(&loc);
-    entry[8..12].copy_from_slice(&(loc.len() as u32).to_be_bytes());
-    set_header(&mut b, 576, &entry);
-    set_header(&mut b, 40, &[7u8; 16]);
+    entry[LOC_LEN..LOC_LEN + 4].copy_from_slice(&(loc.len() as u32).to_be_bytes());
+    set_header(&mut b, offset_of!(H, parent_locators), &entry);
+    set_header(&mut b, offset_of!(H, parent_unique_id), &[7u8; 16]);
     let p = put(dir.path(), "self.vhd", &b);
     let e = open_image(&p, &OpenOptions::default()).err().unwrap();
     assert_eq!(e.kind(), ErrorKind::ParentMismatch, "{e}");
@@ -421,8 +453,8 @@ fn differencing_parents() {
     let loc: Vec<u8> = "p.raw".encode_utf16().flat_map(u16::to_le_bytes).collect();
     b[2048..2048 + 512].fill(0);
     b[2048..2048 + loc.len()].copy_from_slice(&loc);
-    entry[8..12].copy_from_slice(&(loc.len() as u32).to_be_bytes());
-    set_header(&mut b, 576, &entry);
+    entry[LOC_LEN..LOC_LEN + 4].copy_from_slice(&(loc.len() as u32).to_be_bytes());
+    set_header(&mut b, offset_of!(H, parent_locators), &entry);
     // Block 0's bitmap: only sector 0 present in the child.
     let bm = bat_entry(&b, 0) as usize * 512;
     b[bm..bm + 512].fill(0);
@@ -450,7 +482,7 @@ fn no_single_byte_damage_panics() {
     let dir = tempfile::tempdir().unwrap();
     let (d, f) = good_images(dir.path());
     let n = d.len();
-    let positions: Vec<usize> = (0..2048).chain(n - 512..n).collect();
+    let positions: Vec<usize> = (0..2048).chain(n - FOOTER..n).collect();
     let p = dir.path().join("fuzz.vhd");
     std::fs::write(&p, &d).unwrap();
     let file = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
@@ -460,11 +492,11 @@ fn no_single_byte_damage_panics() {
     for &i in &positions {
         for v in [0x00u8, 0xff, d[i] ^ 0x80] {
             let mut head = d[..2048].to_vec();
-            let mut tail = d[n - 512..].to_vec();
+            let mut tail = d[n - FOOTER..].to_vec();
             if i < 2048 {
                 head[i] = v;
             } else {
-                tail[i - (n - 512)] = v;
+                tail[i - (n - FOOTER)] = v;
             }
             // Keep checksums right half of the time so the deeper checks are reached.
             if i % 2 == 0 {
@@ -473,7 +505,7 @@ fn no_single_byte_damage_panics() {
                 fix_header(&mut head);
             }
             file.write_all_at(&head, 0).unwrap();
-            file.write_all_at(&tail, (n - 512) as u64).unwrap();
+            file.write_all_at(&tail, (n - FOOTER) as u64).unwrap();
             if let Ok(img) = open_vhd(&p) {
                 opened += 1;
                 let mut x = vec![0u8; 64 << 10];
@@ -487,11 +519,12 @@ fn no_single_byte_damage_panics() {
     let m = f.len();
     std::fs::write(&p, &f).unwrap();
     let file = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
-    for i in m - 512..m {
+    for i in m - FOOTER..m {
         let mut b = f.clone();
         b[i] ^= 0x55;
-        fix_footer(&mut b, m - 512);
-        file.write_all_at(&b[m - 512..], (m - 512) as u64).unwrap();
+        fix_footer(&mut b, m - FOOTER);
+        file.write_all_at(&b[m - FOOTER..], (m - FOOTER) as u64)
+            .unwrap();
         if let Ok(img) = open_vhd(&p) {
             let _ = img.extents(0, u64::MAX);
             let _ = img.info();

@@ -250,7 +250,7 @@ fn virtual_pc_image_chs_smaller_than_current_size() {
     let out = dir.path().join("vpc.vhd");
     ours(&raw, &out, TargetFormat::Vhd, None);
     let mut b = std::fs::read(&out).unwrap();
-    let n = b.len() - 512;
+    let n = b.len() - isotool::vhd::footer::FOOTER_SIZE;
     let mut f = isotool::vhd::Footer::parse(&b[n..]).unwrap();
     f.creator_app = *b"vpc ";
     b[n..].copy_from_slice(&f.encode());

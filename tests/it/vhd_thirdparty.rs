@@ -4,6 +4,8 @@
 use isotool::ErrorKind;
 use isotool::disk::OpenOptions;
 use isotool::image::open_image;
+use isotool::vhd::footer::FOOTER_SIZE;
+use isotool::vhd::header::HEADER_SIZE;
 use isotool::vhd::{DiskType, DynHeader, Footer};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -98,7 +100,10 @@ fn corrupt_footer_checksums_are_refused() {
         assert_eq!(e.kind(), ErrorKind::BadChecksum, "{name}: {e}");
         assert_eq!(e.path(), Some(p.as_path()));
         assert!(e.structure().unwrap().contains("VHD footer"), "{e}");
-        assert_eq!(e.offset(), Some(std::fs::metadata(&p).unwrap().len() - 512));
+        assert_eq!(
+            e.offset(),
+            Some(std::fs::metadata(&p).unwrap().len() - FOOTER_SIZE as u64)
+        );
     }
 }
 
@@ -127,7 +132,7 @@ fn rewrite_footers(p: &Path, f: &Footer) {
     let len = file.metadata().unwrap().len();
     let b = f.encode();
     file.write_all_at(&b, 0).unwrap();
-    file.write_all_at(&b, len - 512).unwrap();
+    file.write_all_at(&b, len - FOOTER_SIZE as u64).unwrap();
 }
 
 #[test]
@@ -135,10 +140,11 @@ fn windows_differencing_with_parent_reads_child_sectors_then_parent() {
     let dir = tempfile::tempdir().unwrap();
     let child = unxz("dfvfs-fat-differential.vhd", dir.path());
     let bytes = std::fs::read(&child).unwrap();
-    let footer = Footer::parse(&bytes[bytes.len() - 512..]).unwrap();
+    let footer = Footer::parse(&bytes[bytes.len() - FOOTER_SIZE..]).unwrap();
     assert_eq!(footer.disk_type, DiskType::Differencing);
     assert_eq!(&footer.creator_app, b"win ");
-    let hdr = DynHeader::parse(&bytes[512..1536]).unwrap();
+    let hoff = footer.data_offset as usize;
+    let hdr = DynHeader::parse(&bytes[hoff..hoff + HEADER_SIZE]).unwrap();
 
     // A parent with a recognisable pattern, made by our writer, then given the unique id the
     // child expects.
@@ -159,7 +165,7 @@ fn windows_differencing_with_parent_reads_child_sectors_then_parent() {
     assert_eq!(e.kind(), ErrorKind::ParentMismatch, "{e}");
 
     let pb = std::fs::read(&parent).unwrap();
-    let mut pf = Footer::parse(&pb[pb.len() - 512..]).unwrap();
+    let mut pf = Footer::parse(&pb[pb.len() - FOOTER_SIZE..]).unwrap();
     pf.unique_id = hdr.parent_unique_id;
     rewrite_footers(&parent, &pf);
 

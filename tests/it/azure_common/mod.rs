@@ -33,6 +33,11 @@ impl Azurite {
     /// Starts `azurite-blob` from `tests/azurite/node_modules` (installed by `.ci/install-deps`
     /// with `npm ci`); the test fails when it is missing.
     pub fn start() -> Azurite {
+        Self::start_with(&[])
+    }
+
+    /// Same, with more arguments (`--debug FILE`, `--oauth basic --cert C --key K`).
+    pub fn start_with(extra: &[&str]) -> Azurite {
         let bin = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("tests/azurite/node_modules/.bin/azurite-blob");
         assert!(
@@ -55,6 +60,7 @@ impl Azurite {
                 "--skipApiVersionCheck",
                 "--silent",
             ])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -110,6 +116,53 @@ impl Azurite {
         let sig = isotool::azure::sharedkey::hmac_sha256_b64(&key, &sts);
         let sig = isotool::azure::credentials::percent_encode(&sig, false);
         format!("sv={sv}&ss=b&srt=sco&sp={perms}&se={se}&spr=https,http&sig={sig}")
+    }
+
+    /// Acquires an infinite lease on a blob (Lease Blob, Shared Key); returns the lease id.
+    pub fn acquire_lease(&self, container: &str, blob: &str) -> String {
+        use isotool::azure::http::Request;
+        use isotool::azure::sharedkey::{authorization, http_date};
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let mut headers: Vec<(String, String)> = [
+            ("x-ms-date", http_date(now)),
+            ("x-ms-version", isotool::azure::pageblob::API_VERSION.into()),
+            ("x-ms-lease-action", "acquire".into()),
+            ("x-ms-lease-duration", "-1".into()),
+            ("Content-Length", "0".into()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        let path = format!("/{DEV_ACCOUNT}/{container}/{blob}");
+        let auth = authorization(
+            DEV_ACCOUNT,
+            DEV_ACCOUNT_KEY,
+            "PUT",
+            &path,
+            "comp=lease",
+            &headers,
+        )
+        .unwrap();
+        headers.push(("Authorization".into(), auth));
+        let http = Http::new(HttpConfig::default(), Redactor::default()).unwrap();
+        let r = http
+            .send_once(&Request {
+                method: "PUT",
+                url: format!("{}/{container}/{blob}?comp=lease", self.base_url()),
+                headers,
+                body: &[],
+            })
+            .unwrap();
+        assert_eq!(
+            r.status,
+            201,
+            "Lease Blob: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        r.header("x-ms-lease-id").unwrap().to_string()
     }
 
     pub fn base_url(&self) -> String {

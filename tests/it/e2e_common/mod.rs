@@ -17,7 +17,7 @@ use std::process::Command;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
-use crate::boot::{QEMU, require_ovmf, require_qemu};
+use crate::boot::{require_ovmf, require_qemu};
 
 /// The shipped preseed template (the recipe the tests install with).
 pub fn shipped_preseed() -> PathBuf {
@@ -359,18 +359,4 @@ pub fn run_all(vms: &[Vm]) -> Vec<Run> {
         }
         runs
     })
-}
-
-/// Fails when a qemu process whose command line names `dir` is still alive.
-pub fn assert_no_qemu_left(dir: &Path) {
-    let needle = dir.to_string_lossy().into_owned();
-    let mut strays = Vec::new();
-    for e in fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let cmd = fs::read(e.path().join("cmdline")).unwrap_or_default();
-        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-        if cmd.starts_with(QEMU) && cmd.contains(&needle) {
-            strays.push(cmd);
-        }
-    }
-    assert!(strays.is_empty(), "qemu left running: {strays:?}");
 }

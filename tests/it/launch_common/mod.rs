@@ -136,6 +136,17 @@ pub fn qemu_pids_mentioning(needle: &Path) -> Vec<u32> {
     pids
 }
 
+/// Fails when a live qemu process's command line names `dir` (a test's scratch directory):
+/// the one stray-qemu check every VM test uses.
+pub fn assert_no_qemu_mentioning(dir: &Path) {
+    let left = qemu_pids_mentioning(dir);
+    assert!(
+        left.is_empty(),
+        "qemu left running ({}): pids {left:?}",
+        dir.display()
+    );
+}
+
 /// Fails when a qemu started for `dir`, or by this test process (its run directories are
 /// `$TMPDIR/isotool-launch-PID-N` and `isotool-kvm-probe-PID-N`), still runs. Hold
 /// [`one_vm_at_a_time`] while calling it.
@@ -146,11 +157,6 @@ pub fn assert_no_stray_qemu(dir: &Path) {
         PathBuf::from(format!("isotool-launch-{me}-")),
         PathBuf::from(format!("isotool-kvm-probe-{me}-")),
     ] {
-        let left = qemu_pids_mentioning(&needle);
-        assert!(
-            left.is_empty(),
-            "qemu left running ({}): pids {left:?}",
-            needle.display()
-        );
+        assert_no_qemu_mentioning(&needle);
     }
 }

@@ -9,8 +9,9 @@
 //! full `current_size` (nothing the image stores is hidden) and say in `info().notes` what
 //! qemu would see.
 
-use super::footer::{DiskType, FOOTER_SIZE, Footer, Geometry};
+use super::footer::{DiskType, FOOTER_SIZE, Footer, Geometry, field};
 use super::header::{DynHeader, HEADER_SIZE, decode_locator, is_relative_code};
+use super::layout::DynHeaderLayout;
 use crate::disk::raw::{RawImage, copy_file_bytes, data_ranges};
 use crate::disk::{
     DiskImage, DiskImageMut, Extent, ExtentKind, ImageInfo, ImageKind, clamp_window, push_extent,
@@ -19,6 +20,7 @@ use crate::disk::{NoParents, ParentOpener};
 use crate::err;
 use crate::error::{Error, IoContext, Result};
 use std::fs::File;
+use std::mem::offset_of;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -64,26 +66,37 @@ fn end_footer(file: &File, path: &Path, len: u64) -> Result<(Footer, u64)> {
         .with_structure("VHD footer")
         .with_path(path));
     }
+    // The full footer, or the 511 bytes old Virtual PC versions wrote.
+    const FULL: usize = FOOTER_SIZE;
+    const SHORT: usize = FOOTER_SIZE - 1;
+    let full = FULL as u64;
+    let cookie = field::COOKIE;
     let mut b = [0u8; FOOTER_SIZE];
-    let (off, n) = if len >= FOOTER_SIZE as u64 {
-        read_exact(file, path, &mut b, len - 512, "VHD footer")?;
-        if &b[0..8] == super::footer::COOKIE {
-            (len - 512, 512)
+    let (off, n) = if len >= full {
+        read_exact(file, path, &mut b, len - full, "VHD footer")?;
+        if &b[cookie.clone()] == super::footer::COOKIE {
+            (len - full, FULL)
         } else {
-            read_exact(file, path, &mut b[..511], len - 511, "VHD footer")?;
-            if &b[0..8] == super::footer::COOKIE {
-                (len - 511, 511)
+            read_exact(
+                file,
+                path,
+                &mut b[..SHORT],
+                len - SHORT as u64,
+                "VHD footer",
+            )?;
+            if &b[cookie.clone()] == super::footer::COOKIE {
+                (len - SHORT as u64, SHORT)
             } else {
-                (len - 512, 512)
+                (len - full, FULL)
             }
         }
     } else {
-        read_exact(file, path, &mut b[..511], 0, "VHD footer")?;
-        (0, 511)
+        read_exact(file, path, &mut b[..SHORT], 0, "VHD footer")?;
+        (0, SHORT)
     };
-    if n == 512 && &b[0..8] != super::footer::COOKIE {
+    if n == FULL && &b[cookie] != super::footer::COOKIE {
         // Re-read the 512-byte window so the error shows its cookie.
-        read_exact(file, path, &mut b, len - 512, "VHD footer")?;
+        read_exact(file, path, &mut b, len - full, "VHD footer")?;
     }
     let f = Footer::parse(&b[..n]).map_err(|e| e.with_path(path).at(off))?;
     Ok((f, off))
@@ -128,21 +141,60 @@ fn open_vhd(path: &Path, depth: u32, writable: bool, parents: &dyn ParentOpener)
         .ctx(path, "opening image")?;
     let file_size = file.metadata().ctx(path, "reading metadata")?.len();
     let mut notes = Vec::new();
-    let (footer, footer_off, end_ok) = match end_footer(&file, path, file_size) {
+    let (footer, footer_off, end_ok) = locate_footer(&file, path, file_size, &mut notes)?;
+    if end_ok && footer.disk_type != DiskType::Fixed && file_size >= FOOTER_SIZE as u64 {
+        compare_footer_copy(&file, path, &footer, &mut notes)?;
+    }
+    footer_notes(&footer, &mut notes);
+    match footer.disk_type {
+        DiskType::Fixed => open_fixed(file, path, footer, footer_off, file_size, notes),
+        DiskType::Dynamic | DiskType::Differencing => {
+            if writable && footer.disk_type == DiskType::Differencing {
+                return Err(err!(
+                    Unsupported,
+                    "writing into a differencing VHD is not supported"
+                )
+                .with_path(path));
+            }
+            if writable && !end_ok {
+                return Err(err!(
+                    Unsupported,
+                    "refusing to write into a VHD whose trailing footer is damaged"
+                )
+                .with_path(path));
+            }
+            let d = VhdDynamic::open(
+                file, path, footer, footer_off, end_ok, file_size, notes, depth, parents,
+            )?;
+            Ok(Opened::Dynamic(Box::new(d)))
+        }
+    }
+}
+
+/// Phase 1 of [`open_vhd`]: the footer at the end of the file, or (for dynamic and differencing
+/// disks whose trailing footer is unusable) the copy at offset 0. Returns the footer, its offset
+/// (the file size when the copy is used) and whether the trailing footer was usable.
+fn locate_footer(
+    file: &File,
+    path: &Path,
+    file_size: u64,
+    notes: &mut Vec<String>,
+) -> Result<(Footer, u64, bool)> {
+    match end_footer(file, path, file_size) {
         Ok((f, off)) => {
-            if off + 512 != file_size {
+            if off + FOOTER_SIZE as u64 != file_size {
                 notes.push(
                     "511-byte footer (old Virtual PC): the last reserved byte is missing"
                         .to_string(),
                 );
             }
-            (f, off, true)
+            Ok((f, off, true))
         }
         Err(end_err) => {
             // Dynamic and differencing disks keep a copy of the footer at offset 0.
             let mut b = [0u8; FOOTER_SIZE];
             let head = if file_size >= FOOTER_SIZE as u64 {
-                read_exact(&file, path, &mut b, 0, "VHD footer copy")?;
+                read_exact(file, path, &mut b, 0, "VHD footer copy")?;
                 Footer::parse(&b).ok()
             } else {
                 None
@@ -153,27 +205,40 @@ fn open_vhd(path: &Path, depth: u32, writable: bool, parents: &dyn ParentOpener)
                         "the footer at the end of the file is unusable ({}); using the copy at offset 0",
                         end_err.message()
                     ));
-                    (h, file_size, false)
+                    Ok((h, file_size, false))
                 }
-                _ => return Err(end_err),
+                _ => Err(end_err),
             }
         }
-    };
-    if end_ok && footer.disk_type != DiskType::Fixed && file_size >= FOOTER_SIZE as u64 {
-        let mut b = [0u8; FOOTER_SIZE];
-        read_exact(&file, path, &mut b, 0, "VHD footer copy")?;
-        match Footer::parse(&b) {
-            Err(e) => notes.push(format!(
-                "the footer copy at offset 0 is unusable ({}); using the footer at the end",
-                e.message()
-            )),
-            Ok(h) if h != footer => notes.push(
-                "the footer copy at offset 0 differs from the footer at the end; using the latter"
-                    .to_string(),
-            ),
-            Ok(_) => {}
-        }
     }
+}
+
+/// Phase 2 of [`open_vhd`]: notes when the footer copy at offset 0 of a dynamic disk is
+/// unusable or differs from the trailing footer (which wins).
+fn compare_footer_copy(
+    file: &File,
+    path: &Path,
+    footer: &Footer,
+    notes: &mut Vec<String>,
+) -> Result<()> {
+    let mut b = [0u8; FOOTER_SIZE];
+    read_exact(file, path, &mut b, 0, "VHD footer copy")?;
+    match Footer::parse(&b) {
+        Err(e) => notes.push(format!(
+            "the footer copy at offset 0 is unusable ({}); using the footer at the end",
+            e.message()
+        )),
+        Ok(h) if h != *footer => notes.push(
+            "the footer copy at offset 0 differs from the footer at the end; using the latter"
+                .to_string(),
+        ),
+        Ok(_) => {}
+    }
+    Ok(())
+}
+
+/// Phase 3 of [`open_vhd`]: notes on the geometry (what qemu would see) and the saved state.
+fn footer_notes(footer: &Footer, notes: &mut Vec<String>) {
     if footer.geometry.bytes() != footer.current_size {
         let g = footer.geometry;
         let mut n = format!(
@@ -196,53 +261,142 @@ fn open_vhd(path: &Path, depth: u32, writable: bool, parents: &dyn ParentOpener)
     if footer.saved_state != 0 {
         notes.push("saved-state flag set (the disk was in use by a saved VM)".to_string());
     }
-    match footer.disk_type {
-        DiskType::Fixed => {
-            let need = footer.current_size + (file_size - footer_off);
-            if file_size < need {
-                return Err(err!(
-                    Truncated,
-                    "the file has {file_size} bytes; a fixed disk of {} bytes needs {need}",
-                    footer.current_size
-                )
-                .with_structure("VHD fixed payload")
-                .with_path(path));
-            }
-            if footer_off > footer.current_size {
-                notes.push(format!(
-                    "{} bytes between the payload and the footer are ignored",
-                    footer_off - footer.current_size
-                ));
-            }
-            let raw = RawImage::window(file, path, 0, footer.current_size, ImageKind::VhdFixed);
-            Ok(Opened::Fixed(VhdFixed {
-                raw,
-                footer,
-                file_size,
-                notes,
-            }))
-        }
-        DiskType::Dynamic | DiskType::Differencing => {
-            if writable && footer.disk_type == DiskType::Differencing {
-                return Err(err!(
-                    Unsupported,
-                    "writing into a differencing VHD is not supported"
-                )
-                .with_path(path));
-            }
-            if writable && !end_ok {
-                return Err(err!(
-                    Unsupported,
-                    "refusing to write into a VHD whose trailing footer is damaged"
-                )
-                .with_path(path));
-            }
-            let d = VhdDynamic::open(
-                file, path, footer, footer_off, end_ok, file_size, notes, depth, parents,
-            )?;
-            Ok(Opened::Dynamic(Box::new(d)))
-        }
+}
+
+/// A fixed disk: the payload before the footer must be complete.
+fn open_fixed(
+    file: File,
+    path: &Path,
+    footer: Footer,
+    footer_off: u64,
+    file_size: u64,
+    mut notes: Vec<String>,
+) -> Result<Opened> {
+    let need = footer.current_size + (file_size - footer_off);
+    if file_size < need {
+        return Err(err!(
+            Truncated,
+            "the file has {file_size} bytes; a fixed disk of {} bytes needs {need}",
+            footer.current_size
+        )
+        .with_structure("VHD fixed payload")
+        .with_path(path));
     }
+    if footer_off > footer.current_size {
+        notes.push(format!(
+            "{} bytes between the payload and the footer are ignored",
+            footer_off - footer.current_size
+        ));
+    }
+    let raw = RawImage::window(file, path, 0, footer.current_size, ImageKind::VhdFixed);
+    Ok(Opened::Fixed(VhdFixed {
+        raw,
+        footer,
+        file_size,
+        notes,
+    }))
+}
+
+/// Reads and checks the dynamic disk header of a dynamic or differencing disk: its offset
+/// (from the footer), block size and BAT entry count.
+fn read_dyn_header(
+    file: &File,
+    path: &Path,
+    footer: &Footer,
+    file_size: u64,
+    notes: &mut Vec<String>,
+) -> Result<DynHeader> {
+    let hoff = footer.data_offset;
+    if hoff == u64::MAX {
+        return Err(err!(
+            BadField,
+            "a {} disk needs the header offset in its footer, found none (all ones)",
+            footer.disk_type.name()
+        )
+        .with_structure("VHD footer")
+        .with_path(path));
+    }
+    if hoff
+        .checked_add(HEADER_SIZE as u64)
+        .is_none_or(|e| e > file_size)
+    {
+        return Err(err!(
+            Truncated,
+            "the dynamic disk header at {hoff} lies past the end of the file ({file_size} bytes)"
+        )
+        .with_structure("VHD dynamic disk header")
+        .with_path(path));
+    }
+    let mut hb = [0u8; HEADER_SIZE];
+    read_exact(file, path, &mut hb, hoff, "VHD dynamic disk header")?;
+    let header = DynHeader::parse(&hb).map_err(|e| e.with_path(path).at(hoff))?;
+    let hdr_err = |e: Error, field: usize| {
+        e.with_structure("VHD dynamic disk header")
+            .with_path(path)
+            .at(hoff + field as u64)
+    };
+    let block_size = u64::from(header.block_size);
+    if !block_size.is_power_of_two() || !(MIN_BLOCK..=MAX_BLOCK).contains(&block_size) {
+        return Err(hdr_err(
+            err!(
+                AbsurdSize,
+                "block size {block_size} is not a power of two between 512 bytes and 256 MiB"
+            ),
+            offset_of!(DynHeaderLayout, block_size),
+        ));
+    }
+    let entries = u64::from(header.max_table_entries);
+    let needed = footer.current_size.div_ceil(block_size);
+    if entries < needed {
+        return Err(hdr_err(
+            err!(
+                AbsurdSize,
+                "the BAT has {entries} entries, but the current size {} needs {needed} blocks of {block_size} bytes",
+                footer.current_size
+            ),
+            offset_of!(DynHeaderLayout, max_table_entries),
+        ));
+    }
+    if entries > MAX_BAT_ENTRIES {
+        return Err(hdr_err(
+            err!(
+                AbsurdSize,
+                "max table entries {entries} is above the limit of {MAX_BAT_ENTRIES}"
+            ),
+            offset_of!(DynHeaderLayout, max_table_entries),
+        ));
+    }
+    if header.version != 0x0001_0000 {
+        notes.push(format!(
+            "dynamic header version 0x{:08x} (expected 0x00010000)",
+            header.version
+        ));
+    }
+    Ok(header)
+}
+
+/// Reads the BAT (`bat_bytes` bytes at `toff`, big-endian u32 entries).
+fn read_bat(
+    file: &File,
+    path: &Path,
+    toff: u64,
+    bat_bytes: u64,
+    file_size: u64,
+) -> Result<Vec<u32>> {
+    if toff.checked_add(bat_bytes).is_none_or(|e| e > file_size) {
+        return Err(err!(
+            Truncated,
+            "the BAT ({bat_bytes} bytes at {toff}) lies past the end of the file ({file_size} bytes)"
+        )
+        .with_structure("VHD BAT")
+        .with_path(path));
+    }
+    let mut raw = vec![0u8; bat_bytes as usize];
+    read_exact(file, path, &mut raw, toff, "VHD BAT")?;
+    Ok(raw
+        .chunks_exact(4)
+        .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
+        .collect())
 }
 
 /// A fixed VHD: the first `current_size` bytes of the file, read zero-copy and sparse-aware.
@@ -487,91 +641,14 @@ impl VhdDynamic {
     ) -> Result<VhdDynamic> {
         let data_end = footer_off;
         let hoff = footer.data_offset;
-        if hoff == u64::MAX {
-            return Err(err!(
-                BadField,
-                "a {} disk needs the header offset in its footer, found none (all ones)",
-                footer.disk_type.name()
-            )
-            .with_structure("VHD footer")
-            .with_path(path));
-        }
-        if hoff
-            .checked_add(HEADER_SIZE as u64)
-            .is_none_or(|e| e > file_size)
-        {
-            return Err(err!(
-                Truncated,
-                "the dynamic disk header at {hoff} lies past the end of the file ({file_size} bytes)"
-            )
-            .with_structure("VHD dynamic disk header")
-            .with_path(path));
-        }
-        let mut hb = [0u8; HEADER_SIZE];
-        read_exact(&file, path, &mut hb, hoff, "VHD dynamic disk header")?;
-        let header = DynHeader::parse(&hb).map_err(|e| e.with_path(path).at(hoff))?;
-        let hdr_err = |e: Error, field: u64| {
-            e.with_structure("VHD dynamic disk header")
-                .with_path(path)
-                .at(hoff + field)
-        };
+        let header = read_dyn_header(&file, path, &footer, file_size, &mut notes)?;
         let block_size = u64::from(header.block_size);
-        if !block_size.is_power_of_two() || !(MIN_BLOCK..=MAX_BLOCK).contains(&block_size) {
-            return Err(hdr_err(
-                err!(
-                    AbsurdSize,
-                    "block size {block_size} is not a power of two between 512 bytes and 256 MiB"
-                ),
-                32,
-            ));
-        }
-        let entries = u64::from(header.max_table_entries);
-        let needed = footer.current_size.div_ceil(block_size);
-        if entries < needed {
-            return Err(hdr_err(
-                err!(
-                    AbsurdSize,
-                    "the BAT has {entries} entries, but the current size {} needs {needed} blocks of {block_size} bytes",
-                    footer.current_size
-                ),
-                28,
-            ));
-        }
-        if entries > MAX_BAT_ENTRIES {
-            return Err(hdr_err(
-                err!(
-                    AbsurdSize,
-                    "max table entries {entries} is above the limit of {MAX_BAT_ENTRIES}"
-                ),
-                28,
-            ));
-        }
-        if header.version != 0x0001_0000 {
-            notes.push(format!(
-                "dynamic header version 0x{:08x} (expected 0x00010000)",
-                header.version
-            ));
-        }
         let toff = header.table_offset;
-        let bat_bytes = entries * 4;
-        if toff.checked_add(bat_bytes).is_none_or(|e| e > file_size) {
-            return Err(err!(
-                Truncated,
-                "the BAT ({bat_bytes} bytes at {toff}) lies past the end of the file ({file_size} bytes)"
-            )
-            .with_structure("VHD BAT")
-            .with_path(path));
-        }
-        let mut raw = vec![0u8; bat_bytes as usize];
-        read_exact(&file, path, &mut raw, toff, "VHD BAT")?;
-        let bat: Vec<u32> = raw
-            .chunks_exact(4)
-            .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
-        drop(raw);
+        let bat_bytes = u64::from(header.max_table_entries) * 4;
+        let bat = read_bat(&file, path, toff, bat_bytes, file_size)?;
         let bitmap_size = bitmap_size(block_size);
         let reserved = [
-            (0u64, 512u64, "footer copy"),
+            (0u64, FOOTER_SIZE as u64, "footer copy"),
             (hoff, hoff + HEADER_SIZE as u64, "dynamic disk header"),
             (toff, toff + bat_bytes.next_multiple_of(512), "BAT"),
         ];
@@ -601,6 +678,21 @@ impl VhdDynamic {
     }
 
     fn open_parent(&mut self, depth: u32, parents: &dyn ParentOpener) -> Result<()> {
+        let locs = self.read_locators()?;
+        let ppath = self.find_parent(&locs)?;
+        let parent = parents
+            .open_parent(&ppath, depth + 1)
+            .map_err(|e| e.with_path(&ppath))?;
+        let pinfo = parent.info();
+        self.check_parent(&ppath, &*parent, &pinfo)?;
+        self.parents.push(ppath.display().to_string());
+        self.parents.extend(pinfo.parents);
+        self.parent = Some(parent);
+        Ok(())
+    }
+
+    /// The decoded parent locators (code, path as stored) that lie inside the file.
+    fn read_locators(&mut self) -> Result<Vec<([u8; 4], String)>> {
         let mut locs = Vec::new();
         for l in self.header.locators.iter().filter(|l| l.is_used()) {
             if l.data_len == 0 || l.data_len > MAX_LOCATOR {
@@ -628,38 +720,48 @@ impl VhdDynamic {
                 locs.push((l.code, s));
             }
         }
+        Ok(locs)
+    }
+
+    /// The first candidate parent path that exists (`MissingParent` naming every candidate).
+    fn find_parent(&self, locs: &[([u8; 4], String)]) -> Result<PathBuf> {
         let dir = self
             .path
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
         let name = self.header.parent_name();
-        let cands = parent_candidates(dir, &locs, &name);
-        let found = cands.iter().find(|c| c.is_file());
-        let Some(ppath) = found else {
-            let tried: Vec<String> = cands.iter().map(|c| c.display().to_string()).collect();
-            let stored: Vec<String> = locs.iter().map(|(_, s)| format!("{s:?}")).collect();
-            return Err(err!(
-                MissingParent,
-                "parent {name:?} of this differencing disk not found; locators {}; looked for: {}",
-                if stored.is_empty() {
-                    "none".to_string()
-                } else {
-                    stored.join(", ")
-                },
-                if tried.is_empty() {
-                    "nothing (no usable locator)".to_string()
-                } else {
-                    tried.join(", ")
-                }
-            )
-            .with_structure("VHD parent locators")
-            .with_path(&self.path));
-        };
-        let parent = parents
-            .open_parent(ppath, depth + 1)
-            .map_err(|e| e.with_path(ppath))?;
-        let pinfo = parent.info();
+        let cands = parent_candidates(dir, locs, &name);
+        if let Some(found) = cands.iter().find(|c| c.is_file()) {
+            return Ok(found.clone());
+        }
+        let tried: Vec<String> = cands.iter().map(|c| c.display().to_string()).collect();
+        let stored: Vec<String> = locs.iter().map(|(_, s)| format!("{s:?}")).collect();
+        Err(err!(
+            MissingParent,
+            "parent {name:?} of this differencing disk not found; locators {}; looked for: {}",
+            if stored.is_empty() {
+                "none".to_string()
+            } else {
+                stored.join(", ")
+            },
+            if tried.is_empty() {
+                "nothing (no usable locator)".to_string()
+            } else {
+                tried.join(", ")
+            }
+        )
+        .with_structure("VHD parent locators")
+        .with_path(&self.path))
+    }
+
+    /// The parent must carry the unique id the child expects and cover its size.
+    fn check_parent(
+        &mut self,
+        ppath: &Path,
+        parent: &dyn DiskImage,
+        pinfo: &ImageInfo,
+    ) -> Result<()> {
         if !self.header.parent_unique_id.is_nil()
             && pinfo.format.is_vhd()
             && pinfo.disk_id.as_deref() != Some(&self.header.parent_unique_id.to_string())
@@ -668,7 +770,7 @@ impl VhdDynamic {
                 ParentMismatch,
                 "parent {} has unique id {}, the child expects {}",
                 ppath.display(),
-                pinfo.disk_id.unwrap_or_default(),
+                pinfo.disk_id.clone().unwrap_or_default(),
                 self.header.parent_unique_id
             )
             .with_structure("VHD dynamic disk header")
@@ -690,9 +792,6 @@ impl VhdDynamic {
                 parent.len()
             ));
         }
-        self.parents.push(ppath.display().to_string());
-        self.parents.extend(pinfo.parents);
-        self.parent = Some(parent);
         Ok(())
     }
 

@@ -2,7 +2,7 @@
 
 use super::footer::{DiskType, FOOTER_SIZE, Footer, Geometry, MAX_SIZE, VHD_EPOCH};
 use super::header::{DynHeader, HEADER_SIZE};
-use super::read::{UNALLOCATED, bitmap_size};
+use super::image::{UNALLOCATED, bitmap_size};
 use crate::context::BuildContext;
 use crate::disk::stream::{EXTENT_WINDOW, Padded, WriteOptions, copy_data, data_bytes};
 use crate::disk::{DiskImage, ExtentKind, Progress, for_each_extent};
@@ -198,6 +198,48 @@ fn write_dynamic(
         .with_path(out_path)
     })?;
     progress.start("writing vhd", data_bytes(src)?);
+    let (bat, written) = write_blocks(src, out, out_path, &lay, progress)?;
+    let end = if written == 0 {
+        lay.bat_offset + (lay.entries * 4).next_multiple_of(512)
+    } else {
+        lay.data_offset(written - 1) + bs
+    };
+    // The file's length covers the last block even where its tail is a hole.
+    out.set_len(end).ctx(out_path, "sizing the output")?;
+    let mut bat_bytes = vec![0xffu8; (lay.entries * 4).next_multiple_of(512) as usize];
+    for (i, e) in bat.iter().enumerate() {
+        bat_bytes[i * 4..i * 4 + 4].copy_from_slice(&e.to_be_bytes());
+    }
+    out.write_all_at(&bat_bytes, lay.bat_offset)
+        .map_err(|x| werr(x, out_path, "writing the BAT", lay.bat_offset))?;
+    let header = DynHeader::new_dynamic(lay.bat_offset, entries, bs as u32).encode();
+    out.write_all_at(&header, FOOTER_SIZE as u64).map_err(|x| {
+        werr(
+            x,
+            out_path,
+            "writing the dynamic disk header",
+            FOOTER_SIZE as u64,
+        )
+    })?;
+    let footer = new_footer(size, DiskType::Dynamic, FOOTER_SIZE as u64, ctx).encode();
+    out.write_all_at(&footer, 0)
+        .map_err(|x| werr(x, out_path, "writing the VHD footer copy", 0))?;
+    out.write_all_at(&footer, end)
+        .map_err(|x| werr(x, out_path, "writing the VHD footer", end))?;
+    progress.finish();
+    Ok(())
+}
+
+/// The data phase of [`write_dynamic`]: each block holding data gets a full sector bitmap
+/// and its data, in order; returns the BAT and the number of blocks written.
+fn write_blocks(
+    src: &dyn DiskImage,
+    out: &File,
+    out_path: &Path,
+    lay: &DynLayout,
+    progress: &dyn Progress,
+) -> Result<(Vec<u32>, u64)> {
+    let bs = lay.block_size;
     // Bounded: at most 2040 GiB / 512 KiB = 4 Mi entries (16 MiB).
     let mut bat = vec![UNALLOCATED; lay.entries as usize];
     let bitmap = vec![0xffu8; lay.bitmap_size as usize];
@@ -246,29 +288,7 @@ fn write_dynamic(
     if pending > 0 {
         progress.advance(pending);
     }
-    let end = if written == 0 {
-        lay.bat_offset + (lay.entries * 4).next_multiple_of(512)
-    } else {
-        lay.data_offset(written - 1) + bs
-    };
-    // The file's length covers the last block even where its tail is a hole.
-    out.set_len(end).ctx(out_path, "sizing the output")?;
-    let mut bat_bytes = vec![0xffu8; (lay.entries * 4).next_multiple_of(512) as usize];
-    for (i, e) in bat.iter().enumerate() {
-        bat_bytes[i * 4..i * 4 + 4].copy_from_slice(&e.to_be_bytes());
-    }
-    out.write_all_at(&bat_bytes, lay.bat_offset)
-        .map_err(|x| werr(x, out_path, "writing the BAT", lay.bat_offset))?;
-    let header = DynHeader::new_dynamic(lay.bat_offset, entries, bs as u32).encode();
-    out.write_all_at(&header, FOOTER_SIZE as u64)
-        .map_err(|x| werr(x, out_path, "writing the dynamic disk header", 512))?;
-    let footer = new_footer(size, DiskType::Dynamic, FOOTER_SIZE as u64, ctx).encode();
-    out.write_all_at(&footer, 0)
-        .map_err(|x| werr(x, out_path, "writing the VHD footer copy", 0))?;
-    out.write_all_at(&footer, end)
-        .map_err(|x| werr(x, out_path, "writing the VHD footer", end))?;
-    progress.finish();
-    Ok(())
+    Ok((bat, written))
 }
 
 #[cfg(test)]
