@@ -319,7 +319,7 @@ pub fn read_input(path: &Path, what: &str) -> Result<Vec<u8>> {
     if m.len() > MAX_USER_DATA {
         return Err(err!(
             LimitExceeded,
-            "the {what} is {} bytes; at most {MAX_USER_DATA}",
+            "the {what} is {} bytes, over MAX_USER_DATA ({MAX_USER_DATA} bytes): refused before reading",
             m.len()
         )
         .with_path(path));

@@ -534,14 +534,14 @@ fn qcow2_headers_and_images() {
         ),
     ];
     let heads: Vec<Vec<u8>> = seeds.iter().map(|s| s[..4096].to_vec()).collect();
-    fuzz("qcow2-header", &heads, 512, execs(400), &|b| {
+    fuzz("qcow2-header", &heads, 512, execs(2000), &|b| {
         if let Ok(h) = isotool::qcow2::layout::Header::parse(b) {
             let _ = isotool::qcow2::layout::Header::parse(&h.encode());
         }
     });
     // header, L1, refcount table and the first L2 tables lie in the first 256 KiB
     let s = scratch_dir(&d);
-    fuzz("qcow2-image", &seeds, 256 << 10, execs(60), &|b| {
+    fuzz("qcow2-image", &seeds, 256 << 10, execs(150), &|b| {
         open_and_read(&scratch(&s, b));
     });
 }
@@ -571,7 +571,7 @@ fn vmdk_headers_descriptors_and_images() {
         ),
     ];
     let heads: Vec<Vec<u8>> = seeds.iter().map(|s| s[..512].to_vec()).collect();
-    fuzz("vmdk-header", &heads, 512, execs(400), &|b| {
+    fuzz("vmdk-header", &heads, 512, execs(2000), &|b| {
         if let Ok(h) = Header::parse(b) {
             let _ = Header::parse(&h.encode());
         }
@@ -610,7 +610,7 @@ fn vmdk_headers_descriptors_and_images() {
     fuzz_with(
         "vmdk-descriptor",
         &texts,
-        execs(400),
+        execs(2000),
         &|rng, m| mutate_text(rng, m, &dict),
         &|b| {
             let _ = Descriptor::parse(&String::from_utf8_lossy(b));
@@ -619,7 +619,7 @@ fn vmdk_headers_descriptors_and_images() {
     // whole images: header, descriptor, grain directory and tables (and, streamOptimized, the
     // footer and markers at the end: a mutant that truncates reaches them)
     let s = scratch_dir(&d);
-    fuzz("vmdk-image", &seeds, 128 << 10, execs(60), &|b| {
+    fuzz("vmdk-image", &seeds, 128 << 10, execs(150), &|b| {
         open_and_read(&scratch(&s, b));
     });
 }
@@ -666,7 +666,7 @@ fn cloud_init_yaml() {
     fuzz_with(
         "yaml-cloud-init",
         &seeds,
-        execs(300),
+        execs(2000),
         &|rng, m| mutate_text(rng, m, &dict),
         &|b| {
             let _ = check_user_data(b, p);
@@ -707,7 +707,7 @@ fn json_documents() {
     fuzz_with(
         "json",
         &seeds,
-        execs(300),
+        execs(600),
         &|rng, m| mutate_text(rng, m, &dict),
         &|b| {
             if let Ok(v) = isotool::limits::parse_json(b, "fuzz.json") {
@@ -731,27 +731,10 @@ fn cert_seeds() -> CertSeeds {
     use rsa::pkcs1::EncodeRsaPrivateKey;
     use rsa::pkcs8::EncodePrivateKey;
     let ec = crate::prov_fixture::ec_certs();
-    let rsa_key = rsa::RsaPrivateKey::new(&mut rand_core::OsRng, 2048).unwrap();
+    let r = crate::prov_fixture::rsa_pfx(1, 16, 16);
+    let (rsa_key, pfx) = (r.key, r.pfx);
     let pkcs8 = rsa_key.to_pkcs8_der().unwrap();
-    let kp = rcgen::KeyPair::try_from(pkcs8.as_bytes()).unwrap();
-    let cert = rcgen::CertificateParams::new(vec!["fuzz.isotool.test".to_string()])
-        .unwrap()
-        .self_signed(&kp)
-        .unwrap();
     let pkcs1 = rsa_key.to_pkcs1_der().unwrap();
-    let chain = p12_keystore::PrivateKeyChain::new(
-        "fz",
-        p12_keystore::PrivateKey::from_der(pkcs8.as_bytes()).unwrap(),
-        [p12_keystore::Certificate::from_der(cert.der()).unwrap()],
-    );
-    let mut ks = p12_keystore::KeyStore::new();
-    ks.add_entry("fz", p12_keystore::KeyStoreEntry::PrivateKeyChain(chain));
-    let pfx = ks
-        .writer("pw")
-        .encryption_iterations(16)
-        .mac_iterations(16)
-        .write()
-        .unwrap();
     let ec_der = x509_cert::der::pem::decode_vec(ec.cert_pem.as_bytes())
         .unwrap()
         .1;
@@ -761,7 +744,7 @@ fn cert_seeds() -> CertSeeds {
             ec.cert_pem.into_bytes(),
             ec.key_pem.into_bytes(),
             sec1.into_bytes(),
-            (ec.bundle_pem.clone() + &cert.pem()).into_bytes(),
+            (ec.bundle_pem.clone() + &r.cert_pem).into_bytes(),
             rsa_key
                 .to_pkcs1_pem(rsa::pkcs8::LineEnding::LF)
                 .unwrap()
@@ -770,7 +753,7 @@ fn cert_seeds() -> CertSeeds {
         ],
         der: vec![
             ec_der,
-            cert.der().to_vec(),
+            r.cert_der.clone(),
             pkcs8.as_bytes().to_vec(),
             pkcs1.as_bytes().to_vec(),
         ],
@@ -836,13 +819,13 @@ fn pem_x509_and_pkcs12() {
     fuzz_with(
         "pem-text",
         &s.pem,
-        execs(200),
+        execs(1500),
         &|rng, m| mutate_text(rng, m, &dict),
         &pem_entry_points,
     );
     // DER under valid PEM armour: certificates and keys reach the X.509, PKCS#8, PKCS#1 and
     // SEC1 decoders
-    fuzz("x509-der", &s.der, 4096, execs(300), &|b| {
+    fuzz("x509-der", &s.der, 4096, execs(1000), &|b| {
         for label in [
             "CERTIFICATE",
             "PRIVATE KEY",
@@ -863,7 +846,7 @@ fn pem_x509_and_pkcs12() {
     for seed in &seeds {
         CertCredential::from_pkcs12(seed, Some(&pw)).expect("the PKCS#12 seeds load");
     }
-    fuzz("pkcs12", &seeds, 8192, execs(300), &|b| {
+    fuzz("pkcs12", &seeds, 8192, execs(1500), &|b| {
         let _ = CertCredential::from_pkcs12(b, Some(&pw));
         let _ = isotool::limits::check_pkcs12(b, "fuzz.pfx");
     });
@@ -899,7 +882,7 @@ fn build_file_toml() {
     fuzz_with(
         "toml-build-file",
         &[example, small],
-        execs(400),
+        execs(3000),
         &|rng, m| mutate_text(rng, m, &dict),
         &|b| {
             let _ = isotool::build::file::parse(f, &String::from_utf8_lossy(b));

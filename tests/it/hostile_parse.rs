@@ -124,31 +124,7 @@ fn oversized_rsa_key_names_max_rsa_bits() {
 
 /// A PKCS#12 file holding `keys` RSA keys, each shrouded with `iterations` PBKDF2 rounds.
 fn pfx(keys: usize, iterations: u32) -> Vec<u8> {
-    use rsa::pkcs8::EncodePrivateKey;
-    let key = rsa::RsaPrivateKey::new(&mut rand_core::OsRng, 2048).unwrap();
-    let der = key.to_pkcs8_der().unwrap();
-    let kp = rcgen::KeyPair::try_from(der.as_bytes()).unwrap();
-    let cert = rcgen::CertificateParams::new(vec!["sp.isotool.test".to_string()])
-        .unwrap()
-        .self_signed(&kp)
-        .unwrap();
-    let mut ks = p12_keystore::KeyStore::new();
-    for i in 0..keys {
-        let chain = p12_keystore::PrivateKeyChain::new(
-            format!("k{i}").as_bytes(),
-            p12_keystore::PrivateKey::from_der(der.as_bytes()).unwrap(),
-            [p12_keystore::Certificate::from_der(cert.der()).unwrap()],
-        );
-        ks.add_entry(
-            &format!("k{i}"),
-            p12_keystore::KeyStoreEntry::PrivateKeyChain(chain),
-        );
-    }
-    ks.writer("pw")
-        .encryption_iterations(iterations)
-        .mac_iterations(2048)
-        .write()
-        .unwrap()
+    rsa_pfx(keys, iterations, 2048).pfx
 }
 
 #[test]

@@ -155,3 +155,47 @@ pub fn names_in(dir: &Path) -> Vec<String> {
     v.sort();
     v
 }
+
+/// An RSA key, its self-signed certificate, and a PKCS#12 file (password `pw`) holding the key
+/// and certificate `keys` times, shrouded with `iterations` PBKDF2 rounds, MAC `mac_iterations`.
+pub struct RsaPfx {
+    pub key: rsa::RsaPrivateKey,
+    pub cert_der: Vec<u8>,
+    pub cert_pem: String,
+    pub pfx: Vec<u8>,
+}
+
+pub fn rsa_pfx(keys: usize, iterations: u32, mac_iterations: u32) -> RsaPfx {
+    use rsa::pkcs8::EncodePrivateKey;
+    let key = rsa::RsaPrivateKey::new(&mut rand_core::OsRng, 2048).unwrap();
+    let der = key.to_pkcs8_der().unwrap();
+    let kp = rcgen::KeyPair::try_from(der.as_bytes()).unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["sp.isotool.test".to_string()])
+        .unwrap()
+        .self_signed(&kp)
+        .unwrap();
+    let mut ks = p12_keystore::KeyStore::new();
+    for i in 0..keys {
+        let chain = p12_keystore::PrivateKeyChain::new(
+            format!("k{i}").as_bytes(),
+            p12_keystore::PrivateKey::from_der(der.as_bytes()).unwrap(),
+            [p12_keystore::Certificate::from_der(cert.der()).unwrap()],
+        );
+        ks.add_entry(
+            &format!("k{i}"),
+            p12_keystore::KeyStoreEntry::PrivateKeyChain(chain),
+        );
+    }
+    let pfx = ks
+        .writer("pw")
+        .encryption_iterations(iterations)
+        .mac_iterations(mac_iterations)
+        .write()
+        .unwrap();
+    RsaPfx {
+        key,
+        cert_der: cert.der().to_vec(),
+        cert_pem: cert.pem(),
+        pfx,
+    }
+}
