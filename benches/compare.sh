@@ -5,7 +5,8 @@
 #
 #   benches/compare.sh            full: raw 4 GiB with 1 GiB of data
 #   benches/compare.sh --short    CI:   raw 1 GiB with 256 MiB of data
-# Env: RUNS (default 3), WORK (scratch dir, default a temp dir under target/), ISOTOOL_BIN.
+# Env: RUNS (default 3), WORK (scratch dir, default a temp dir under target/), ISOTOOL_BIN,
+#      ONLY=formats (only the formats part: qcow2, qcow2 -c, streamOptimized VMDK, GCP).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

