@@ -12,26 +12,10 @@ use std::path::{Path, PathBuf};
 
 /// A service principal certificate: RSA key, self-signed certificate, PKCS#12 with a password.
 pub(crate) fn make_pfx(dir: &Path) -> (PathBuf, Vec<u8>, rsa::RsaPublicKey) {
-    use rsa::pkcs8::EncodePrivateKey;
-    let key = rsa::RsaPrivateKey::new(&mut rand_core::OsRng, 2048).unwrap();
-    let der = key.to_pkcs8_der().unwrap();
-    let kp = rcgen::KeyPair::try_from(der.as_bytes()).unwrap();
-    let cert = rcgen::CertificateParams::new(vec!["sp.isotool.test".to_string()])
-        .unwrap()
-        .self_signed(&kp)
-        .unwrap();
-    let cert_der = cert.der().to_vec();
-    let chain = p12_keystore::PrivateKeyChain::new(
-        "sp",
-        p12_keystore::PrivateKey::from_der(der.as_bytes()).unwrap(),
-        [p12_keystore::Certificate::from_der(&cert_der).unwrap()],
-    );
-    let mut ks = p12_keystore::KeyStore::new();
-    ks.add_entry("sp", p12_keystore::KeyStoreEntry::PrivateKeyChain(chain));
-    let pfx = ks.writer("pfx-pass").write().unwrap();
+    let r = crate::prov_fixture::rsa_pfx_with("pfx-pass", 1, 2048, 2048);
     let p = dir.join("sp.pfx");
-    std::fs::write(&p, pfx).unwrap();
-    (p, cert_der, key.to_public_key())
+    std::fs::write(&p, &r.pfx).unwrap();
+    (p, r.cert_der, r.key.to_public_key())
 }
 
 fn arm_args<'a>(s: &'a GoldenServer, ca: &'a Path) -> Vec<String> {

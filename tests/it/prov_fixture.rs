@@ -158,6 +158,7 @@ pub fn names_in(dir: &Path) -> Vec<String> {
 
 /// An RSA key, its self-signed certificate, and a PKCS#12 file (password `pw`) holding the key
 /// and certificate `keys` times, shrouded with `iterations` PBKDF2 rounds, MAC `mac_iterations`.
+/// (A service principal's certificate as Azure takes it is [`rsa_pfx_with`] one key.)
 pub struct RsaPfx {
     pub key: rsa::RsaPrivateKey,
     pub cert_der: Vec<u8>,
@@ -166,6 +167,11 @@ pub struct RsaPfx {
 }
 
 pub fn rsa_pfx(keys: usize, iterations: u32, mac_iterations: u32) -> RsaPfx {
+    rsa_pfx_with("pw", keys, iterations, mac_iterations)
+}
+
+/// [`rsa_pfx`] with the PKCS#12 password `password`.
+pub fn rsa_pfx_with(password: &str, keys: usize, iterations: u32, mac_iterations: u32) -> RsaPfx {
     use rsa::pkcs8::EncodePrivateKey;
     let key = rsa::RsaPrivateKey::new(&mut rand_core::OsRng, 2048).unwrap();
     let der = key.to_pkcs8_der().unwrap();
@@ -187,7 +193,7 @@ pub fn rsa_pfx(keys: usize, iterations: u32, mac_iterations: u32) -> RsaPfx {
         );
     }
     let pfx = ks
-        .writer("pw")
+        .writer(password)
         .encryption_iterations(iterations)
         .mac_iterations(mac_iterations)
         .write()
