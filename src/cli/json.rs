@@ -216,6 +216,16 @@ pub(crate) struct LaunchQemu {
     pub serial_log: Option<String>,
 }
 
+/// `isotool launch hyperv --json`.
+#[derive(Serialize)]
+pub(crate) struct LaunchHyperv<'a> {
+    pub schema: &'static str,
+    pub name: &'a str,
+    pub script: Option<String>,
+    pub ran: bool,
+    pub powershell_output: Option<&'a str>,
+}
+
 /// `isotool build --json`.
 #[derive(Serialize)]
 pub(crate) struct Build<'a> {

@@ -139,6 +139,9 @@ pub(crate) struct HypervArgs {
     /// Replace an existing script file.
     #[arg(long)]
     force: bool,
+    /// Print the result as JSON (schema `isotool/launch-hyperv/1`, docs/json.md).
+    #[arg(long)]
+    json: bool,
 }
 
 /// Seconds, or a number with `s`, `m` or `h`.
@@ -166,7 +169,7 @@ fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
 pub(crate) fn launch(c: LaunchCommand, ui: Ui) -> Result<Outcome> {
     match c {
         LaunchCommand::Qemu(a) => qemu(a, ui),
-        LaunchCommand::Hyperv(a) => hyperv(a, ui.quiet),
+        LaunchCommand::Hyperv(a) => hyperv(a, ui),
         LaunchCommand::Azure(a) => super::azure::launch(*a, ui.quiet),
     }
 }
@@ -346,7 +349,7 @@ impl RunView {
     }
 }
 
-fn hyperv(a: HypervArgs, quiet: bool) -> Result<Outcome> {
+fn hyperv(a: HypervArgs, ui: Ui) -> Result<Outcome> {
     let cfg = HypervConfig {
         name: a.name,
         vhdx: a.vhdx,
@@ -358,31 +361,52 @@ fn hyperv(a: HypervArgs, quiet: bool) -> Result<Outcome> {
         timeout: a.timeout,
     };
     let script = hyperv::script(&cfg)?;
-    if a.emit_script.as_deref() == Some(std::path::Path::new("-")) {
+    let to_stdout = a.emit_script.as_deref() == Some(std::path::Path::new("-"));
+    if to_stdout && a.json {
+        return Err(isotool::err!(
+            InvalidArgument,
+            "--json and --emit-script - both write to stdout: give the script a file name"
+        ));
+    }
+    if to_stdout {
         super::stdout_write(format_args!("{script}"));
         return Ok(Outcome::Ok);
     }
-    if let Some(path) = &a.emit_script {
-        let o = AtomicOutput::create(path, &[], OutputOptions::new(a.force, 0o644))?;
-        o.file()
-            .write_all(script.as_bytes())
-            .map_err(|e| isotool::Error::io(e, "writing the script").with_path(o.tmp_path()))?;
-        let written = o.commit()?;
-        if !quiet {
-            eprintln!("isotool: wrote {}", written.display());
+    let (written, output) = match &a.emit_script {
+        Some(path) => (Some(write_script(path, &script, a.force)?), None),
+        None => {
+            let ps = hyperv::find_powershell().ok_or_else(hyperv::no_powershell_error)?;
+            let dir = launch::RunDir::create("hyperv")?;
+            let file = dir.path().join("launch.ps1");
+            std::fs::write(&file, &script)
+                .map_err(|e| isotool::Error::io(e, "writing the script").with_path(&file))?;
+            (None, Some(hyperv::run_script(&ps, &file)?))
         }
-        return Ok(Outcome::Ok);
-    }
-    let ps = hyperv::find_powershell().ok_or_else(hyperv::no_powershell_error)?;
-    let dir = launch::RunDir::create("hyperv")?;
-    let file = dir.path().join("launch.ps1");
-    std::fs::write(&file, &script)
-        .map_err(|e| isotool::Error::io(e, "writing the script").with_path(&file))?;
-    let out = hyperv::run_script(&ps, &file)?;
-    if !quiet {
+    };
+    if a.json {
+        super::print_json(&super::json::LaunchHyperv {
+            schema: "isotool/launch-hyperv/1",
+            name: &cfg.name,
+            script: written.as_ref().map(|p| p.display().to_string()),
+            ran: output.is_some(),
+            powershell_output: output.as_deref(),
+        })?;
+    } else if ui.quiet {
+    } else if let Some(w) = &written {
+        super::outln!("wrote {}", w.display());
+    } else if let Some(out) = &output {
         eprint!("{out}");
     }
     Ok(Outcome::Ok)
+}
+
+/// Writes the Hyper-V script to `path` (mode 0644: it carries no secret).
+fn write_script(path: &std::path::Path, script: &str, force: bool) -> Result<PathBuf> {
+    let o = AtomicOutput::create(path, &[], OutputOptions::new(force, 0o644))?;
+    o.file()
+        .write_all(script.as_bytes())
+        .map_err(|e| isotool::Error::io(e, "writing the script").with_path(o.tmp_path()))?;
+    o.commit()
 }
 
 #[cfg(test)]

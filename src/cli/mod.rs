@@ -83,7 +83,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Convert a disk image between raw, VHD and VHDX (input format probed from content).
+    /// Convert a disk image between raw, VHD, VHDX, qcow2 and VMDK (input format probed from content).
     Convert(disk::ConvertArgs),
     /// Disk images: create.
     #[command(subcommand)]

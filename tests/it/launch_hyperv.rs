@@ -269,6 +269,19 @@ fn cli_emits_the_script_and_refuses_to_run_without_powershell() {
     // An existing script is not replaced without --force.
     let o = run(&emit, "/usr/bin:/bin");
     assert_eq!(o.status.code(), Some(1));
+    // --json: the script written, not run (schema isotool/launch-hyperv/1).
+    let mut json_args = emit.to_vec();
+    json_args.extend(["--force", "--json"]);
+    let o = run(&json_args, "/usr/bin:/bin");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let got = String::from_utf8(o.stdout)
+        .unwrap()
+        .replace(dir.to_str().unwrap(), "$TMP");
+    crate::cli_json::check("launch-hyperv", &got);
+    // --json and the script on stdout would mix: refused.
+    let o = run(&["--emit-script", "-", "--json"], "/usr/bin:/bin");
+    assert_eq!(o.status.code(), Some(1));
+    assert!(o.stdout.is_empty());
     // No PowerShell on PATH and no --emit-script: a clear error.
     let o = run(&[], dir.to_str().unwrap());
     assert_eq!(o.status.code(), Some(1));
