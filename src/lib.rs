@@ -9,7 +9,8 @@
 //! Layers, bottom to top (a module only uses its own layer and those below; `.ci/check-arch`
 //! checks it, and that no function outside tests is over 150 lines):
 //! - core: [`error`] (stable codes, structured location), [`bytes`], [`date`], [`guid`],
-//!   [`context`] (clock and ids), [`report`], [`output`] (atomic outputs);
+//!   [`context`] (clock and ids), [`report`], [`output`] (atomic outputs), [`limits`] (every
+//!   named parser limit, checked before the third-party parsers run);
 //! - disks without formats: [`disk`] (the [`disk::DiskImage`] trait, raw and in-memory
 //!   backends, the streaming helpers writers share, [`disk::ParentOpener`]), [`checksum`];
 //! - partition tables and small filesystems: [`gpt`], [`fat`];
