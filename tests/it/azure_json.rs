@@ -73,6 +73,39 @@ fn azure_upload_json_real_and_dry_run() {
     }
 }
 
+/// `azure image create --dry-run` of `blob_url` with a client secret, ARM on a closed port.
+fn image_create_dry_run(blob_url: &str) -> std::process::Command {
+    let mut c = isotool();
+    c.args([
+        "azure",
+        "image",
+        "create",
+        "--dry-run",
+        "--blob-url",
+        blob_url,
+    ])
+    .args([
+        "--name",
+        "img",
+        "--resource-group",
+        "rg",
+        "--location",
+        "westeurope",
+    ])
+    .args([
+        "--generation",
+        "v1",
+        "--subscription",
+        "sub",
+        "--tenant",
+        "tid",
+    ])
+    .args(["--client-id", "cid", "--authority", "https://127.0.0.1:9"])
+    .args(["--arm-endpoint", "https://127.0.0.1:9"])
+    .env("AZURE_CLIENT_SECRET", "s3cr3t-golden-value");
+    c
+}
+
 #[test]
 fn azure_image_create_json_golden_and_dry_run() {
     let d = tempfile::tempdir().unwrap();
@@ -86,31 +119,7 @@ fn azure_image_create_json_golden_and_dry_run() {
     let dry = json(
         t,
         None,
-        isotool()
-            .args(["azure", "image", "create", "--dry-run"])
-            .args([
-                "--blob-url",
-                "https://acct.blob.core.windows.net/vhds/img.vhd",
-            ])
-            .args([
-                "--name",
-                "img",
-                "--resource-group",
-                "rg",
-                "--location",
-                "westeurope",
-            ])
-            .args([
-                "--generation",
-                "v1",
-                "--subscription",
-                "sub",
-                "--tenant",
-                "tid",
-            ])
-            .args(["--client-id", "cid", "--authority", "https://127.0.0.1:9"])
-            .args(["--arm-endpoint", "https://127.0.0.1:9"])
-            .env("AZURE_CLIENT_SECRET", "s3cr3t-golden-value")
+        image_create_dry_run("https://acct.blob.core.windows.net/vhds/img.vhd")
             .env_remove("AZURE_CLIENT_CERTIFICATE_PATH"),
     );
     check("azure-image-create.dry-run", &dry);
@@ -118,31 +127,10 @@ fn azure_image_create_json_golden_and_dry_run() {
     no_secret(&dry, &["s3cr3t"]);
     // A SAS in --blob-url would be sent to ARM and kept in the image: refused, its signature
     // not shown (it was masked into the request body before).
-    let (ok, out, err) = run(isotool()
-        .args(["azure", "image", "create", "--dry-run", "--json"])
-        .args([
-            "--blob-url",
-            "https://acct.blob.core.windows.net/vhds/img.vhd?sv=2021&sig=c2VjcmV0",
-        ])
-        .args([
-            "--name",
-            "img",
-            "--resource-group",
-            "rg",
-            "--location",
-            "westeurope",
-        ])
-        .args([
-            "--generation",
-            "v1",
-            "--subscription",
-            "sub",
-            "--tenant",
-            "tid",
-        ])
-        .args(["--client-id", "cid", "--authority", "https://127.0.0.1:9"])
-        .args(["--arm-endpoint", "https://127.0.0.1:9"])
-        .env("AZURE_CLIENT_SECRET", "s3cr3t-golden-value"));
+    let (ok, out, err) = run(image_create_dry_run(
+        "https://acct.blob.core.windows.net/vhds/img.vhd?sv=2021&sig=c2VjcmV0",
+    )
+    .arg("--json"));
     assert!(
         !ok && err.contains("without a query") && err.contains("invalid-argument"),
         "{err}"

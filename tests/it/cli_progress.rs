@@ -60,14 +60,7 @@ fn cli_progress_moves_under_a_terminal_on_a_dense_disk() {
     let src = dense_disk(d.path(), 1024);
     let out = d.path().join("out.vhd");
     let cmd = format!("{BIN} convert {} {} --sha256", src.display(), out.display());
-    let o = Command::new("script")
-        .args(["-qfec", &cmd, "/dev/null"])
-        .env("TERM", "xterm")
-        .env("COLUMNS", "120")
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
-    let states = drawn_states(&o.stdout);
+    let states = drawn_states(&under_terminal(&cmd));
     let writing: BTreeSet<&String> = states
         .iter()
         .filter(|l| l.contains("writing vhd") && l.contains("GiB"))
@@ -254,20 +247,26 @@ fn cli_progress_plain_remaster_and_provisioning_cd_advance_in_a_pipe() {
     );
 }
 
+/// Runs the shell command `cmd` under a pseudo-terminal (`script`, 120 columns); it must
+/// succeed. Returns what the terminal received.
+fn under_terminal(cmd: &str) -> Vec<u8> {
+    let o = Command::new("script")
+        .args(["-qfec", cmd, "/dev/null"])
+        .env("TERM", "xterm")
+        .env("COLUMNS", "120")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+    o.stdout
+}
+
 /// Runs `args` under a pseudo-terminal; the phase drew at least 4 distinct states with bytes of
 /// a known total, and a syncing phase.
 fn check_terminal(args: &[String], phase: &str) {
     crate::oracle::need("script", "util-linux");
     let quoted: Vec<String> = args.iter().map(|a| format!("'{a}'")).collect();
     let cmd = format!("{BIN} {}", quoted.join(" "));
-    let o = Command::new("script")
-        .args(["-qfec", &cmd, "/dev/null"])
-        .env("TERM", "xterm")
-        .env("COLUMNS", "120")
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
-    let states = drawn_states(&o.stdout);
+    let states = drawn_states(&under_terminal(&cmd));
     let moving: BTreeSet<&String> = states
         .iter()
         .filter(|l| {
