@@ -26,16 +26,9 @@ done
 "$NEW" -q convert "$IN" "$WORK/in.vhdx" --to vhdx --block-size 32M
 sync
 
-# Prints "wall_ms cpu_ms" of one run of BIN with ARGS (output removed first).
-once() { # out bin args...
-  local out=$1; shift
-  rm -f "$out"
-  local t0 t1
-  t0=$(date +%s%N)
-  /usr/bin/time -f '%U %S' -o "$WORK/t" "$@" >/dev/null 2>"$WORK/err" || { cat "$WORK/err" >&2; exit 1; }
-  t1=$(date +%s%N)
-  awk -v ms=$(( (t1 - t0) / 1000000 )) '{ printf "%d %d\n", ms, ($1 + $2) * 1000 }' "$WORK/t"
-}
+. benches/lib.sh  # measure()
+# Prints "wall_ms cpu_ms" of one run.
+once() { measure "$@" | awk '{ print $1, $3 }' || exit 1; }
 median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 
 printf '%-24s | %9s %9s %6s | %9s %9s %6s\n' case "old wall" "new wall" new/old "old cpu" "new cpu" new/old
