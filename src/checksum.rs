@@ -75,6 +75,73 @@ pub fn md5_hex(bytes: &[u8]) -> String {
     hex(&Md5::digest(bytes))
 }
 
+/// Bytes per read when hashing a file: small enough that the chunk the kernel just copied is
+/// still in the core's cache when it is hashed, large enough that the syscalls cost little.
+const MD5_CHUNK: usize = 128 << 10;
+
+/// MD5 (lower-case hex) of every file of `paths`, in their order, each chunk hashed reported
+/// to `progress`. MD5 is sequential within a file: the files are hashed in parallel, one
+/// worker per core, the largest file first.
+pub fn md5_files(paths: &[&Path], progress: &dyn crate::disk::Progress) -> Result<Vec<String>> {
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(paths.len());
+    if workers <= 1 {
+        return paths.iter().map(|p| md5_file(p, progress)).collect();
+    }
+    let mut order: Vec<usize> = (0..paths.len()).collect();
+    // a file whose metadata cannot be read fails when it is opened, with its own error
+    order.sort_by_key(|&i| std::cmp::Reverse(std::fs::metadata(paths[i]).map_or(0, |m| m.len())));
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: Vec<std::sync::Mutex<Option<Result<String>>>> =
+        paths.iter().map(|_| std::sync::Mutex::new(None)).collect();
+    let work = || {
+        loop {
+            let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let Some(&i) = order.get(k) else { break };
+            let r = md5_file(paths[i], progress);
+            *results[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
+        }
+    };
+    std::thread::scope(|s| {
+        for _ in 1..workers {
+            // a worker that cannot be started leaves its files to the others
+            let _ = std::thread::Builder::new().spawn_scoped(s, work);
+        }
+        work();
+    });
+    results
+        .into_iter()
+        .zip(paths)
+        .map(|(r, p)| {
+            let r = r.into_inner().unwrap_or_else(|e| e.into_inner());
+            r.unwrap_or_else(|| Err(crate::err!(Io, "a hashing worker stopped").with_path(p)))
+        })
+        .collect()
+}
+
+/// MD5 (lower-case hex) of one file, read in [`MD5_CHUNK`] pieces; each piece hashed is
+/// reported to `progress`.
+pub fn md5_file(p: &Path, progress: &dyn crate::disk::Progress) -> Result<String> {
+    use md5::Md5;
+    use std::io::Read;
+    let mut f = File::open(p).ctx(p, "opening a file to hash")?;
+    let mut h = Md5::new();
+    let mut buf = vec![0u8; MD5_CHUNK];
+    loop {
+        let n = match f.read(&mut buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            r => r.ctx(p, "reading a file to hash")?,
+        };
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+        progress.advance(n as u64);
+    }
+    Ok(hex(&h.finalize()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -86,6 +153,39 @@ mod tests {
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
         assert_eq!(md5_hex(b"abc"), "900150983cd24fb0d6963f7d28e17f72");
+    }
+
+    #[test]
+    fn md5_files_equal_one_shot_md5_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        // sizes around the chunk size and a multi-chunk file not a multiple of it; the largest
+        // is not first, so the workers finish out of order
+        let sizes = [0usize, 1, MD5_CHUNK - 1, MD5_CHUNK, 5 * MD5_CHUNK + 7, 3];
+        let mut paths = Vec::new();
+        let mut want = Vec::new();
+        for (i, n) in sizes.iter().enumerate() {
+            let b: Vec<u8> = (0..*n).map(|j| (j * 31 + i * 7) as u8).collect();
+            let p = dir.path().join(format!("f{i}"));
+            std::fs::write(&p, &b).unwrap();
+            want.push(md5_hex(&b));
+            paths.push(p);
+        }
+        let refs: Vec<&Path> = paths.iter().map(|p| p.as_path()).collect();
+        assert_eq!(md5_files(&refs, &crate::disk::NoProgress).unwrap(), want);
+        assert_eq!(
+            md5_files(&refs[4..5], &crate::disk::NoProgress).unwrap(),
+            want[4..5]
+        );
+    }
+
+    #[test]
+    fn md5_files_name_the_missing_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = dir.path().join("ok");
+        std::fs::write(&ok, b"x").unwrap();
+        let missing = dir.path().join("missing");
+        let e = md5_files(&[&ok, &missing], &crate::disk::NoProgress).unwrap_err();
+        assert!(e.to_string().contains("missing"), "{e}");
     }
 
     #[test]

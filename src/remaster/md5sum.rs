@@ -1,26 +1,5 @@
 //! `md5sum.txt` upkeep: `<md5>  ./path` lines.
 
-use crate::error::{IoContext, Result};
-use md5::{Digest, Md5};
-use std::io::Read;
-use std::path::Path;
-
-/// MD5 of a host file, streamed; each MiB read is reported to `progress`.
-pub fn md5_file(p: &Path, progress: &dyn crate::disk::Progress) -> Result<String> {
-    let mut f = std::fs::File::open(p).ctx(p, "opening a file to hash")?;
-    let mut h = Md5::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf).ctx(p, "reading a file to hash")?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-        progress.advance(n as u64);
-    }
-    Ok(crate::checksum::hex(&h.finalize()))
-}
-
 /// Replaces the lines of `sums` paths (absolute ISO paths) and appends lines for new ones;
 /// every other line keeps its place.
 pub fn update(old: &str, sums: &[(String, String)]) -> String {

@@ -360,11 +360,18 @@ impl Edits<'_> {
                 }
             }
             progress.start("md5sum.txt", total);
+            let files: Vec<&Path> = (self.ops.iter())
+                .filter_map(|op| match &op.source {
+                    Source::File(p) => Some(p.as_path()),
+                    Source::Bytes(_) => None,
+                })
+                .collect();
+            let mut file_sums = crate::checksum::md5_files(&files, progress)?.into_iter();
             let mut sums = Vec::new();
             for op in &self.ops {
                 let h = match &op.source {
                     Source::Bytes(b) => crate::checksum::md5_hex(b),
-                    Source::File(p) => md5sum::md5_file(p, progress)?,
+                    Source::File(_) => file_sums.next().unwrap_or_default(),
                 };
                 sums.push((op.path.clone(), h));
             }
