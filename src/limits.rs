@@ -28,9 +28,10 @@ pub const MAX_HTTP_BODY: u64 = 64 << 20;
 pub const MAX_PEM_BYTES: usize = 1 << 20;
 /// Largest PKCS#12 (`.pfx`) file parsed (a key and its chain are a few KiB).
 pub const MAX_PKCS12_BYTES: usize = 1 << 20;
-/// Most key-derivation iterations a PKCS#12 file may ask for, summed over its MAC and every
-/// key-derivation parameter set visible before decryption (openssl and Windows write 2,000 to
-/// 10,000 per use; p12-keystore caps each use at 1,000,000 but not their number).
+/// Most key-derivation iterations a PKCS#12 file may ask for, summed over its MAC, its encrypted
+/// safes and every shrouded key bag, those inside encrypted safes included (openssl and Windows
+/// write 2,000 to 10,000 per use). An iteration is one hash chain step of one output block: a
+/// use deriving two blocks (3DES's 24-byte key from SHA-1) counts its iterations twice.
 pub const MAX_PKCS12_ITERATIONS: u64 = 4_000_000;
 /// Deepest DER nesting walked in a PKCS#12 file (its real structure nests about 15 levels).
 pub const MAX_DER_DEPTH: usize = 32;
@@ -203,64 +204,77 @@ fn der_tlv(b: &[u8], at: usize) -> Option<(u8, usize, usize)> {
     (end <= b.len()).then_some((tag, start, end))
 }
 
-/// Walks DER `b` (bounded by [`MAX_DER_DEPTH`]), adding to `sum` every INTEGER that follows an
-/// OCTET STRING in one SEQUENCE: the (salt, iteration count) of PBKDF2 and PKCS#12 PBE
-/// parameters and of the MAC data. OCTET STRINGs holding DER are walked too (the
-/// authenticated safe, unencrypted safe contents).
-fn der_iterations(b: &[u8], depth: usize, sum: &mut u64) -> std::result::Result<(), usize> {
+/// Walks DER `b`, returning the depth it passes [`MAX_DER_DEPTH`] at, if it does. OCTET
+/// STRINGs holding DER are walked too (the authenticated safe, unencrypted safe contents).
+fn der_too_deep(b: &[u8], depth: usize) -> Option<usize> {
     if depth > MAX_DER_DEPTH {
-        return Err(depth);
+        return Some(depth);
     }
     let mut at = 0;
-    let mut prev_octets = false;
-    while at < b.len() {
-        let Some((tag, start, end)) = der_tlv(b, at) else {
-            return Ok(()); // not DER (encrypted bytes): nothing more to see here
-        };
+    while let Some((tag, start, end)) = der_tlv(b, at) {
         let content = &b[start..end];
-        match tag {
-            0x02 if prev_octets => {
-                let v = content
-                    .iter()
-                    .try_fold(0u64, |v, &d| v.checked_mul(256).map(|v| v + d as u64));
-                let neg = content.first().is_some_and(|d| d & 0x80 != 0);
-                *sum = sum.saturating_add(if neg { 0 } else { v.unwrap_or(u64::MAX) });
-            }
-            0x04 if content.first() == Some(&0x30) => der_iterations(content, depth + 1, sum)?,
-            t if t & 0x20 != 0 => der_iterations(content, depth + 1, sum)?,
-            _ => {}
+        let nested = tag & 0x20 != 0 || (tag == 0x04 && content.first() == Some(&0x30));
+        if nested && let Some(d) = der_too_deep(content, depth + 1) {
+            return Some(d);
         }
-        if *sum > MAX_PKCS12_ITERATIONS {
-            return Ok(());
-        }
-        prev_octets = tag == 0x04;
         at = end;
     }
-    Ok(())
+    None // the end, or not DER (encrypted bytes): nothing more to see here
 }
 
-/// Refuses a PKCS#12 file over [`MAX_PKCS12_BYTES`], nesting deeper than [`MAX_DER_DEPTH`], or
-/// asking for more than [`MAX_PKCS12_ITERATIONS`] key-derivation iterations in all, before any
-/// key derivation runs (`what` names the file in errors).
+/// Refuses a PKCS#12 file over [`MAX_PKCS12_BYTES`] or nesting deeper than [`MAX_DER_DEPTH`]
+/// (`what` names the file in errors). Its key-derivation work is counted by a [`KdfBudget`]
+/// as the reader finds each use, before any runs.
 pub fn check_pkcs12(bytes: &[u8], what: &str) -> Result<()> {
     check_size(bytes.len(), MAX_PKCS12_BYTES, "MAX_PKCS12_BYTES", what)?;
-    let mut sum = 0u64;
-    if let Err(d) = der_iterations(bytes, 0, &mut sum) {
+    if let Some(d) = der_too_deep(bytes, 0) {
         return Err(limit_error(
             what,
             format_args!("nests DER {d} levels deep, over MAX_DER_DEPTH ({MAX_DER_DEPTH})"),
         ));
     }
-    if sum > MAX_PKCS12_ITERATIONS {
-        return Err(limit_error(
-            what,
-            format_args!(
-                "asks for over {MAX_PKCS12_ITERATIONS} key-derivation iterations in all \
-                 (MAX_PKCS12_ITERATIONS)"
-            ),
-        ));
-    }
     Ok(())
+}
+
+/// The key-derivation work a PKCS#12 reader may spend, [`MAX_PKCS12_ITERATIONS`] in all: each
+/// use is charged before it runs, so a refused file has spent no more than the uses charged
+/// before the refusal.
+#[derive(Debug)]
+pub struct KdfBudget {
+    what: String,
+    spent: u64,
+}
+
+impl KdfBudget {
+    /// A full budget for the file `what` names.
+    pub fn new(what: &str) -> Self {
+        KdfBudget {
+            what: what.to_string(),
+            spent: 0,
+        }
+    }
+
+    /// Charges `iterations` (the sum of the uses about to run; `uses` names them) or refuses,
+    /// naming the limit.
+    pub fn charge(&mut self, iterations: u64, uses: &str) -> Result<()> {
+        let total = self.spent.saturating_add(iterations);
+        if total > MAX_PKCS12_ITERATIONS {
+            return Err(limit_error(
+                &self.what,
+                format_args!(
+                    "asks for {total} key-derivation iterations with {uses}, \
+                     over MAX_PKCS12_ITERATIONS ({MAX_PKCS12_ITERATIONS})"
+                ),
+            ));
+        }
+        self.spent = total;
+        Ok(())
+    }
+
+    /// The iterations charged so far.
+    pub fn spent(&self) -> u64 {
+        self.spent
+    }
 }
 
 #[cfg(test)]
@@ -298,22 +312,26 @@ mod tests {
 
     #[test]
     fn pkcs12_iterations_are_summed_and_bounded() {
-        // SEQUENCE { OCTET STRING salt, INTEGER iterations } twice, inside a SEQUENCE
-        let params = |it: u32| {
-            let i = it.to_be_bytes();
-            let mut v = vec![0x30, 0x0a, 0x04, 0x02, 1, 2, 0x02, 0x04];
-            v.extend_from_slice(&i);
-            v
-        };
-        let mut inner = params(3_000_000);
-        inner.extend(params(2_000_000));
-        let mut doc = vec![0x30, inner.len() as u8];
-        doc.extend(&inner);
-        let e = check_pkcs12(&doc, "sp.pfx").unwrap_err();
-        assert!(e.to_string().contains("MAX_PKCS12_ITERATIONS"), "{e}");
-        let mut one = vec![0x30, 12];
-        one.extend(params(2048));
-        check_pkcs12(&one, "sp.pfx").unwrap();
+        let mut b = KdfBudget::new("sp.pfx");
+        b.charge(3_000_000, "its MAC").unwrap();
+        b.charge(MAX_PKCS12_ITERATIONS - 3_000_000, "a safe")
+            .unwrap();
+        assert_eq!(b.spent(), MAX_PKCS12_ITERATIONS);
+        let e = b.charge(1, "1 key bag").unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::LimitExceeded);
+        assert!(
+            e.to_string().contains(
+                "sp.pfx asks for 4000001 key-derivation iterations with 1 key bag, \
+                 over MAX_PKCS12_ITERATIONS (4000000)"
+            ),
+            "{e}"
+        );
+        assert_eq!(
+            b.spent(),
+            MAX_PKCS12_ITERATIONS,
+            "a refused charge is not spent"
+        );
+        b.charge(u64::MAX, "x").unwrap_err();
         // nesting past MAX_DER_DEPTH
         let mut deep = Vec::new();
         for _ in 0..(MAX_DER_DEPTH + 2) {
@@ -322,5 +340,6 @@ mod tests {
         }
         let e = check_pkcs12(&deep, "sp.pfx").unwrap_err();
         assert!(e.to_string().contains("MAX_DER_DEPTH"), "{e}");
+        check_pkcs12(&deep[4..], "sp.pfx").unwrap();
     }
 }

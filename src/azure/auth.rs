@@ -57,27 +57,19 @@ impl CertCredential {
         Self::from_pkcs12(&data, password).map_err(|e| e.with_path(path))
     }
 
-    /// From PKCS#12 bytes.
+    /// From PKCS#12 bytes: the first of its keys that a certificate in it matches.
     pub fn from_pkcs12(data: &[u8], password: Option<&Secret>) -> Result<Self> {
-        crate::limits::check_pkcs12(data, "the PKCS#12 certificate")?;
         let pw = password.map_or("", Secret::expose);
-        let ks = p12_keystore::KeyStore::from_pkcs12(
-            data,
-            pw,
-            p12_keystore::Pkcs12ImportPolicy::Relaxed,
-        )
-        .map_err(|e| {
-            err!(
-                InvalidArgument,
-                "cannot read the PKCS#12 certificate (wrong password or not a .pfx): {}",
-                e.to_string().replace(pw, super::secret::MASK)
-            )
-        })?;
-        let (_, chain) = ks
-            .private_key_chain()
-            .ok_or_else(|| err!(InvalidArgument, "the PKCS#12 file holds no private key"))?;
-        let certs: Vec<Vec<u8>> = chain.certs().iter().map(|c| c.as_der().to_vec()).collect();
-        Self::from_parts(chain.key().as_der(), &certs)
+        let c = super::pfx::read(data, pw, "the PKCS#12 certificate")?;
+        let mut first_err = None;
+        for key in &c.keys {
+            match Self::from_parts(key, &c.certs) {
+                Ok(cred) => return Ok(cred),
+                Err(e) => first_err = first_err.or(Some(e)),
+            }
+        }
+        Err(first_err
+            .unwrap_or_else(|| err!(InvalidArgument, "the PKCS#12 file holds no private key")))
     }
 
     /// From a PKCS#8 DER private key and candidate certificates (the one whose public key matches

@@ -18,6 +18,7 @@ pub mod auth;
 pub mod credentials;
 pub mod http;
 pub mod pageblob;
+pub mod pfx;
 pub mod secret;
 pub mod sharedkey;
 pub mod stream;

@@ -78,7 +78,7 @@ pub(crate) struct QemuArgs {
     /// Virtual CPUs.
     #[arg(long, default_value_t = 1)]
     cpus: u32,
-    /// Time the guest has to power off: seconds, or with a unit (90s, 30m, 2h).
+    /// Time the guest has to power off: seconds, or with units (90s, 30m, 2h, 1h30m).
     #[arg(long, default_value = "2h", value_parser = parse_duration)]
     timeout: Duration,
     /// Keep the serial console log in FILE.
@@ -130,7 +130,7 @@ pub(crate) struct HypervArgs {
     /// Virtual switch to connect.
     #[arg(long)]
     switch: Option<String>,
-    /// Time the guest has to power off: seconds, or with a unit (90s, 30m, 2h).
+    /// Time the guest has to power off: seconds, or with units (90s, 30m, 2h, 1h30m).
     #[arg(long, default_value = "2h", value_parser = parse_duration)]
     timeout: Duration,
     /// Write the script to FILE (`-`: stdout) instead of running it.
@@ -144,26 +144,19 @@ pub(crate) struct HypervArgs {
     json: bool,
 }
 
-/// Seconds, or a number with `s`, `m` or `h`.
+/// Seconds, or a duration as the humantime crate reads it (`90s`, `30m`, `2h`, `1h30m`,
+/// `1day`...); positive.
 fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
-    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
-        Some(i) => s.split_at(i),
-        None => (s, "s"),
+    let d = if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        Duration::from_secs(s.parse().map_err(|_| format!("{s:?}: too long"))?)
+    } else {
+        humantime::parse_duration(s)
+            .map_err(|e| format!("{s:?}: {e} (seconds, or with units: 90s, 30m, 2h, 1h30m)"))?
     };
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?}: expected seconds or a number with s, m or h"))?;
-    let mult = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        _ => return Err(format!("{s:?}: unknown unit {unit:?} (s, m or h)")),
-    };
-    match n.checked_mul(mult) {
-        Some(0) => Err("the timeout must be positive".into()),
-        Some(secs) => Ok(Duration::from_secs(secs)),
-        None => Err(format!("{s:?}: too long")),
+    if d.is_zero() {
+        return Err("the timeout must be positive".into());
     }
+    Ok(d)
 }
 
 pub(crate) fn launch(c: LaunchCommand, ui: Ui) -> Result<Outcome> {
@@ -415,13 +408,49 @@ mod tests {
 
     #[test]
     fn durations() {
-        assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
-        assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
-        assert_eq!(parse_duration("30m").unwrap(), Duration::from_secs(1800));
-        assert_eq!(parse_duration("2h").unwrap(), Duration::from_secs(7200));
-        for bad in ["", "0", "h", "5d", "-1", "99999999999999999999h"] {
-            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        let secs = |s: &str| parse_duration(s).map(|d| d.as_secs_f64());
+        for (text, want) in [
+            ("90", 90.0),
+            ("90s", 90.0),
+            ("30m", 1800.0),
+            ("2h", 7200.0),
+            ("1h30m", 5400.0),
+            ("1h 30m", 5400.0),
+            ("2d", 172_800.0),
+            ("500ms", 0.5),
+            ("10min", 600.0),
+            ("1.5h", 5400.0),
+        ] {
+            assert_eq!(secs(text), Ok(want), "{text:?}");
         }
+        for bad in [
+            "",
+            "0",
+            "0s",
+            "h",
+            "-1",
+            "5x",
+            "5 parsecs",
+            "99999999999999999999h",
+        ] {
+            let e = parse_duration(bad).unwrap_err();
+            assert!(
+                e.contains(&format!("{bad:?}")) || e.contains("positive"),
+                "{bad:?}: {e}"
+            );
+        }
+        // through clap: the option is named
+        let e = <crate::cli::Cli as clap::Parser>::try_parse_from([
+            "isotool",
+            "launch",
+            "qemu",
+            "--timeout",
+            "5x",
+        ])
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(e.contains("--timeout"), "{e}");
     }
 
     #[test]

@@ -36,15 +36,14 @@ pub enum QmpMessage {
     Event(QmpEvent),
 }
 
-/// Parses one line of QMP.
+/// What QMP messages are called in errors.
+const QMP_WHAT: &str = "a QMP message from qemu";
+
+/// Parses one line of QMP, within the JSON limits of [`crate::limits::parse_json`]
+/// (`MAX_JSON_BYTES`, `MAX_JSON_DEPTH`: qemu's replies to the commands sent here are a few KiB
+/// and nest a few levels), checked before serde_json sees the line.
 pub fn parse_message(line: &[u8]) -> Result<QmpMessage> {
-    let v: Value = serde_json::from_slice(line).map_err(|e| {
-        err!(
-            External,
-            "QMP sent something that is not JSON ({e}): {:?}",
-            String::from_utf8_lossy(&line[..line.len().min(200)])
-        )
-    })?;
+    let v = crate::limits::parse_json(line, QMP_WHAT)?;
     if let Some(name) = v.get("event").and_then(Value::as_str) {
         return Ok(QmpMessage::Event(QmpEvent {
             name: name.to_string(),
@@ -70,6 +69,8 @@ pub fn parse_message(line: &[u8]) -> Result<QmpMessage> {
 pub struct Qmp {
     stream: UnixStream,
     buf: Vec<u8>,
+    /// How much of `buf` is known to hold no newline.
+    scanned: usize,
     events: VecDeque<QmpEvent>,
     closed: bool,
 }
@@ -101,6 +102,7 @@ impl Qmp {
         let mut q = Qmp {
             stream,
             buf: Vec::new(),
+            scanned: 0,
             events: VecDeque::new(),
             closed: false,
         };
@@ -173,13 +175,23 @@ impl Qmp {
     fn read_message(&mut self, wait: Duration) -> Result<Option<QmpMessage>> {
         let start = Instant::now();
         loop {
-            if let Some(pos) = self.buf.iter().position(|&b| b == b'\n') {
-                let line: Vec<u8> = self.buf.drain(..=pos).collect();
+            // bytes before `scanned` hold no newline: each byte is searched once
+            if let Some(pos) = self.buf[self.scanned..].iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.buf.drain(..=self.scanned + pos).collect();
+                self.scanned = 0;
                 if line.iter().all(u8::is_ascii_whitespace) {
                     continue;
                 }
                 return parse_message(&line).map(Some);
             }
+            self.scanned = self.buf.len();
+            // a line longer than any message parsed is refused before it fills memory
+            crate::limits::check_size(
+                self.buf.len(),
+                crate::limits::MAX_JSON_BYTES,
+                "MAX_JSON_BYTES",
+                QMP_WHAT,
+            )?;
             if self.closed {
                 return Ok(None);
             }
@@ -296,13 +308,71 @@ mod tests {
     }
 
     #[test]
-    fn events_during_a_command_are_kept_and_split_lines_join() {
-        use std::os::unix::net::UnixListener;
+    fn hostile_qmp_lines_name_the_json_limits() {
+        use crate::limits::{MAX_JSON_BYTES, MAX_JSON_DEPTH};
+        // 100k levels: serde_json alone said "recursion limit exceeded" at level 128
+        let deep = "[".repeat(100_000) + &"]".repeat(100_000);
+        let e = parse_message(format!("{{\"return\": {deep}}}").as_bytes()).unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::LimitExceeded);
+        assert!(
+            e.to_string()
+                .contains("a QMP message from qemu nests deeper than MAX_JSON_DEPTH (64 levels)"),
+            "{e}"
+        );
+        let ok = "[".repeat(MAX_JSON_DEPTH - 1) + &"]".repeat(MAX_JSON_DEPTH - 1);
+        parse_message(format!("{{\"return\": {ok}}}").as_bytes()).unwrap();
+        let mut long = br#"{"return": ""#.to_vec();
+        long.resize(MAX_JSON_BYTES + 1, b'x');
+        long.extend_from_slice(b"\"}");
+        let e = parse_message(&long).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("over MAX_JSON_BYTES (1048576 bytes)"),
+            "{e}"
+        );
+    }
+
+    /// A QMP socket in a temporary directory whose one connection `serve` answers:
+    /// (directory, socket path, server thread).
+    fn qmp_server(
+        serve: impl FnOnce(UnixStream) + Send + 'static,
+    ) -> (
+        tempfile::TempDir,
+        std::path::PathBuf,
+        std::thread::JoinHandle<()>,
+    ) {
         let dir = tempfile::tempdir().unwrap();
         let sock = dir.path().join("q.sock");
-        let listener = UnixListener::bind(&sock).unwrap();
-        let server = std::thread::spawn(move || {
-            let (mut s, _) = listener.accept().unwrap();
+        let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        let server = std::thread::spawn(move || serve(listener.accept().unwrap().0));
+        (dir, sock, server)
+    }
+
+    #[test]
+    fn an_endless_qmp_line_is_refused_at_the_json_size_limit() {
+        let (_dir, sock, server) = qmp_server(|mut s| {
+            // 64 MiB without a newline: held whole (and searched from its start on every
+            // read) before
+            let chunk = vec![b' '; 1 << 20];
+            for _ in 0..64 {
+                if s.write_all(&chunk).is_err() {
+                    return; // refused and closed: the client stopped reading
+                }
+            }
+        });
+        let e = Qmp::connect(&sock, Duration::from_secs(5), &mut || Ok(())).unwrap_err();
+        assert!(e.to_string().contains("a QMP message from qemu is "), "{e}");
+        assert!(
+            e.to_string()
+                .contains("over MAX_JSON_BYTES (1048576 bytes)"),
+            "{e}"
+        );
+        server.join().unwrap();
+    }
+
+    #[test]
+    fn events_during_a_command_are_kept_and_split_lines_join() {
+        let (_dir, sock, server) = qmp_server(|mut s| {
             s.write_all(b"{\"QMP\": {\"version\": {}}}\n").unwrap();
             let mut b = [0u8; 256];
             let n = s.read(&mut b).unwrap();

@@ -842,7 +842,9 @@ fn pem_x509_and_pkcs12() {
     // PKCS#12 (the MAC and key derivation run on every mutant that still parses; the seed
     // asks for 16 rounds, so executions stay cheap)
     let pw = Secret::new("pw");
-    let seeds = [without_mac(&s.pfx), s.pfx];
+    // and one whose key bag is inside the encrypted safe (the reader's second round)
+    let hidden = crate::hostile_parse::hidden_bags_pfx(1, 16, 16).0;
+    let seeds = [without_mac(&s.pfx), s.pfx, hidden];
     for seed in &seeds {
         CertCredential::from_pkcs12(seed, Some(&pw)).expect("the PKCS#12 seeds load");
     }
