@@ -316,3 +316,41 @@ fn json_doc_of_iso_info_names_the_keys_and_values_it_prints() {
         );
     }
 }
+
+#[test]
+fn launch_qemu_checks_its_cd_images_even_with_dry_run() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::create_dir(d.path().join("adir")).unwrap();
+    std::fs::write(d.path().join("seed.iso"), vec![0u8; 4096]).unwrap();
+    // A missing --iso or --cdrom was printed into the qemu command line, status 0 (a missing
+    // --disk was already an error).
+    for (args, names) in [
+        (vec!["--iso", "missing.iso"], "missing.iso"),
+        (vec!["--iso", "adir"], "adir"),
+        (vec!["--iso", "seed.iso", "--cdrom", "gone.iso"], "gone.iso"),
+    ] {
+        let mut all = vec!["launch", "qemu", "--dry-run", "--accel", "tcg"];
+        all.extend(args);
+        let o = run(d.path(), &all);
+        assert_clean_error(&o, names);
+        assert!(o.stdout.is_empty(), "{}", text(&o.stdout));
+    }
+    let o = run(
+        d.path(),
+        [
+            "launch",
+            "qemu",
+            "--dry-run",
+            "--accel",
+            "tcg",
+            "--iso",
+            "seed.iso",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stdout).contains("file=seed.iso"),
+        "{}",
+        text(&o.stdout)
+    );
+}
