@@ -85,6 +85,17 @@ pub(crate) fn remaster(a: RemasterArgs, ui: Ui) -> Result<Outcome> {
         }),
         _ => None,
     };
+    if let Some(s) = &seed {
+        // An empty preseed or kickstart answers nothing: the "unattended" boot would stop at
+        // the installer's first question. (Other problems are the library's to name.)
+        if std::fs::metadata(&s.file).is_ok_and(|m| m.is_file() && m.len() == 0) {
+            return Err(err!(
+                InvalidArgument,
+                "the seed is empty (0 bytes): an unattended install needs its answers"
+            )
+            .with_path(&s.file));
+        }
+    }
     let mut adds = Vec::new();
     for s in &a.adds {
         let (src, dst) = s

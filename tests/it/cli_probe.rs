@@ -354,3 +354,53 @@ fn launch_qemu_checks_its_cd_images_even_with_dry_run() {
         text(&o.stdout)
     );
 }
+
+#[test]
+fn remaster_refuses_an_empty_seed() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::create_dir(d.path().join("t")).unwrap();
+    std::fs::write(d.path().join("t/user-data"), "#cloud-config\n").unwrap();
+    // Any ISO will do: the empty seed is refused before the ISO is read.
+    let o = run(
+        d.path(),
+        [
+            "cloud-init-seed",
+            "--user-data",
+            "t/user-data",
+            "-o",
+            "in.iso",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    std::fs::write(d.path().join("empty.seed"), b"").unwrap();
+    // It wrote an "unattended" ISO whose preseed answers nothing, status 0.
+    for flag in ["--preseed", "--kickstart"] {
+        // --no-boot-edit: the seed ISO has no boot config (the seed is only added).
+        let args = [
+            "remaster",
+            "in.iso",
+            "-o",
+            "out.iso",
+            flag,
+            "empty.seed",
+            "--no-boot-edit",
+        ];
+        let o = run(d.path(), args);
+        assert_clean_error(&o, "empty.seed");
+        assert!(text(&o.stderr).contains("empty"), "{}", text(&o.stderr));
+        assert!(!d.path().join("out.iso").exists());
+    }
+}
+
+#[test]
+fn cloud_init_seed_without_user_data_or_tree_is_a_usage_error() {
+    let d = tempfile::tempdir().unwrap();
+    // A missing argument is status 2 (README's exit codes); it was 1.
+    let o = run(d.path(), ["cloud-init-seed", "-o", "s.iso"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("--user-data"),
+        "{}",
+        text(&o.stderr)
+    );
+}
