@@ -404,3 +404,29 @@ fn cloud_init_seed_without_user_data_or_tree_is_a_usage_error() {
         text(&o.stderr)
     );
 }
+
+#[test]
+fn quiet_pack_prints_nothing_like_convert() {
+    let d = tempfile::tempdir().unwrap();
+    let f = std::fs::File::create(d.path().join("d.raw")).unwrap();
+    f.set_len(1 << 20).unwrap();
+    drop(f);
+    // -q is "only results and errors": convert and disk create print nothing, pack printed its
+    // summary and every member.
+    let o = run(d.path(), ["-q", "convert", "d.raw", "d.vhdx"]);
+    assert!(
+        o.status.success() && o.stdout.is_empty(),
+        "{}",
+        text(&o.stdout)
+    );
+    let o = run(
+        d.path(),
+        ["-q", "pack", "d.raw", "--for", "gcp", "-o", "d.tar.gz"],
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(
+        o.stdout.is_empty() && o.stderr.is_empty(),
+        "{}",
+        text(&o.stdout)
+    );
+}
