@@ -14,6 +14,7 @@ pub mod mem;
 pub mod raw;
 pub mod signatures;
 pub mod stream;
+pub mod writeback;
 
 use crate::error::Result;
 use serde::Serialize;
