@@ -14,7 +14,6 @@ pub mod mem;
 pub mod raw;
 pub mod signatures;
 pub mod stream;
-pub mod writeback;
 
 use crate::error::Result;
 use serde::Serialize;

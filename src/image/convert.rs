@@ -245,7 +245,6 @@ pub fn convert_input(
     }
     let padded = Padded::new(src.as_ref(), target_len);
     let data = data_bytes(&padded)?;
-    let writeback = crate::disk::writeback::EarlyWriteback::start(out.file(), opts.sync);
     write_image(
         &padded,
         out.file(),
@@ -256,7 +255,6 @@ pub fn convert_input(
         progress,
     )
     .map_err(|e: Error| out.blame(e))?;
-    drop(writeback);
     let sha256 = if opts.sha256 {
         Some(crate::checksum::sha256_file_progress(
             out.file(),
