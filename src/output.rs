@@ -227,15 +227,28 @@ fn input_ids(inputs: &[&Path]) -> Vec<InputId> {
 }
 
 /// The identities of the directories holding `output` (its parent and each ancestor).
+/// The identities of `path` and of every directory above it, from the nearest ancestor that
+/// exists (a path not yet created is judged by where it would be created); empty only when
+/// not even the working directory resolves.
+pub fn existing_ancestor_ids(path: &Path) -> Vec<FileId> {
+    let mut p = path;
+    loop {
+        if let Ok(c) = p.canonicalize() {
+            return c.ancestors().filter_map(FileId::of).collect();
+        }
+        match p.parent() {
+            Some(q) if !q.as_os_str().is_empty() => p = q,
+            _ => return existing_ancestor_ids(Path::new(".")),
+        }
+    }
+}
+
+/// The directories the output would be created in (its parent and all above).
 fn ancestor_ids(output: &Path) -> Vec<FileId> {
-    let parent = match output.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let Ok(canon) = parent.canonicalize() else {
-        return Vec::new();
-    };
-    canon.ancestors().filter_map(FileId::of).collect()
+    match output.parent() {
+        Some(p) if !p.as_os_str().is_empty() => existing_ancestor_ids(p),
+        _ => existing_ancestor_ids(Path::new(".")),
+    }
 }
 
 fn same_file_error(output: &Path, input: &InputId) -> Error {

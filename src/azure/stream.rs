@@ -3,10 +3,10 @@
 //! order, zero runs included.
 //!
 //! - Memory is bounded in bytes, not in messages: a chunk read from the source holds its share of
-//!   a [`Budget`] until it has been both sent and hashed. The hashers may lag behind the senders
-//!   by [`HASH_LAG`] of data: hashing a long zero run (hundreds of MiB between two data runs)
+//!   a `Budget` until it has been both sent and hashed. The hashers may lag behind the senders
+//!   by `HASH_LAG` of data: hashing a long zero run (hundreds of MiB between two data runs)
 //!   does not stop the senders, which is what the service's throughput needs. The hashers run at
-//!   a lower priority ([`HASH_NICE`]) so that the senders, and a service sharing the cores,
+//!   a lower priority (`HASH_NICE`) so that the senders, and a service sharing the cores,
 //!   get the CPU first.
 //! - What is sent: the source's data extents read in chunks of at most 4 MiB; in each chunk the
 //!   all-zero 512-byte pages are dropped, except zero runs shorter than [`MIN_ZERO_SKIP`] between
@@ -38,13 +38,13 @@ pub const MIN_ZERO_SKIP: usize = 64 << 10;
 /// 40 MiB keeps the peak RSS under 64 MiB + 4 MiB per connection (measured: 89 MiB at 8).
 const HASH_LAG: u64 = 40 << 20;
 
-/// Nice value of the hasher threads. They may lag (see [`HASH_LAG`]), so the senders (and, on a
+/// Nice value of the hasher threads. They may lag (see `HASH_LAG`), so the senders (and, on a
 /// shared machine, the service: Azurite on the same cores) get the CPU first: a send delayed is
 /// lost time, a hash delayed is not until the end. Mild, so that a busy machine does not
 /// starve them.
 const HASH_NICE: i32 = 5;
 
-/// Lowers the calling thread's priority to [`HASH_NICE`] (Linux: the nice value is per thread).
+/// Lowers the calling thread's priority to `HASH_NICE` (Linux: the nice value is per thread).
 /// Best effort: a failure leaves the priority as it was.
 fn lower_thread_priority() {
     // SAFETY: gettid has no preconditions; setpriority only reads its integer arguments and

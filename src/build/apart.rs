@@ -9,8 +9,8 @@ use super::file::SeedFile;
 use super::plan::Plan;
 use crate::err;
 use crate::error::Result;
-use crate::output::FileId;
-use std::path::{Path, PathBuf};
+use crate::output::{FileId, existing_ancestor_ids};
+use std::path::PathBuf;
 
 /// (what, path) of every file or directory a build reads.
 pub fn inputs(plan: &Plan) -> Vec<(&'static str, PathBuf)> {
@@ -49,25 +49,6 @@ pub fn owned_dirs(plan: &Plan) -> Vec<(String, PathBuf)> {
     v
 }
 
-/// Identities of `path` and of each directory above it; a path that does not exist yet is
-/// resolved from its deepest existing ancestor.
-fn ids_up(path: &Path) -> Vec<FileId> {
-    let mut p = path;
-    loop {
-        if let Ok(c) = p.canonicalize() {
-            return c.ancestors().filter_map(FileId::of).collect();
-        }
-        match p.parent() {
-            Some(q) if !q.as_os_str().is_empty() => p = q,
-            _ => {
-                return Path::new(".").canonicalize().map_or(Vec::new(), |c| {
-                    c.ancestors().filter_map(FileId::of).collect()
-                });
-            }
-        }
-    }
-}
-
 /// Refuses a build one of whose inputs lies in a directory it owns, or whose owned
 /// directories lie in (or are) an input directory; the error names both.
 pub fn check(plan: &Plan) -> Result<()> {
@@ -76,7 +57,7 @@ pub fn check(plan: &Plan) -> Result<()> {
         let Some(iid) = FileId::of(&input) else {
             continue;
         };
-        let above_input = ids_up(&input);
+        let above_input = existing_ancestor_ids(&input);
         let input_is_dir = input.is_dir();
         for (dname, dir) in &owned {
             if let Some(did) = FileId::of(dir)
@@ -91,7 +72,7 @@ pub fn check(plan: &Plan) -> Result<()> {
                 )
                 .with_path(&input));
             }
-            if input_is_dir && ids_up(dir).contains(&iid) {
+            if input_is_dir && existing_ancestor_ids(dir).contains(&iid) {
                 return Err(err!(
                     SameFile,
                     "the {dname} {} would be inside the {what} {}: the build would read its \

@@ -1,6 +1,6 @@
 //! `isotool build BUILD.toml`: from a build file to released artifacts, replacing `packer build`.
 //!
-//! [`file`] reads and checks the build file (TOML, Packer's field names), [`plan`] turns it into
+//! [`file`](mod@file) reads and checks the build file (TOML, Packer's field names), [`plan`] turns it into
 //! ordered steps with inputs and outputs, [`pipeline`] runs them: verify the ISO's checksum ->
 //! remaster -> provisioning DVD (+ NoCloud seed / Azure custom data) -> blank disk -> install in a
 //! VM -> convert, validate and sum per provider -> publish

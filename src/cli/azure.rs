@@ -61,6 +61,14 @@ impl HttpArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  isotool azure upload disk.vhdx --container images --connection-string \"$CS\"
+  isotool azure upload disk.raw --sas-url \"$CONTAINER_SAS_URL\" --blob web-1.0.vhd --json
+  isotool azure upload disk.vhdx --container images --dry-run   # with $AZURE_STORAGE_CONNECTION_STRING
+
+Exit status: 0 uploaded (or, with --dry-run, read), 1 error (a rerun resumes an interrupted
+upload), 2 bad command line, 130 interrupted.")]
 pub(crate) struct UploadArgs {
     /// The disk (raw, VHD or VHDX, recognised from its content).
     disk: PathBuf,
@@ -271,6 +279,7 @@ pub(crate) fn azure(c: AzureCommand, quiet: bool) -> Result<Outcome> {
 }
 
 fn upload_cmd(a: UploadArgs, quiet: bool) -> Result<Outcome> {
+    super::refuse_dash(&a.disk, "the disk")?;
     let ctx = BuildContext::from_env()?;
     let target = storage_target(&a)?;
     let container = a
@@ -515,6 +524,14 @@ enum GenArg {
 }
 
 #[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  isotool azure image create --blob-url https://ACCOUNT.blob.core.windows.net/images/disk.vhd \\
+      --name web-1.0 --resource-group RG --location westeurope --generation V2
+  isotool azure image create --blob-url URL --name N --resource-group RG --location L \\
+      --generation V1 --dry-run --json   # the requests, secrets masked
+
+Exit status: 0 created (or printed with --dry-run), 1 error, 2 bad command line.")]
 pub(crate) struct ImageCreateArgs {
     /// URL of the uploaded VHD blob (no SAS).
     #[arg(long)]
@@ -582,6 +599,15 @@ fn image_create(a: ImageCreateArgs) -> Result<Outcome> {
 }
 
 #[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  isotool launch azure --name web --image web-1.0 --resource-group RG --location westeurope \\
+      --ssh-public-key ~/.ssh/id_ed25519.pub --config config/ --ssh-source 203.0.113.7/32
+  isotool launch azure --name web --image web-1.0 --resource-group RG --location westeurope \\
+      --ssh-public-key id.pub --custom-data custom-data.txt --dry-run   # the requests, masked
+
+Exit status: 0 the VM runs (or the requests were printed with --dry-run), 1 error, 2 bad
+command line.")]
 pub(crate) struct LaunchArgs {
     /// VM name (network resources are NAME-vnet, NAME-ip, NAME-nsg and NAME-nic).
     #[arg(long)]
@@ -610,7 +636,11 @@ pub(crate) struct LaunchArgs {
     ssh_source: String,
     /// Config tree whose Azure custom data (as `cloud-init-seed --azure --from DIR` builds it,
     /// after the same validation) is passed.
-    #[arg(long, conflicts_with = "custom_data")]
+    #[arg(
+        long,
+        conflicts_with = "custom_data",
+        required_unless_present = "custom_data"
+    )]
     config: Option<PathBuf>,
     /// With --config: consul role (found from the tree when not given).
     #[arg(long, value_parser = super::provisioning::parse_role, requires = "config")]
@@ -620,6 +650,58 @@ pub(crate) struct LaunchArgs {
     custom_data: Option<PathBuf>,
     #[command(flatten)]
     arm: ArmArgs,
+}
+
+/// Reads an OpenSSH public key file (`TYPE BASE64 [COMMENT]` on one line). Anything else is
+/// refused before any request, without echoing the content: a private key given by mistake
+/// (`--ssh-public-key ~/.ssh/id_ed25519`) would otherwise be printed by `--dry-run` and sent to
+/// Azure inside the VM's request body.
+fn read_ssh_public_key(path: &std::path::Path) -> Result<String> {
+    use isotool::error::IoContext;
+    use std::io::Read;
+    const MAX: u64 = 16 << 10;
+    const TYPES: [&str; 7] = [
+        "ssh-ed25519",
+        "ssh-rsa",
+        "ecdsa-sha2-nistp256",
+        "ecdsa-sha2-nistp384",
+        "ecdsa-sha2-nistp521",
+        "sk-ssh-ed25519@openssh.com",
+        "sk-ecdsa-sha2-nistp256@openssh.com",
+    ];
+    let what = "reading the SSH public key";
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX + 1).read_to_end(&mut bytes))
+        .ctx(path, what)?;
+    let refuse = |why: &str| {
+        Err(err!(
+            InvalidArgument,
+            "--ssh-public-key: {why}; pass the public key file (one line `ssh-ed25519 AAAA... \
+             comment`, e.g. ~/.ssh/id_ed25519.pub)"
+        )
+        .with_path(path))
+    };
+    let text = String::from_utf8_lossy(&bytes);
+    if text.contains("PRIVATE KEY") {
+        return refuse("this is a private key (it is never sent or printed)");
+    }
+    if bytes.len() as u64 > MAX {
+        return refuse(&format!("larger than {MAX} bytes: not a public key"));
+    }
+    let line = text.trim();
+    let mut words = line.split_ascii_whitespace();
+    let (kind, body) = (words.next(), words.next());
+    let base64 = |b: &str| {
+        b.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'/' | b'='))
+    };
+    match (kind, body) {
+        (Some(k), Some(b)) if TYPES.contains(&k) && base64(b) && !line.contains('\n') => {
+            Ok(line.to_string())
+        }
+        _ => refuse("not an OpenSSH public key"),
+    }
 }
 
 /// `isotool launch azure`.
@@ -638,8 +720,7 @@ pub(crate) fn launch(a: LaunchArgs, quiet: bool) -> Result<Outcome> {
             ));
         }
     };
-    let key = std::fs::read_to_string(&a.ssh_public_key)
-        .ctx(&a.ssh_public_key, "reading the SSH public key")?;
+    let key = read_ssh_public_key(&a.ssh_public_key)?;
     let c = a.arm.client()?;
     let image_id = if a.image.starts_with("/subscriptions/") {
         a.image.clone()

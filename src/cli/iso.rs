@@ -83,6 +83,7 @@ pub(crate) struct InfoArgs {
 pub(crate) fn iso(c: IsoCommand, ui: Ui) -> Result<Outcome> {
     match c {
         IsoCommand::Ls(a) => {
+            refuse_dash(&a.input, "the ISO")?;
             let v = info::list(&a.input, &a.path, a.recursive)?;
             if a.json {
                 print_json(&super::json::IsoLs::new(&a.input, &a.path, &v))?;
@@ -103,6 +104,7 @@ pub(crate) fn iso(c: IsoCommand, ui: Ui) -> Result<Outcome> {
         }
         IsoCommand::Extract(a) => return extract(a, ui),
         IsoCommand::Info(a) => {
+            refuse_dash(&a.input, "the ISO")?;
             let i = info::inspect(&a.input)?;
             if a.json {
                 print_json(&super::json::IsoInfo {

@@ -200,10 +200,29 @@ pub(crate) struct CloudInitSeed {
 /// `isotool pack --json`.
 #[derive(Serialize)]
 pub(crate) struct Pack<'a> {
-    pub schema: &'static str,
-    pub input: String,
-    #[serde(flatten)]
-    pub report: &'a isotool::pack::PackReport,
+    schema: &'static str,
+    input: String,
+    output: String,
+    target: isotool::pack::Target,
+    members: &'a [(String, u64)],
+    virtual_size: u64,
+    data_bytes: u64,
+}
+
+impl<'a> Pack<'a> {
+    /// Paths as text (lossy, like every other document): a non-UTF-8 name is no reason to fail
+    /// after the package is in place.
+    pub fn new(input: &Path, r: &'a isotool::pack::PackReport) -> Self {
+        Pack {
+            schema: "isotool/pack/1",
+            input: path(input),
+            output: path(&r.output),
+            target: r.target,
+            members: &r.members,
+            virtual_size: r.virtual_size,
+            data_bytes: r.data_bytes,
+        }
+    }
 }
 
 /// `isotool launch qemu --json`.

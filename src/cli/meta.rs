@@ -11,7 +11,9 @@ use std::path::PathBuf;
 Examples:
   isotool completions bash > ~/.local/share/bash-completion/completions/isotool
   isotool completions zsh > ~/.zfunc/_isotool
-  isotool completions fish > ~/.config/fish/completions/isotool.fish")]
+  isotool completions fish > ~/.config/fish/completions/isotool.fish
+
+Exit status: 0 printed, 2 bad command line (an unknown shell).")]
 pub(crate) struct CompletionsArgs {
     /// The shell.
     #[arg(value_enum)]
@@ -22,7 +24,9 @@ pub(crate) struct CompletionsArgs {
 #[command(after_help = "\
 Examples:
   isotool man | man -l -
-  isotool man --dir /usr/local/share/man/man1")]
+  isotool man --dir /usr/local/share/man/man1
+
+Exit status: 0 printed or written, 1 error (DIR not writable), 2 bad command line.")]
 pub(crate) struct ManArgs {
     /// Write isotool.1 and one isotool-COMMAND.1 per subcommand into DIR instead of printing
     /// the top page.

@@ -93,11 +93,7 @@ pub(crate) fn pack(a: PackArgs, ui: Ui) -> Result<Outcome> {
     };
     let r = isotool::pack::pack(&*src, &a.disk, &a.output, target, &opts, &ctx, &bars)?;
     if a.json {
-        print_json(&super::json::Pack {
-            schema: "isotool/pack/1",
-            input: a.disk.display().to_string(),
-            report: &r,
-        })?;
+        print_json(&super::json::Pack::new(&a.disk, &r))?;
         return Ok(Outcome::Ok);
     }
     outln!(

@@ -77,7 +77,7 @@ pub fn threads() -> usize {
 /// Calls `sink(index, raw, packed)` for every chunk of `chunk` bytes of `src` that holds a
 /// non-zero byte, in order. `raw` is the chunk's bytes (zero-padded past the end of the disk);
 /// `packed` is `pack(raw)` when a transform is given (computed in parallel). Memory stays
-/// bounded: chunks are processed in batches of [`BATCH_PER_THREAD`] per thread.
+/// bounded: chunks are processed in batches of `BATCH_PER_THREAD` per thread.
 pub fn for_each_data_chunk(
     src: &dyn DiskImage,
     chunk: u64,
@@ -195,7 +195,7 @@ impl Drop for HugeBuf {
 /// Calls `sink(first, bytes)` for every run of consecutive chunks of `chunk` bytes of `src`
 /// that hold a non-zero byte, in order; `bytes` is whole chunks (zero-padded past the end of
 /// the disk), chunk `first` first. A thread of its own reads the source and tests for zeros,
-/// up to [`PIECES_AHEAD`] pieces of [`PIECE`] bytes ahead of the sink, so reading the source
+/// up to `PIECES_AHEAD` pieces of `PIECE` bytes ahead of the sink, so reading the source
 /// and writing the output overlap (as qemu-img's parallel requests do), each piece read and
 /// written while it is in the caches. Memory: a few pieces.
 pub fn for_each_data_run(

@@ -7,6 +7,7 @@ use crate::err;
 use crate::error::{Error, IoContext, Result};
 use std::collections::HashSet;
 use std::fs::File;
+use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -60,7 +61,11 @@ impl IsoFile {
     /// Opens `path` read-only.
     pub fn open(path: &Path) -> Result<Self> {
         let file = File::open(path).ctx(path, "opening the ISO")?;
-        let len = file.metadata().ctx(path, "reading the ISO's size")?.len();
+        let meta = file.metadata().ctx(path, "reading the ISO's size")?;
+        if meta.is_dir() {
+            return Err(io::Error::from(io::ErrorKind::IsADirectory)).ctx(path, "opening the ISO");
+        }
+        let len = meta.len();
         let dup = file.try_clone().ctx(path, "opening the ISO")?;
         Ok(IsoFile {
             src: Box::new(dup),

@@ -79,7 +79,7 @@ pub fn check_config(cfg: &QemuConfig) -> Result<()> {
     Ok(())
 }
 
-/// The full qemu command line (argv[0] is the qemu binary as configured).
+/// The full qemu command line (`argv[0]` is the qemu binary as configured).
 pub fn command_line(
     cfg: &QemuConfig,
     fw: Option<&ResolvedFirmware>,

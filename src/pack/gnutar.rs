@@ -28,7 +28,7 @@ pub const MAGIC: usize = 257;
 pub const UNAME: usize = 265;
 /// Offset of the group name (32 bytes).
 pub const GNAME: usize = 297;
-/// Offset of the 4 in-header sparse entries ({offset[12], numbytes[12]}).
+/// Offset of the 4 in-header sparse entries (`{offset[12], numbytes[12]}`).
 pub const SPARSE: usize = 386;
 /// Offset of the "more sparse entries follow in extension blocks" flag.
 pub const IS_EXTENDED: usize = 482;

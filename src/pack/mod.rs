@@ -189,7 +189,8 @@ fn vmdk_and_ovf(
     progress: &dyn Progress,
 ) -> Result<(AtomicOutput, u64, String)> {
     let tmp = scratch(output, "vmdk")?;
-    crate::vmdk::write_stream_optimized(src, tmp.file(), tmp.tmp_path(), disk_name, ctx, progress)?;
+    // Errors name the package asked for, not the scratch file.
+    crate::vmdk::write_stream_optimized(src, tmp.file(), output, disk_name, ctx, progress)?;
     let size = file_len(tmp.file(), tmp.tmp_path())?;
     let ovf = ovf::descriptor(&ovf::OvfParams {
         name: &opts.name,
@@ -315,7 +316,7 @@ pub fn vagrant_libvirt(
     crate::qcow2::write(
         src,
         tmp.file(),
-        tmp.tmp_path(),
+        output,
         &crate::qcow2::Qcow2WriteOptions::default(),
         progress,
     )?;

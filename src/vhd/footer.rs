@@ -1,7 +1,7 @@
 //! The VHD hard disk footer (512 bytes, big-endian) and CHS geometry.
 //!
 //! Spec: Microsoft "Virtual Hard Disk Image Format Specification" v1.0, "Hard Disk Footer
-//! Format". The layout is declared once, as [`FooterLayout`](super::layout::FooterLayout);
+//! Format". The layout is declared once, as [`FooterLayout`];
 //! parse and encode go through it, and the golden and bad-input tests use the byte ranges
 //! [`field`] derives from it. Layout (offsets in bytes):
 //!
@@ -33,7 +33,7 @@ use zerocopy::{FromBytes, FromZeros, IntoBytes};
 pub const FOOTER_SIZE: usize = 512;
 
 /// Byte ranges of the footer's fields (the table above), derived from
-/// [`FooterLayout`](super::layout::FooterLayout): a field ends where the next begins.
+/// [`FooterLayout`]: a field ends where the next begins.
 pub mod field {
     use super::super::layout::FooterLayout as L;
     use std::mem::offset_of;

@@ -419,7 +419,7 @@ pub fn open_vhdx(
     Ok(img)
 }
 
-/// Opens the VHDX at `path` for in-place writing ([`DiskImageMut`]). A pending log or a
+/// Opens the VHDX at `path` for in-place writing ([`DiskImageMut`](crate::disk::DiskImageMut)). A pending log or a
 /// differencing disk is refused. Writes allocate blocks at the end of the file and update the
 /// BAT entry in place (not through the log); the headers get new write GUIDs before the first
 /// write, as the format requires.

@@ -1,7 +1,7 @@
 //! VHDX (MS-VHDX v1.0): reader (dynamic, fixed, differencing; pending logs replayed in memory on
 //! request) and writer (dynamic and fixed).
 //!
-//! Pure parsers and encoders of the on-disk structures live in [`format`], the log in [`log`],
+//! Pure parsers and encoders of the on-disk structures live in [`format`](mod@format), the log in [`log`],
 //! the reader in [`image`], the writer in [`writer`].
 
 pub mod bat;

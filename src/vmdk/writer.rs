@@ -133,7 +133,7 @@ pub fn write_stream_optimized(
     let src: &dyn DiskImage = &padded;
     let capacity = src.len() / SECTOR;
     if capacity == 0 {
-        return Err(err!(InvalidArgument, "a VMDK disk cannot be empty"));
+        return Err(err!(InvalidArgument, "a VMDK disk cannot be empty").with_path(out_path));
     }
     let mut h = Header {
         version: 3,
@@ -149,6 +149,17 @@ pub fn write_stream_optimized(
         unclean_shutdown: false,
         compress_algorithm: COMPRESS_DEFLATE,
     };
+    if h.gd_entries() > super::image::MAX_GD_ENTRIES {
+        return Err(err!(
+            LimitExceeded,
+            "a VMDK of {} bytes needs {} grain tables (at most {}: {} bytes)",
+            src.len(),
+            h.gd_entries(),
+            super::image::MAX_GD_ENTRIES,
+            super::image::MAX_GD_ENTRIES * GTES_PER_GT as u64 * GRAIN_SECTORS * SECTOR
+        )
+        .with_path(out_path));
+    }
     let desc = descriptor(capacity, file_name, ctx);
     if desc.len() as u64 > DESCRIPTOR_SECTORS * SECTOR {
         return Err(err!(

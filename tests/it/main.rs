@@ -27,6 +27,7 @@ mod build_layout;
 mod build_plan;
 mod cli_disk;
 mod cli_json;
+mod cli_probe;
 mod cli_progress;
 mod cli_ux;
 mod cloudinit_seed;
