@@ -4,7 +4,7 @@ use super::{Outcome, Ui, human_bytes, outln, print_json, refuse_dash};
 use clap::{Args, Subcommand, ValueEnum};
 use isotool::context::BuildContext;
 use isotool::disk::OpenOptions;
-use isotool::error::{IoContext, Result};
+use isotool::error::Result;
 use isotool::image::convert::{self, ConvertOptions, TargetFormat, WriteOptions, parse_size};
 use std::path::PathBuf;
 
@@ -495,16 +495,9 @@ pub(crate) fn validate(a: ValidateArgs) -> Result<Outcome> {
         TargetArg::HypervGen1 => Target::HypervGen1,
         TargetArg::HypervGen2 => Target::HypervGen2,
     };
-    refuse_dash(&a.image, "the image")?;
-    // A path that is no file at all (missing, a directory, unreadable) is a usage error (exit 1,
-    // on stderr), not a finding about an image: only an image that opens is validated.
-    let meta = std::fs::File::open(&a.image)
-        .and_then(|f| f.metadata())
-        .ctx(&a.image, "opening image")?;
-    if meta.is_dir() {
-        return Err(std::io::Error::from(std::io::ErrorKind::IsADirectory))
-            .ctx(&a.image, "opening image");
-    }
+    // A path that is no file at all (missing, a directory, unreadable) is an error (exit 1, on
+    // stderr), not a finding about an image: only an image that opens is validated.
+    super::require_file(&a.image, "the image")?;
     let v = validate(
         &a.image,
         target,

@@ -202,6 +202,10 @@ fn qemu_config(a: &QemuArgs) -> Result<QemuConfig> {
 
 fn qemu(a: QemuArgs, ui: Ui) -> Result<Outcome> {
     let quiet = ui.quiet;
+    // The CD images are handed to qemu as they are: check them here, --dry-run too.
+    for iso in a.iso.iter().chain(&a.cdroms) {
+        super::require_file(iso, "the ISO")?;
+    }
     let cfg = qemu_config(&a)?;
     if a.dry_run {
         let argv = launch::dry_run_command_line(&cfg)?;

@@ -188,6 +188,21 @@ Exit status:
   3    validate: something blocks the target
   130  interrupted (SIGINT; 128 + signal for SIGTERM, SIGHUP): temporary outputs removed";
 
+/// An input that must be an existing file (not a directory): a missing or unreadable path is an
+/// error naming it, before anything else runs.
+pub(crate) fn require_file(p: &Path, what: &str) -> isotool::Result<()> {
+    use isotool::error::IoContext;
+    refuse_dash(p, what)?;
+    let meta = std::fs::File::open(p)
+        .and_then(|f| f.metadata())
+        .ctx(p, &format!("opening {what}"))?;
+    if meta.is_dir() {
+        return Err(std::io::Error::from(std::io::ErrorKind::IsADirectory))
+            .ctx(p, &format!("opening {what}"));
+    }
+    Ok(())
+}
+
 /// `-` where only a file makes sense: refused with the reason.
 pub(crate) fn refuse_dash(p: &Path, what: &str) -> isotool::Result<()> {
     if p.as_os_str() == "-" {

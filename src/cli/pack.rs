@@ -1,6 +1,6 @@
 //! `pack`: provider packages (OVA, GCP tar.gz, Vagrant boxes) from one disk.
 
-use super::{Outcome, Ui, human_bytes, outln, print_json, refuse_dash};
+use super::{Outcome, Ui, human_bytes, print_json, refuse_dash};
 use clap::{Args, ValueEnum};
 use isotool::context::BuildContext;
 use isotool::disk::OpenOptions;
@@ -96,15 +96,16 @@ pub(crate) fn pack(a: PackArgs, ui: Ui) -> Result<Outcome> {
         print_json(&super::json::Pack::new(&a.disk, &r))?;
         return Ok(Outcome::Ok);
     }
-    outln!(
+    // A summary, like convert's and disk create's: -q hides it.
+    ui.summary(format_args!(
         "{} -> {} (virtual size {}, {} of data)",
         a.disk.display(),
         r.output.display(),
         human_bytes(r.virtual_size),
         human_bytes(r.data_bytes)
-    );
+    ));
     for (name, size) in &r.members {
-        outln!("  {name}  {size} bytes");
+        ui.summary(format_args!("  {name}  {size} bytes"));
     }
     Ok(Outcome::Ok)
 }

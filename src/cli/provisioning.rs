@@ -72,7 +72,12 @@ pub(crate) struct CloudInitSeedArgs {
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     output: PathBuf,
     /// user-data file (cloud-config, script, MIME multipart, #include, boothook, gzip).
-    #[arg(long, value_name = "FILE", conflicts_with = "from")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        conflicts_with = "from",
+        required_unless_present = "from"
+    )]
     user_data: Option<PathBuf>,
     /// meta-data file (default: an instance-id derived from the user-data).
     #[arg(long, value_name = "FILE")]

@@ -61,12 +61,27 @@ pub(crate) struct RemasterArgs {
     json: bool,
 }
 
+/// An empty preseed or kickstart answers nothing: the "unattended" boot would stop at the
+/// installer's first question. (Other problems with the file are the library's to name.)
+fn nonempty(seed: Option<Seed>) -> Result<Option<Seed>> {
+    match &seed {
+        Some(s) if std::fs::metadata(&s.file).is_ok_and(|m| m.is_file() && m.len() == 0) => {
+            Err(err!(
+                InvalidArgument,
+                "the seed is empty (0 bytes): an unattended install needs its answers"
+            )
+            .with_path(&s.file))
+        }
+        _ => Ok(seed),
+    }
+}
+
 pub(crate) fn remaster(a: RemasterArgs, ui: Ui) -> Result<Outcome> {
     refuse_dash(&a.input, "the input ISO")?;
     refuse_dash(&a.output, "the output ISO")?;
     let (quiet, sync) = (ui.quiet, ui.sync);
     let ctx = BuildContext::from_env()?;
-    let seed = match (&a.preseed, &a.kickstart) {
+    let seed = nonempty(match (&a.preseed, &a.kickstart) {
         (Some(p), _) => Some(Seed {
             flavor: Flavor::Preseed,
             file: p.clone(),
@@ -84,7 +99,7 @@ pub(crate) fn remaster(a: RemasterArgs, ui: Ui) -> Result<Outcome> {
             },
         }),
         _ => None,
-    };
+    })?;
     let mut adds = Vec::new();
     for s in &a.adds {
         let (src, dst) = s

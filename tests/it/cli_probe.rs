@@ -316,3 +316,117 @@ fn json_doc_of_iso_info_names_the_keys_and_values_it_prints() {
         );
     }
 }
+
+#[test]
+fn launch_qemu_checks_its_cd_images_even_with_dry_run() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::create_dir(d.path().join("adir")).unwrap();
+    std::fs::write(d.path().join("seed.iso"), vec![0u8; 4096]).unwrap();
+    // A missing --iso or --cdrom was printed into the qemu command line, status 0 (a missing
+    // --disk was already an error).
+    for (args, names) in [
+        (vec!["--iso", "missing.iso"], "missing.iso"),
+        (vec!["--iso", "adir"], "adir"),
+        (vec!["--iso", "seed.iso", "--cdrom", "gone.iso"], "gone.iso"),
+    ] {
+        let mut all = vec!["launch", "qemu", "--dry-run", "--accel", "tcg"];
+        all.extend(args);
+        let o = run(d.path(), &all);
+        assert_clean_error(&o, names);
+        assert!(o.stdout.is_empty(), "{}", text(&o.stdout));
+    }
+    let o = run(
+        d.path(),
+        [
+            "launch",
+            "qemu",
+            "--dry-run",
+            "--accel",
+            "tcg",
+            "--iso",
+            "seed.iso",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stdout).contains("file=seed.iso"),
+        "{}",
+        text(&o.stdout)
+    );
+}
+
+#[test]
+fn remaster_refuses_an_empty_seed() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::create_dir(d.path().join("t")).unwrap();
+    std::fs::write(d.path().join("t/user-data"), "#cloud-config\n").unwrap();
+    // Any ISO will do: the empty seed is refused before the ISO is read.
+    let o = run(
+        d.path(),
+        [
+            "cloud-init-seed",
+            "--user-data",
+            "t/user-data",
+            "-o",
+            "in.iso",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    std::fs::write(d.path().join("empty.seed"), b"").unwrap();
+    // It wrote an "unattended" ISO whose preseed answers nothing, status 0.
+    for flag in ["--preseed", "--kickstart"] {
+        // --no-boot-edit: the seed ISO has no boot config (the seed is only added).
+        let args = [
+            "remaster",
+            "in.iso",
+            "-o",
+            "out.iso",
+            flag,
+            "empty.seed",
+            "--no-boot-edit",
+        ];
+        let o = run(d.path(), args);
+        assert_clean_error(&o, "empty.seed");
+        assert!(text(&o.stderr).contains("empty"), "{}", text(&o.stderr));
+        assert!(!d.path().join("out.iso").exists());
+    }
+}
+
+#[test]
+fn cloud_init_seed_without_user_data_or_tree_is_a_usage_error() {
+    let d = tempfile::tempdir().unwrap();
+    // A missing argument is status 2 (README's exit codes); it was 1.
+    let o = run(d.path(), ["cloud-init-seed", "-o", "s.iso"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("--user-data"),
+        "{}",
+        text(&o.stderr)
+    );
+}
+
+#[test]
+fn quiet_pack_prints_nothing_like_convert() {
+    let d = tempfile::tempdir().unwrap();
+    let f = std::fs::File::create(d.path().join("d.raw")).unwrap();
+    f.set_len(1 << 20).unwrap();
+    drop(f);
+    // -q is "only results and errors": convert and disk create print nothing, pack printed its
+    // summary and every member.
+    let o = run(d.path(), ["-q", "convert", "d.raw", "d.vhdx"]);
+    assert!(
+        o.status.success() && o.stdout.is_empty(),
+        "{}",
+        text(&o.stdout)
+    );
+    let o = run(
+        d.path(),
+        ["-q", "pack", "d.raw", "--for", "gcp", "-o", "d.tar.gz"],
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(
+        o.stdout.is_empty() && o.stderr.is_empty(),
+        "{}",
+        text(&o.stdout)
+    );
+}
