@@ -120,7 +120,7 @@ pub fn md5_files(paths: &[&Path], progress: &dyn crate::disk::Progress) -> Resul
         .collect()
 }
 
-/// MD5 (lower-case hex) of one file, read in [`MD5_CHUNK`] pieces; each piece hashed is
+/// MD5 (lower-case hex) of one file, read in `MD5_CHUNK` pieces; each piece hashed is
 /// reported to `progress`.
 pub fn md5_file(p: &Path, progress: &dyn crate::disk::Progress) -> Result<String> {
     use md5::Md5;
