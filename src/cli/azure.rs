@@ -704,15 +704,40 @@ fn read_ssh_public_key(path: &std::path::Path) -> Result<String> {
     }
 }
 
+/// The `--custom-data` file, read no further than Azure's limit (AZURE_MAX_CUSTOM_DATA bytes,
+/// decoded), which a larger file is refused by.
+fn read_custom_data(f: &std::path::Path) -> Result<String> {
+    use isotool::error::IoContext;
+    use std::io::Read;
+    let max = isotool::cloudinit::azure::AZURE_MAX_CUSTOM_DATA;
+    let file = std::fs::File::open(f).ctx(f, "opening the custom data")?;
+    let mut buf = Vec::new();
+    (file.take(max as u64 + 1).read_to_end(&mut buf)).ctx(f, "reading the custom data")?;
+    if buf.len() > max {
+        return Err(err!(
+            LimitExceeded,
+            "the custom data is over AZURE_MAX_CUSTOM_DATA ({max} bytes), the most Azure takes"
+        )
+        .with_path(f));
+    }
+    String::from_utf8(buf).map_err(|e| {
+        err!(
+            InvalidArgument,
+            "the custom data is not UTF-8 text (byte {})",
+            e.utf8_error().valid_up_to()
+        )
+        .with_path(f)
+    })
+}
+
 /// `isotool launch azure`.
 pub(crate) fn launch(a: LaunchArgs, quiet: bool) -> Result<Outcome> {
-    use isotool::error::IoContext;
     let custom_data = match (&a.config, &a.custom_data) {
         (Some(dir), _) => {
             let (tree, _) = super::provisioning::checked_tree(dir, a.role, &[], quiet)?;
             isotool::cloudinit::azure::azure_custom_data(&tree)?
         }
-        (None, Some(f)) => std::fs::read_to_string(f).ctx(f, "reading the custom data")?,
+        (None, Some(f)) => read_custom_data(f)?,
         (None, None) => {
             return Err(err!(
                 InvalidArgument,

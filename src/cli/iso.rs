@@ -22,7 +22,7 @@ pub(crate) enum IsoCommand {
 #[command(after_help = "\
 Examples:
   isotool iso ls ubuntu.iso /isolinux
-  isotool iso ls -R out.iso --json | jq -r '.entries[] | select(.mode == \"0755\") | .path'
+  isotool iso ls -R out.iso --json | jq -r '.entries[] | select(.mode == \"0755\") | .path'   # the executables
 
 Exit status: 0 listed (also when stdout is a closed pipe), 1 error, 2 bad command line.")]
 pub(crate) struct LsArgs {

@@ -63,7 +63,7 @@ pub(crate) struct QemuArgs {
     /// Another CD drive (provisioning DVD, NoCloud seed); repeatable.
     #[arg(long = "cdrom", value_name = "ISO")]
     cdroms: Vec<PathBuf>,
-    /// A writable disk (raw, VHD or VHDX, recognised from its content); repeatable.
+    /// A writable disk (raw, VHD, VHDX or qcow2, recognised from its content); repeatable.
     #[arg(long = "disk", value_name = "IMAGE")]
     disks: Vec<PathBuf>,
     /// Firmware: SeaBIOS, OVMF, or OVMF with Secure Boot and Microsoft's keys.

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 Examples:
   isotool provisioning-cd --from config/ -o provisioning.iso
   isotool provisioning-cd --from config/ --dry-run            # check the tree, list the disc
-  isotool provisioning-cd --from config/ -o p.iso --role server --json
+  isotool provisioning-cd --from config/ -o p.iso --role server --json   # a server's tree
 
 Exit status: 0 written (or checked), 1 error (an invalid tree lists every problem), 2 bad
 command line.")]

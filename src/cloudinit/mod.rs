@@ -251,7 +251,7 @@ pub fn write_seed(
 
 /// Why a seed output is 0600 (printed with it).
 pub const SEED_MODE_NOTE: &str =
-    "the seed is mode 0600 because user-data can carry passwords and keys; --mode MODE to choose";
+    "the seed is mode 0600 because user-data can carry passwords and keys; --mode OCTAL to choose";
 
 /// [`write_seed`], refusing an output that is one of `inputs` (the files the seed was made
 /// from, or inside the config tree it came from).

@@ -651,7 +651,7 @@ pub fn output_mode(tree: &ConfigTree, mode: Option<u32>) -> (OutputOptions, Opti
     let opts = OutputOptions::new(false, base).with_mode(mode);
     let note = match (mode, why.is_empty()) {
         (None, false) => Some(format!(
-            "the output is mode 0600 because it carries secrets: {}; --mode MODE to choose",
+            "the output is mode 0600 because it carries secrets: {}; --mode OCTAL to choose",
             why.join(", ")
         )),
         (Some(m), false) if m & 0o077 != 0 => Some(format!(

@@ -165,7 +165,11 @@ fn pack_json_with_a_non_utf8_output_name_prints_the_document() {
 }
 
 fn launch_azure(dir: &Path, key: &str) -> Output {
-    std::fs::write(dir.join("custom-data"), "#cloud-config\n").unwrap();
+    launch_azure_with(dir, key, "#cloud-config\n")
+}
+
+fn launch_azure_with(dir: &Path, key: &str, custom_data: &str) -> Output {
+    std::fs::write(dir.join("custom-data"), custom_data).unwrap();
     run(
         dir,
         [
@@ -428,5 +432,26 @@ fn quiet_pack_prints_nothing_like_convert() {
         o.stdout.is_empty() && o.stderr.is_empty(),
         "{}",
         text(&o.stdout)
+    );
+}
+
+#[test]
+fn launch_azure_refuses_custom_data_over_azures_limit() {
+    let d = tempfile::tempdir().unwrap();
+    let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIProbeKeyProbeKeyProbeKeyProbeKeyProbe me@probe";
+    std::fs::write(d.path().join("id.pub"), format!("{key}\n")).unwrap();
+    // Azure takes at most 65,535 bytes of custom data; a bigger file was sent as it was (and
+    // read whole first). The limit itself is accepted.
+    let mut doc = String::from("#cloud-config\n#");
+    doc.push_str(&"x".repeat(65_535 - doc.len()));
+    let o = launch_azure_with(d.path(), "id.pub", &doc);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    doc.push('x');
+    let o = launch_azure_with(d.path(), "id.pub", &doc);
+    assert_clean_error(&o, "custom-data");
+    assert!(
+        text(&o.stderr).contains("AZURE_MAX_CUSTOM_DATA (65535 bytes)"),
+        "{}",
+        text(&o.stderr)
     );
 }
