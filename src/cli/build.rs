@@ -203,6 +203,7 @@ impl Observer for Mode {
 }
 
 pub(crate) fn build(a: BuildArgs, ui: Ui) -> Result<Outcome> {
+    super::refuse_dash(&a.file, "the build file")?;
     let spec = build::load(&a.file)?;
     let plan = Plan::new(spec, a.installed_disk.clone());
     let opts = RunOptions {

@@ -228,7 +228,8 @@ pub fn write(
             LimitExceeded,
             "a qcow2 of {size} bytes with {cs}-byte clusters needs {l1_len} L1 entries (1 to {}): use larger clusters",
             MAX_L1_BYTES / 8
-        ));
+        )
+        .with_path(out_path));
     }
     progress.start("writing qcow2", data_bytes(src)?);
     let mut st = State {
