@@ -455,3 +455,19 @@ fn launch_azure_refuses_custom_data_over_azures_limit() {
         text(&o.stderr)
     );
 }
+
+#[test]
+fn build_of_dash_is_refused_with_the_reason() {
+    let d = tempfile::tempdir().unwrap();
+    let o = run(d.path(), ["build", "-"]);
+    assert_clean_error(&o, "cannot be `-`");
+}
+
+#[test]
+fn qcow2_of_an_absurd_size_names_the_output() {
+    let d = tempfile::tempdir().unwrap();
+    let o = run(d.path(), ["disk", "create", "x.qcow2", "--size", "1E"]);
+    assert_clean_error(&o, "x.qcow2");
+    let left: Vec<_> = std::fs::read_dir(d.path()).unwrap().collect();
+    assert!(left.is_empty(), "nothing left: {left:?}");
+}
