@@ -707,19 +707,8 @@ fn read_ssh_public_key(path: &std::path::Path) -> Result<String> {
 /// The `--custom-data` file, read no further than Azure's limit (AZURE_MAX_CUSTOM_DATA bytes,
 /// decoded), which a larger file is refused by.
 fn read_custom_data(f: &std::path::Path) -> Result<String> {
-    use isotool::error::IoContext;
-    use std::io::Read;
     let max = isotool::cloudinit::azure::AZURE_MAX_CUSTOM_DATA;
-    let file = std::fs::File::open(f).ctx(f, "opening the custom data")?;
-    let mut buf = Vec::new();
-    (file.take(max as u64 + 1).read_to_end(&mut buf)).ctx(f, "reading the custom data")?;
-    if buf.len() > max {
-        return Err(err!(
-            LimitExceeded,
-            "the custom data is over AZURE_MAX_CUSTOM_DATA ({max} bytes), the most Azure takes"
-        )
-        .with_path(f));
-    }
+    let buf = isotool::limits::read_limited(f, max, "AZURE_MAX_CUSTOM_DATA", "the custom data")?;
     String::from_utf8(buf).map_err(|e| {
         err!(
             InvalidArgument,
