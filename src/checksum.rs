@@ -32,12 +32,27 @@ pub fn sha256_file_progress(
 ) -> Result<String> {
     let len = file.metadata().ctx(path, "reading metadata")?.len();
     progress.start("sha256", len);
+    let h = digest_file::<Sha256>(file, path, len, 4 << 20, progress)?;
+    progress.finish();
+    Ok(h)
+}
+
+/// Digest `D` (lower-case hex) of the first `len` bytes of `file`, reading only its data ranges
+/// in pieces of `chunk` bytes (holes are hashed as the zeros they read as); every byte hashed
+/// is reported to `progress`.
+fn digest_file<D: Digest>(
+    file: &File,
+    path: &Path,
+    len: u64,
+    chunk: usize,
+    progress: &dyn crate::disk::Progress,
+) -> Result<String> {
     let ranges = crate::disk::raw::data_ranges(file, 0, len).ctx(path, "mapping data and holes")?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 4 << 20];
+    let mut h = D::new();
+    let mut buf = vec![0u8; chunk];
     let zeros = vec![0u8; 1 << 20];
     let mut pos = 0u64;
-    let feed_zeros = |h: &mut Sha256, mut n: u64| {
+    let feed_zeros = |h: &mut D, mut n: u64| {
         while n > 0 {
             let k = n.min(zeros.len() as u64) as usize;
             h.update(&zeros[..k]);
@@ -51,7 +66,7 @@ pub fn sha256_file_progress(
         while off < b {
             let n = (b - off).min(buf.len() as u64) as usize;
             file.read_exact_at(&mut buf[..n], off)
-                .ctx(path, "reading for SHA-256")?;
+                .ctx(path, "reading a file to hash")?;
             h.update(&buf[..n]);
             progress.advance(n as u64);
             off += n as u64;
@@ -60,7 +75,6 @@ pub fn sha256_file_progress(
     }
     feed_zeros(&mut h, len - pos);
     progress.advance(len - pos);
-    progress.finish();
     Ok(hex(&h.finalize()))
 }
 
@@ -123,23 +137,9 @@ pub fn md5_files(paths: &[&Path], progress: &dyn crate::disk::Progress) -> Resul
 /// MD5 (lower-case hex) of one file, read in `MD5_CHUNK` pieces; each piece hashed is
 /// reported to `progress`.
 pub fn md5_file(p: &Path, progress: &dyn crate::disk::Progress) -> Result<String> {
-    use md5::Md5;
-    use std::io::Read;
-    let mut f = File::open(p).ctx(p, "opening a file to hash")?;
-    let mut h = Md5::new();
-    let mut buf = vec![0u8; MD5_CHUNK];
-    loop {
-        let n = match f.read(&mut buf) {
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            r => r.ctx(p, "reading a file to hash")?,
-        };
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-        progress.advance(n as u64);
-    }
-    Ok(hex(&h.finalize()))
+    let f = File::open(p).ctx(p, "opening a file to hash")?;
+    let len = f.metadata().ctx(p, "reading a file to hash")?.len();
+    digest_file::<md5::Md5>(&f, p, len, MD5_CHUNK, progress)
 }
 
 #[cfg(test)]
